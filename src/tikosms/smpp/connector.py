@@ -1,0 +1,356 @@
+"""The SMPP 3.4 carrier: `SmppCarrier(config)` implements `tikosms.delivery.carrier.Carrier`.
+
+Per carrier it keeps `binds` connections up (each a transceiver, or a transmitter plus a
+receiver), each in its own task that reconnects with exponential backoff. submit() takes a
+token from the carrier's bucket, picks the least-loaded bound transmitter and maps the
+submit_sm_resp to a `SubmitOutcome` (see `outcome_for_status`, and docs/smpp.md).
+
+Parts awaiting a submit_sm_resp when their bind is lost come back as RETRY: the SMSC may or may
+not have taken them, so resubmitting them may duplicate those parts (and only those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tikosms.delivery.carrier import (
+    OutboundPart,
+    ReceiptHandler,
+    SubmitOutcome,
+    SubmitResult,
+)
+from tikosms.smpp.config import SmppCarrierConfig
+from tikosms.smpp.dlr import parse_receipt
+from tikosms.smpp.pdu import ESM_INTERMEDIATE, ESM_SME_ACK, ESM_SMSC_RECEIPT, BindRequest, Status
+from tikosms.smpp.session import (
+    BindRefused,
+    BindTimeout,
+    BindType,
+    DeliverSm,
+    ResponseTimeout,
+    SessionError,
+    SessionLost,
+    SmppSession,
+    Unreachable,
+)
+from tikosms.smpp.submit import build_submit
+from tikosms.smpp.throttle import TokenBucket
+
+log = logging.getLogger(__name__)
+
+_RECEIPT_TYPES = (ESM_SMSC_RECEIPT, ESM_SME_ACK, ESM_INTERMEDIATE)
+
+# Temporary: slow down and submit again later.
+_THROTTLED = {Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL}
+_TEMPORARY = {Status.ESME_RSYSERR, Status.ESME_RX_T_APPN}
+# Permanent for this part, whichever carrier gets it: REJECTD, refunded.
+_PERMANENT = {
+    Status.ESME_RINVMSGLEN,
+    Status.ESME_RINVSRCADR,
+    Status.ESME_RINVDSTADR,
+    Status.ESME_RINVESMCLASS,
+    Status.ESME_RINVSRCTON,
+    Status.ESME_RINVSRCNPI,
+    Status.ESME_RINVDSTTON,
+    Status.ESME_RINVDSTNPI,
+    Status.ESME_RINVEXPIRY,
+    Status.ESME_RINVDFTMSGID,
+    Status.ESME_RX_P_APPN,
+    Status.ESME_RINVOPTPARAMVAL,
+    Status.ESME_RINVPARLEN,
+}
+# Everything else (bind status, routing, ESME_RSUBMITFAIL, vendor codes 0x400+): this carrier
+# cannot take the part, another may: FAILOVER.
+
+
+def outcome_for_status(
+    status: int, message_id: str | None, *, retry_after: float = 1.0
+) -> SubmitOutcome:
+    """The outcome of a submit_sm_resp (or generic_nack) with this command_status."""
+    error_code = f"0x{status:08x}"
+    if status == Status.ESME_ROK:
+        if not message_id:
+            # Accepted without an id we could match a receipt to: treat as unknown, resubmit.
+            return SubmitOutcome(
+                SubmitResult.RETRY,
+                error_code=error_code,
+                retry_after=retry_after,
+                detail="submit_sm_resp without message_id",
+            )
+        return SubmitOutcome.accepted(message_id)
+    if status in _THROTTLED or status in _TEMPORARY:
+        return SubmitOutcome(SubmitResult.RETRY, error_code=error_code, retry_after=retry_after)
+    if status in _PERMANENT:
+        return SubmitOutcome(SubmitResult.REJECTED, error_code=error_code)
+    return SubmitOutcome(SubmitResult.FAILOVER, error_code=error_code)
+
+
+@dataclass(frozen=True, slots=True)
+class BindStatus:
+    """What one bind is doing, for logs, health checks and `carriers show`."""
+
+    label: str
+    bind_type: BindType
+    state: str  # "connecting" | "bound" | "refused" | "unreachable" | "down" | "stopped"
+    detail: str
+    in_flight: int
+
+
+class SmppCarrier:
+    """An SMPP 3.4 carrier: several binds, a window per bind, a rate across binds."""
+
+    def __init__(self, config: SmppCarrierConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.bucket = TokenBucket(config.tps)
+        self._binds: list[_Bind] = []
+        self._on_receipt: ReceiptHandler | None = None
+        self._stopping = False
+        self._next = 0
+
+    # -- Carrier protocol -------------------------------------------------------------------
+
+    async def start(self, on_receipt: ReceiptHandler) -> None:
+        """Begin binding (returns at once; `wait_bound()` waits for a first bind)."""
+        self._on_receipt = on_receipt
+        self._stopping = False
+        bind_types: list[BindType]
+        if self.config.bind_mode == "transceiver":
+            bind_types = ["transceiver"]
+        else:
+            bind_types = ["transmitter", "receiver"]
+        self._binds = [
+            _Bind(self, f"{self.name}#{index}" + ("" if len(bind_types) == 1 else bt[0]), bt)
+            for index in range(1, self.config.binds + 1)
+            for bt in bind_types
+        ]
+        for bind in self._binds:
+            bind.start()
+
+    async def submit(self, part: OutboundPart) -> SubmitOutcome:
+        if self._stopping:
+            return SubmitOutcome(SubmitResult.FAILOVER, detail=f"carrier {self.name} stopping")
+        try:
+            fields = build_submit(part, self.config)
+        except ValueError as exc:  # text not encodable with its data_coding, bad part numbers
+            return SubmitOutcome(SubmitResult.REJECTED, detail=f"cannot encode part: {exc}")
+        await self.bucket.acquire()
+        # A bind that ends while the part waits for a window slot never sent it: try another.
+        for _ in range(len(self._binds) + 1):
+            session = self._pick()
+            if session is None:
+                return SubmitOutcome(
+                    SubmitResult.FAILOVER, detail=f"carrier {self.name}: no bind up"
+                )
+            try:
+                response = await session.submit(fields)
+            except SessionLost as exc:
+                if exc.sent:
+                    return self._unknown_outcome(part, f"bind lost awaiting submit_sm_resp: {exc}")
+                continue
+            except ResponseTimeout as exc:
+                return self._unknown_outcome(part, str(exc))
+            if response.command_status in (Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL):
+                self.bucket.on_throttled()
+            outcome = outcome_for_status(
+                response.command_status,
+                response.message_id,
+                retry_after=self.config.throttle_retry_after,
+            )
+            if outcome.result is not SubmitResult.ACCEPTED:
+                log.info(
+                    "smpp submit not accepted carrier=%s part=%s result=%s error=%s",
+                    self.name,
+                    part.part_id,
+                    outcome.result.value,
+                    outcome.error_code,
+                )
+            return outcome
+        return SubmitOutcome(SubmitResult.FAILOVER, detail=f"carrier {self.name}: binds lost")
+
+    @property
+    def available(self) -> bool:
+        return not self._stopping and any(b.session_can_submit for b in self._binds)
+
+    async def stop(self) -> None:
+        """Stop taking parts, let responses in flight arrive (up to stop_timeout), unbind."""
+        self._stopping = True
+        await asyncio.gather(*(bind.stop() for bind in self._binds))
+
+    # -- extras -----------------------------------------------------------------------------
+
+    def status(self) -> list[BindStatus]:
+        return [bind.status() for bind in self._binds]
+
+    @property
+    def last_error(self) -> str:
+        """The most recent bind failure ("" when none): "bind refused ..." or "... unreachable"."""
+        errors = [b.detail for b in self._binds if b.state in ("refused", "unreachable", "down")]
+        return errors[0] if errors else ""
+
+    async def wait_bound(self) -> None:
+        """Wait until at least one bind can submit (wrap in asyncio.timeout)."""
+        await self.wait_state(lambda: self.available)
+
+    async def wait_state(self, predicate: Callable[[], bool]) -> None:
+        """Wait until predicate() holds, checked at each change of a bind's state."""
+        while not predicate():
+            waits = [asyncio.ensure_future(b.changed.wait()) for b in self._binds]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _pick(self) -> SmppSession | None:
+        """The least-loaded bound transmitter; ties go round-robin."""
+        sessions = [b.session for b in self._binds if b.session_can_submit]
+        if not sessions:
+            return None
+        self._next += 1
+        count = len(sessions)
+        rotated = [sessions[(self._next + i) % count] for i in range(count)]
+        return min(rotated, key=lambda s: s.load)  # type: ignore[union-attr]
+
+    def _unknown_outcome(self, part: OutboundPart, detail: str) -> SubmitOutcome:
+        log.warning(
+            "smpp submit outcome unknown, will be resubmitted (possible duplicate) "
+            "carrier=%s part=%s detail=%s",
+            self.name,
+            part.part_id,
+            detail,
+        )
+        return SubmitOutcome(
+            SubmitResult.RETRY, retry_after=self.config.bind_lost_retry_after, detail=detail
+        )
+
+    async def _handle_deliver(self, pdu: DeliverSm) -> int:
+        """deliver_sm: a receipt goes to on_receipt, and is acknowledged once it returns."""
+        if pdu.esm_class & 0x3C not in _RECEIPT_TYPES:
+            log.info("smpp mobile-originated message ignored carrier=%s", self.name)
+            return Status.ESME_ROK
+        receipt = parse_receipt(pdu.short_message, pdu.tlvs, pdu.data_coding)
+        if receipt is None:
+            # Answering an error would only make the SMSC send it again, equally unreadable.
+            log.error(
+                "smpp receipt without message id carrier=%s text=%r",
+                self.name,
+                pdu.short_message[:200],
+            )
+            return Status.ESME_ROK
+        if self._on_receipt is None:
+            return Status.ESME_RSYSERR
+        try:
+            await self._on_receipt(receipt)
+        except Exception:
+            # Not swallowed: the SMSC gets an error status and delivers the receipt again.
+            log.exception(
+                "smpp receipt handler failed carrier=%s message_id=%s",
+                self.name,
+                receipt.carrier_message_id,
+            )
+            return Status.ESME_RSYSERR
+        return Status.ESME_ROK
+
+
+class _Bind:
+    """One connection slot: connects, keeps the session, reconnects with backoff."""
+
+    def __init__(self, carrier: SmppCarrier, label: str, bind_type: BindType) -> None:
+        self.carrier = carrier
+        self.label = label
+        self.bind_type = bind_type
+        self.session: SmppSession | None = None
+        self.state = "connecting"
+        self.detail = ""
+        self.changed = asyncio.Event()  # set on every state change, then cleared
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def session_can_submit(self) -> bool:
+        return self.session is not None and self.session.can_submit
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"smpp-bind-{self.label}")
+
+    def status(self) -> BindStatus:
+        in_flight = self.session.in_flight if self.session is not None else 0
+        return BindStatus(self.label, self.bind_type, self.state, self.detail, in_flight)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        session = self.session
+        if session is not None:
+            await session.unbind(drain_timeout=self.carrier.config.stop_timeout)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._set("stopped", "")
+
+    def _set(self, state: str, detail: str) -> None:
+        self.state = state
+        self.detail = detail
+        self.changed.set()
+        self.changed.clear()
+
+    async def _run(self) -> None:
+        config = self.carrier.config
+        delay = config.reconnect_initial
+        where = f"{config.host}:{config.port}"
+        while not self._stop.is_set():
+            self._set("connecting", "")
+            session = SmppSession(
+                config.host,
+                config.port,
+                BindRequest(config.system_id, config.password, config.system_type),
+                self.bind_type,
+                window=config.window,
+                response_timeout=config.response_timeout,
+                connect_timeout=config.connect_timeout,
+                enquire_link_interval=config.enquire_link_interval,
+                on_deliver=self.carrier._handle_deliver
+                if self.bind_type != "transmitter"
+                else None,
+                label=self.label,
+            )
+            try:
+                await session.open()
+            except asyncio.CancelledError:
+                await session.close("stopped")
+                raise
+            except BindRefused as exc:
+                self._set(
+                    "refused",
+                    f"bind refused by carrier {self.carrier.name}: "
+                    f"check system_id/password ({exc})",
+                )
+                log.error("%s bind=%s", self.detail, self.label)
+            except Unreachable as exc:
+                self._set(
+                    "unreachable",
+                    f"carrier {self.carrier.name} unreachable at {where} ({exc.__cause__ or exc})",
+                )
+                log.error("%s bind=%s", self.detail, self.label)
+            except (BindTimeout, SessionError) as exc:
+                self._set("down", f"carrier {self.carrier.name} at {where}: {exc}")
+                log.error("%s bind=%s", self.detail, self.label)
+            else:
+                self.session = session
+                delay = config.reconnect_initial
+                self._set("bound", "")
+                reason = await session.wait_closed()
+                if self._stop.is_set():
+                    return
+                self._set("down", f"carrier {self.carrier.name} bind lost: {reason}")
+                log.warning("%s bind=%s", self.detail, self.label)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, config.reconnect_max)

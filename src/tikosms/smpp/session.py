@@ -1,0 +1,416 @@
+"""One SMPP 3.4 client connection (ESME side): bind, submit_sm with a window, receipts, unbind.
+
+This is the only place the connector touches the wire, so that the SMPP library can be replaced
+behind it. It uses smpp34 (pinned) for what is hard to get right: the submit_sm and deliver_sm
+codec with TLVs. It does not use smpp34's `Client`, because that client acknowledges every
+deliver_sm itself, before the application sees it, and a receipt must be acknowledged only once
+it is durably recorded (`tikosms.delivery.carrier.ReceiptHandler`). Owning the session also
+closes smpp34's other gaps: the window is a real semaphore, a refused bind is told apart from a
+timeout, and enquire_link runs on our interval.
+
+Errors (all `SessionError`):
+- `Unreachable`: the TCP connect failed (carrier down, wrong host/port, firewall).
+- `BindRefused`: the SMSC answered the bind with an error status, or closed the connection
+  instead of answering (some SMSCs do that for a wrong password).
+- `BindTimeout`: connected, but no bind_resp in time.
+- `SessionLost`: the connection ended. `sent` tells whether the submit_sm had gone out (its
+  outcome is then unknown: resubmitting it may duplicate the SMS).
+- `ResponseTimeout`: no submit_sm_resp in time (outcome unknown, as above).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import smpp34
+
+from tikosms.smpp.pdu import (
+    HEADER_SIZE,
+    MAX_PDU_SIZE,
+    MAX_SEQUENCE,
+    RESPONSE_BIT,
+    BindRequest,
+    Command,
+    Header,
+    Status,
+    encode_pdu,
+    parse_header,
+    read_c_string,
+    status_name,
+)
+from tikosms.smpp.submit import SubmitFields
+
+log = logging.getLogger(__name__)
+
+BindType = Literal["transceiver", "transmitter", "receiver"]
+
+_BIND_COMMAND: dict[str, Command] = {
+    "transceiver": Command.BIND_TRANSCEIVER,
+    "transmitter": Command.BIND_TRANSMITTER,
+    "receiver": Command.BIND_RECEIVER,
+}
+
+DeliverHandler = Callable[["DeliverSm"], Awaitable[int]]
+"""Called for each deliver_sm; returns the command_status of its deliver_sm_resp, which is
+sent only once the handler has returned."""
+
+
+class SessionError(Exception):
+    """Base of the session's errors."""
+
+
+class Unreachable(SessionError):
+    pass
+
+
+class BindRefused(SessionError):
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status  # None: the SMSC closed the connection instead of answering
+
+
+class BindTimeout(SessionError):
+    pass
+
+
+class SessionLost(SessionError):
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class ResponseTimeout(SessionError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResponse:
+    command_status: int
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverSm:
+    """An inbound deliver_sm, decoded, with its TLVs as a tag -> value mapping."""
+
+    source_addr: str
+    destination_addr: str
+    esm_class: int
+    data_coding: int
+    short_message: bytes
+    tlvs: dict[int, bytes]
+
+
+_Response = tuple[Header, bytes]
+
+
+class SmppSession:
+    """A bound ESME connection. `await open()`, then `submit()`; `unbind()` to finish.
+
+    At most `window` submit_sm await their response at once; further submits wait for a slot.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        bind: BindRequest,
+        bind_type: BindType = "transceiver",
+        *,
+        window: int = 100,
+        response_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        enquire_link_interval: float = 30.0,
+        on_deliver: DeliverHandler | None = None,
+        label: str = "",
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.bind_type = bind_type
+        self.label = label or f"{host}:{port}"
+        self._bind = bind
+        self._window = asyncio.Semaphore(window)
+        self._response_timeout = response_timeout
+        self._connect_timeout = connect_timeout
+        self._enquire_link_interval = enquire_link_interval
+        self._on_deliver = on_deliver
+        self._sequence = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[_Response]] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._bound = False
+        self._closing = False
+        self._closed = asyncio.Event()
+        self.close_reason = ""
+        self._waiting = 0
+        self._unbinding = False
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def bound(self) -> bool:
+        return self._bound and not self._closing
+
+    @property
+    def can_submit(self) -> bool:
+        return self.bound and self.bind_type != "receiver"
+
+    @property
+    def in_flight(self) -> int:
+        """submit_sm sent and awaiting their response (other requests included)."""
+        return len(self._pending)
+
+    @property
+    def load(self) -> int:
+        """In flight plus waiting for a window slot: what least-loaded selection compares."""
+        return len(self._pending) + self._waiting
+
+    async def wait_closed(self) -> str:
+        """Wait until the connection has ended; returns why."""
+        await self._closed.wait()
+        return self.close_reason
+
+    # -- bind ---------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and bind; raises Unreachable, BindRefused or BindTimeout."""
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), self._connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            self._closed.set()
+            raise Unreachable(f"{self.host}:{self.port} unreachable: {exc or 'timed out'}") from exc
+        self._spawn(self._read_loop())
+        command = _BIND_COMMAND[self.bind_type]
+        try:
+            header, body = await self._request(command, self._bind.encode_body())
+        except SessionLost as exc:
+            raise BindRefused(
+                f"connection closed by the SMSC instead of a bind_resp ({exc})", None
+            ) from exc
+        except ResponseTimeout as exc:
+            await self.close("bind timed out")
+            raise BindTimeout(f"no bind_resp within {self._response_timeout:g} s") from exc
+        if header.command_status != Status.ESME_ROK:
+            await self.close("bind refused")
+            raise BindRefused(
+                f"bind refused: {status_name(header.command_status)}", header.command_status
+            )
+        smsc_id, _ = read_c_string(body)
+        self._bound = True
+        log.info("smpp bound session=%s bind_type=%s smsc=%s", self.label, self.bind_type, smsc_id)
+        if self._enquire_link_interval > 0:
+            self._spawn(self._enquire_link_loop())
+
+    # -- submit -------------------------------------------------------------------------------
+
+    async def submit(self, fields: SubmitFields) -> SubmitResponse:
+        """Send one submit_sm and await its response (waits first for a window slot)."""
+        if not self.can_submit:
+            raise SessionLost(f"session {self.label} is not bound to submit", sent=False)
+        self._waiting += 1
+        try:
+            await self._window.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            if not self.can_submit:
+                raise SessionLost(f"session {self.label} ended before sending", sent=False)
+            header, body = await self._request(Command.SUBMIT_SM, fields)
+        finally:
+            self._window.release()
+        message_id = read_c_string(body)[0] if body else None
+        return SubmitResponse(header.command_status, message_id or None)
+
+    # -- unbind / close -----------------------------------------------------------------------
+
+    async def unbind(self, drain_timeout: float = 5.0) -> None:
+        """Stop submitting, wait (up to drain_timeout) for responses and receipts in flight,
+        send unbind and await unbind_resp, then close."""
+        if self._closed.is_set():
+            return
+        was_bound = self._bound
+        self._bound = False  # no new submits from here on
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        waiting = [f for f in self._pending.values() if not f.done()]
+        waiting_on: list[asyncio.Future[Any]] = [*waiting, *self._deliveries]
+        if waiting_on:
+            await asyncio.wait(waiting_on, timeout=max(0.0, deadline - loop.time()))
+        if was_bound and not self._closed.is_set():
+            self._unbinding = True
+            with contextlib.suppress(SessionError):
+                await self._request(Command.UNBIND, b"")
+        await self.close("unbound")
+
+    async def close(self, reason: str) -> None:
+        """Drop the connection now; requests awaiting a response fail with SessionLost."""
+        self._lose(reason)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._writer is not None:
+            with contextlib.suppress(OSError, ConnectionError):
+                await self._writer.wait_closed()
+
+    def _lose(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        self._closing = True
+        self._bound = False
+        self.close_reason = reason
+        if self._writer is not None:
+            self._writer.close()
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(SessionLost(f"session {self.label} lost: {reason}", sent=True))
+        self._closed.set()
+        log.info("smpp session closed session=%s reason=%s", self.label, reason)
+
+    # -- wire ---------------------------------------------------------------------------------
+
+    async def _request(self, command: Command, body: bytes | SubmitFields) -> _Response:
+        if self._writer is None or self._closed.is_set():
+            raise SessionLost(f"session {self.label} is closed", sent=False)
+        sequence = self._next_sequence()
+        if isinstance(body, SubmitFields):
+            pdu = _encode_submit(body, sequence)
+        else:
+            pdu = encode_pdu(command, sequence, body)
+        future: asyncio.Future[_Response] = asyncio.get_running_loop().create_future()
+        self._pending[sequence] = future
+        try:
+            self._writer.write(pdu)
+            await self._writer.drain()
+        except (OSError, ConnectionError) as exc:
+            self._lose(f"write failed: {exc}")
+        try:
+            return await asyncio.wait_for(future, self._response_timeout)
+        except TimeoutError:
+            self._pending.pop(sequence, None)
+            raise ResponseTimeout(
+                f"no response to {command.name.lower()} within {self._response_timeout:g} s"
+            ) from None
+
+    def _next_sequence(self) -> int:
+        sequence = next(self._sequence)
+        if sequence > MAX_SEQUENCE:
+            self._sequence = itertools.count(2)
+            sequence = 1
+        return sequence
+
+    def _send(self, command: int, sequence: int, body: bytes = b"", status: int = 0) -> None:
+        if self._writer is not None and not self._closed.is_set():
+            self._writer.write(encode_pdu(command, sequence, body, status))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        reason = "connection closed by peer"
+        try:
+            while True:
+                raw_header = await self._reader.readexactly(HEADER_SIZE)
+                header = parse_header(raw_header)
+                if not HEADER_SIZE <= header.command_length <= MAX_PDU_SIZE:
+                    reason = f"bad command_length {header.command_length}"
+                    break
+                body = await self._reader.readexactly(header.command_length - HEADER_SIZE)
+                self._dispatch(header, raw_header, body)
+        except asyncio.IncompleteReadError:
+            if self._unbinding:
+                reason = "unbound"
+        except (OSError, ConnectionError) as exc:
+            reason = f"connection error: {exc}"
+        self._lose(reason)
+
+    def _dispatch(self, header: Header, raw_header: bytes, body: bytes) -> None:
+        command = header.command_id
+        if command & RESPONSE_BIT:  # a response (generic_nack included) to one of our requests
+            future = self._pending.pop(header.sequence_number, None)
+            if future is not None and not future.done():
+                future.set_result((header, body))
+            return
+        if command == Command.DELIVER_SM:
+            task = asyncio.ensure_future(self._deliver(header, raw_header + body))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        elif command == Command.ENQUIRE_LINK:
+            self._send(Command.ENQUIRE_LINK_RESP, header.sequence_number)
+        elif command == Command.UNBIND:
+            self._send(Command.UNBIND_RESP, header.sequence_number)
+            self._lose("unbound by the SMSC")
+        else:
+            self._send(Command.GENERIC_NACK, header.sequence_number, status=Status.ESME_RINVCMDID)
+
+    async def _deliver(self, header: Header, raw: bytes) -> None:
+        try:
+            decoded = smpp34.decode(raw)
+        except smpp34.SmppError as exc:
+            log.warning("smpp malformed deliver_sm session=%s error=%s", self.label, exc)
+            self._send(Command.DELIVER_SM_RESP, header.sequence_number, b"\x00", 0x1)
+            return
+        assert isinstance(decoded, smpp34.DeliverSm)
+        pdu = DeliverSm(
+            source_addr=decoded.source_addr,
+            destination_addr=decoded.destination_addr,
+            esm_class=decoded.esm_class,
+            data_coding=decoded.data_coding,
+            short_message=decoded.short_message,
+            tlvs={tlv.tag: tlv.value for tlv in decoded.tlvs},
+        )
+        status: int = Status.ESME_ROK
+        if self._on_deliver is not None:
+            try:
+                status = await self._on_deliver(pdu)
+            except Exception:
+                # Not swallowed: the SMSC gets an error and delivers the receipt again later.
+                log.exception("smpp deliver_sm handler failed session=%s", self.label)
+                status = Status.ESME_RSYSERR
+        # deliver_sm_resp: message_id is unused and set to NULL (SMPP 3.4, 4.6.2)
+        self._send(Command.DELIVER_SM_RESP, header.sequence_number, b"\x00", status)
+
+    async def _enquire_link_loop(self) -> None:
+        while not self._closed.is_set():
+            await asyncio.sleep(self._enquire_link_interval)
+            try:
+                await self._request(Command.ENQUIRE_LINK, b"")
+            except ResponseTimeout:
+                self._lose("enquire_link unanswered")
+                return
+            except SessionLost:
+                return
+
+
+def _encode_submit(fields: SubmitFields, sequence: int) -> bytes:
+    return smpp34.SubmitSm(
+        fields.source_addr,
+        fields.destination_addr,
+        fields.short_message,
+        service_type=fields.service_type,
+        source_addr_ton=fields.source_addr_ton,
+        source_addr_npi=fields.source_addr_npi,
+        dest_addr_ton=fields.dest_addr_ton,
+        dest_addr_npi=fields.dest_addr_npi,
+        esm_class=fields.esm_class,
+        registered_delivery=fields.registered_delivery,
+        validity_period=fields.validity_period,
+        data_coding=fields.data_coding,
+        tlvs=[smpp34.Tlv(tag, value) for tag, value in fields.tlvs],
+        sequence_number=sequence,
+    ).encode()
