@@ -1,0 +1,151 @@
+"""Accounts, API tokens, balance and ledger: the business rules.
+
+Tokens are 256 random bits (`tk_` + URL-safe base64), shown once, stored only as SHA-256, and
+compared in constant time. A balance never changes without a ledger row (`repository.apply_ledger`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tikosms.accounts import repository as repo
+from tikosms.callbacks.signing import generate_secret
+from tikosms.db.types import utcnow
+from tikosms.errors import NotAuthenticated, OperatorError, PaymentRequired
+
+TOKEN_PREFIX = "tk_"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedAccount:
+    id: int
+    name: str
+    currency: str
+    status: str
+    signing_secret: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def parse_amount(value: str | Decimal | int, what: str = "amount") -> Decimal:
+    """Operator input -> Decimal with at most 6 decimals, or a clear OperatorError."""
+    try:
+        d = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise OperatorError(f"{what} {value!r} is not a number (example: 100 or 12.50)") from None
+    if not d.is_finite():
+        raise OperatorError(f"{what} {value!r} is not a finite number")
+    if d.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise OperatorError(f"{what} {value!r} has more than 6 decimals")
+    return d
+
+
+async def create_account(
+    conn: AsyncConnection,
+    *,
+    name: str,
+    currency: str = "EUR",
+    balance: Decimal = Decimal(0),
+    credit_limit: Decimal = Decimal(0),
+) -> tuple[int, str, int]:
+    """Create an account and its first API token; returns (account_id, token, token_id)."""
+    name = name.strip()
+    if not name:
+        raise OperatorError("account name must not be empty")
+    currency = currency.strip().upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise OperatorError(f"currency {currency!r} is not a 3-letter ISO 4217 code (e.g. EUR)")
+    if credit_limit < 0:
+        raise OperatorError("credit limit must be 0 or more")
+    account_id = await repo.insert_account(
+        conn, name=name, currency=currency, credit_limit=credit_limit,
+        signing_secret=generate_secret(),
+    )
+    if balance:
+        await repo.apply_ledger(conn, account_id, balance, "topup", note="opening balance")
+    token, token_id = await create_token(conn, account_id)
+    return account_id, token, token_id
+
+
+async def create_token(conn: AsyncConnection, account_id: int) -> tuple[str, int]:
+    if await repo.get_account(conn, account_id) is None:
+        raise OperatorError(f"no account with id {account_id} (see: tikosms accounts list)")
+    token = new_token()
+    token_id = await repo.insert_token(conn, account_id, hash_token(token), token[:10])
+    return token, token_id
+
+
+async def revoke_token(conn: AsyncConnection, token_id: int) -> None:
+    if not await repo.revoke_token(conn, token_id, utcnow()):
+        raise OperatorError(f"no active token with id {token_id} (see: tikosms tokens list ID)")
+
+
+async def authenticate(conn: AsyncConnection, authorization: str | None) -> AuthenticatedAccount:
+    """`Authorization: Bearer <token>` -> the account, or NotAuthenticated (401)."""
+    if not authorization:
+        raise NotAuthenticated()
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 200:
+        raise NotAuthenticated()
+    digest = hash_token(token)
+    row = await repo.token_by_hash(conn, digest)
+    if row is None or row.revoked_at is not None:
+        raise NotAuthenticated()
+    if not hmac.compare_digest(row.token_hash, digest):
+        raise NotAuthenticated()
+    return AuthenticatedAccount(
+        id=row.account_id,
+        name=row.name,
+        currency=row.currency,
+        status=row.status,
+        signing_secret=row.signing_secret,
+    )
+
+
+async def topup(conn: AsyncConnection, account_id: int, amount: Decimal, note: str | None = None
+                ) -> Decimal:
+    if await repo.get_account(conn, account_id) is None:
+        raise OperatorError(f"no account with id {account_id} (see: tikosms accounts list)")
+    if amount == 0:
+        raise OperatorError("amount must not be 0")
+    new_balance = await repo.apply_ledger(
+        conn, account_id, amount, "topup" if amount > 0 else "adjustment", note=note
+    )
+    assert new_balance is not None
+    return new_balance
+
+
+async def reserve(
+    conn: AsyncConnection, account_id: int, cost: Decimal, campaign_id: str
+) -> Decimal:
+    """Take the whole cost of a request from the balance, or refuse it with 402."""
+    if cost <= 0:
+        return Decimal(0)
+    new_balance = await repo.apply_ledger(
+        conn, account_id, -cost, "reserve", campaign_id=campaign_id, enforce_credit_limit=True
+    )
+    if new_balance is None:
+        raise PaymentRequired()
+    return new_balance
+
+
+async def refund(
+    conn: AsyncConnection, account_id: int, amount: Decimal, campaign_id: str | None, note: str
+) -> None:
+    if amount > 0:
+        await repo.apply_ledger(
+            conn, account_id, amount, "refund", campaign_id=campaign_id, note=note
+        )

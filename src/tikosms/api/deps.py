@@ -1,0 +1,64 @@
+"""Request-scoped dependencies: the database, the settings, the authenticated account."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+
+from tikosms.accounts.service import AuthenticatedAccount, authenticate
+from tikosms.config import Settings
+from tikosms.db.engine import Database
+from tikosms.errors import ValidationFailed
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def current_account(request: Request) -> AuthenticatedAccount:
+    db = get_db(request)
+    async with db.connect() as conn:
+        account = await authenticate(conn, request.headers.get("authorization"))
+    limiter = request.app.state.rate_limiter
+    if limiter is not None:
+        limiter.check(account.id)
+    return account
+
+
+CurrentAccount = Annotated[AuthenticatedAccount, Depends(current_account)]
+Db = Annotated[Database, Depends(get_db)]
+
+
+async def json_body(request: Request, *, required: bool) -> Any:
+    """The JSON body, or None when there is none and none is required (GET with a body)."""
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise ValidationFailed("The request body must be a JSON object.")
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed("The request body is not valid JSON.") from None
+
+
+async def params(request: Request, names: tuple[str, ...]) -> dict[str, Any]:
+    """Parameters from the query string, else from a JSON body (the spec gives GETs a body)."""
+    out: dict[str, Any] = {n: request.query_params.get(n) for n in names}
+    if any(v is None for v in out.values()):
+        body = await json_body(request, required=False)
+        if isinstance(body, dict):
+            for n in names:
+                if out[n] is None and body.get(n) is not None:
+                    out[n] = body[n]
+        elif body is not None:
+            raise ValidationFailed("The request body must be a JSON object.")
+    return out

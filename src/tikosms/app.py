@@ -1,0 +1,177 @@
+"""create_app(): the API's routers, error handlers and lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import HTMLResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tikosms.accounts.endpoints import router as balance_router
+from tikosms.api.openapi import openapi_document
+from tikosms.api.ratelimit import AccountRateLimiter
+from tikosms.api.responses import JSONResponse
+from tikosms.config import Settings, get_settings
+from tikosms.db.engine import Database
+from tikosms.errors import PayloadTooLarge, ServiceUnavailable, TikoError
+from tikosms.messaging.endpoints import router as messaging_router
+from tikosms.rates.endpoints import router as rates_router
+
+log = logging.getLogger("tikosms.api")
+
+Lifespan = Callable[[FastAPI], Any]
+
+
+def create_app(
+    settings: Settings | None = None,
+    db: Database | None = None,
+    *,
+    background: Callable[[FastAPI], Any] | None = None,
+) -> FastAPI:
+    """The API. `background(app)` is an async context manager run for the app's lifetime
+    (`tikosms serve` passes the delivery workers through it)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_db = db is None
+        app.state.db = db or Database(settings.database_url, settings.database_pool_size)
+        try:
+            if background is not None:
+                async with background(app):
+                    yield
+            else:
+                yield
+        finally:
+            if own_db:
+                await app.state.db.dispose()
+
+    app = FastAPI(
+        title="TikoSMS API", lifespan=lifespan, docs_url=None, redoc_url=None,
+        openapi_url=None, default_response_class=JSONResponse,
+    )
+    app.state.settings = settings
+    if db is not None:
+        app.state.db = db
+    app.state.rate_limiter = (
+        AccountRateLimiter(settings.rate_limit_per_second)
+        if settings.rate_limit_per_second > 0 else None
+    )
+    app.state.wake_workers = lambda _result=None: None  # replaced by the delivery workers
+
+    for router in (messaging_router, balance_router, rates_router):
+        app.include_router(router)
+    _install_error_handlers(app)
+    _install_docs(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> Response:
+        return JSONResponse(openapi_document())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="TikoSMS API")
+
+    @app.get("/health", include_in_schema=False)
+    async def health(request: Request) -> Response:
+        async with request.app.state.db.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        return JSONResponse({"success": True, "status": "ok"})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TikoError)
+    async def tiko_error(_request: Request, exc: TikoError) -> Response:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else "Invalid request."
+        return JSONResponse({"success": False, "error": message, "code": "validation_failed"},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        messages = {404: "Not found.", 405: "Method not allowed."}
+        return JSONResponse(
+            {"success": False, "error": messages.get(exc.status_code, str(exc.detail)),
+             "code": "not_found" if exc.status_code == 404 else "http_error"},
+            status_code=exc.status_code, headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        if _is_database_down(exc):
+            log.error("database unreachable while serving %s %s: %s", request.method,
+                      request.url.path, exc)
+            err = ServiceUnavailable("The service is temporarily unavailable. Please retry.",
+                                     headers={"Retry-After": "5"})
+            return JSONResponse(err.body(), status_code=503, headers=err.headers)
+        log.exception("unexpected error serving %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"success": False, "error": "Internal server error. It has been logged.",
+             "code": "internal_error"},
+            status_code=500,
+        )
+
+
+def _is_database_down(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | PoolTimeout | ConnectionError | OSError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class BodyLimit:
+    """413 for bodies over the limit, by Content-Length or by counting a streamed body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(self._sentence())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _sentence(self) -> str:
+        return f"The request body is too large (limit {self.max_bytes // (1024 * 1024)} MB)."
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        err = PayloadTooLarge(self._sentence())
+        await JSONResponse(err.body(), status_code=413)(scope, receive, send)

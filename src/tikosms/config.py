@@ -1,0 +1,59 @@
+"""Settings: one source of configuration, read from `TIKOSMS_*` environment variables.
+
+CLI options default to these same variables, so `TIKOSMS_DATABASE_URL=... tikosms serve` and
+`tikosms serve` with the option given agree.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIKOSMS_", extra="ignore")
+
+    # sqlite:///./tikosms.db (embedded default, WAL) or postgresql://user@host:5432/db (asyncpg)
+    database_url: str = "sqlite:///./tikosms.db"
+    # connections per process (PostgreSQL); SQLite uses a small pool of its own
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # requests larger than this are refused with 413 (bytes); 100,000 recipients fit in ~6 MB
+    max_body_bytes: int = 32 * 1024 * 1024
+    # requests per second per account (token bucket; burst = 2x); 0 disables the limit
+    rate_limit_per_second: float = 0.0
+
+    # --- delivery ---
+    # seconds a worker holds claimed parts before another worker may take them over
+    lease_seconds: float = 60.0
+    # parts claimed per round trip to the database
+    claim_batch: int = Field(default=500, ge=1, le=10000)
+    # seconds a worker sleeps when the queue is empty (woken at once by a send in-process)
+    idle_poll_seconds: float = 0.2
+    # parts that have waited longer than this in the queue expire (EXPIRED, refunded); seconds
+    queue_expiry_seconds: float = 48 * 3600.0
+
+    # --- simulated carrier (used when no SMPP carrier is configured) ---
+    sim_receipt_delay_ms: int = 200  # milliseconds from submit to the receipt
+    sim_undeliv_ratio: float = Field(default=0.0, ge=0, le=1)  # share of UNDELIV receipts
+    sim_reject_ratio: float = Field(default=0.0, ge=0, le=1)  # share of REJECTD receipts
+
+    # --- callbacks ---
+    # allow callback URLs whose host is loopback/private (development and tests only)
+    callback_allow_private: bool = False
+    callback_timeout_seconds: float = 10.0
+    callback_concurrency: int = Field(default=64, ge=1, le=1000)
+
+    # log format: "text" (key=value) or "json"; redact phone numbers and text in logs
+    log_format: str = "text"
+    log_level: str = "INFO"
+    log_redact: bool = True
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

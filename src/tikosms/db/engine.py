@@ -1,0 +1,103 @@
+"""Engine and transactions for SQLite (embedded default) and PostgreSQL (asyncpg).
+
+`Database` owns the async engine. `db.begin()` opens one transaction: the request or job wrapper
+owns it, services run inside it and never commit behind the caller's back.
+
+SQLite: WAL mode, a busy timeout, and `BEGIN IMMEDIATE` for every transaction, so that two
+writers queue on the lock instead of failing with "database is locked" when a read transaction
+upgrades to a write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+
+def async_url(url: str) -> str:
+    """`sqlite:///x.db` -> `sqlite+aiosqlite:///x.db`; `postgresql://` -> `postgresql+asyncpg://`."""
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        return str(u.set(drivername="sqlite+aiosqlite"))
+    if backend in ("postgresql", "postgres"):
+        return u.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(
+        f"unsupported database URL {u.render_as_string()!r}: "
+        "use sqlite:///path.db or postgresql://user@host:5432/dbname"
+    )
+
+
+class Database:
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine: AsyncEngine = _create_engine(url, pool_size)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; committed when the block ends, rolled back if it raises."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (streaming included); on SQLite a deferred, shared-lock BEGIN,
+        so long reads do not hold the write lock."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(tikosms_readonly=True)
+            yield conn
+
+    async def raw_driver_connection(self, conn: AsyncConnection) -> Any:
+        """The driver's own connection (asyncpg / aiosqlite) for bulk paths such as COPY."""
+        raw = await conn.get_raw_connection()
+        return raw.driver_connection
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _create_engine(url: str, pool_size: int) -> AsyncEngine:
+    aurl = async_url(url)
+    if aurl.startswith("sqlite"):
+        engine = create_async_engine(
+            aurl,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=4,
+            max_overflow=4,
+            connect_args={"timeout": 30},  # seconds to wait for the write lock
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        aurl,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"timezone": "UTC"}},
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # take transaction control from the driver so that we can say BEGIN IMMEDIATE
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it safe
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        readonly = conn.get_execution_options().get("tikosms_readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")

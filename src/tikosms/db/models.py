@@ -1,0 +1,263 @@
+"""The schema: every table of the gateway in one picture.
+
+Kept in one module so that the migrations, the repositories of every domain package and the
+bulk paths (COPY) agree on one definition. Queries live in each domain's `repository.py`.
+
+The `parts` table is the durable delivery queue: one row per SMS part, with its public status,
+its due time, a worker's lease and the carrier's message id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tikosms.db.types import Money, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY is the rowid alias
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    # balance may go down to -credit_limit; always equals the sum of the account's ledger
+    balance: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    credit_limit: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended
+    signing_secret: Mapped[str] = mapped_column(String(100))  # Standard Webhooks "whsec_..."
+    balance_updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    # SHA-256 of the token (hex); the token itself is shown once and never stored
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Money)  # negative: a charge; positive: money in
+    balance_after: Mapped[Decimal] = mapped_column(Money)
+    reason: Mapped[str] = mapped_column(String(32))  # topup | reserve | refund | adjustment
+    campaign_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    note: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Rate(Base):
+    __tablename__ = "rates"
+    __table_args__ = (Index("ix_rates_lookup", "mcc", "mnc", "account_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
+    mcc: Mapped[str] = mapped_column(String(3))
+    mnc: Mapped[str] = mapped_column(String(3))  # zero-padded to 3 digits; "" = country-wide
+    country: Mapped[str] = mapped_column(String(100))
+    rate: Mapped[Decimal] = mapped_column(Money)
+    start_date: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # None: open
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NumberingPrefix(Base):
+    __tablename__ = "numbering_plan"
+
+    prefix: Mapped[str] = mapped_column(String(16), primary_key=True)
+    mcc: Mapped[str] = mapped_column(String(3))
+    mnc: Mapped[str | None] = mapped_column(String(3), nullable=True)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_account_created", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # single (POST /v1/message) | bulk
+    sender: Mapped[str] = mapped_column(String(16))
+    sender_type: Mapped[str] = mapped_column(String(10))
+    message: Mapped[str] = mapped_column(Text)
+    recipients: Mapped[int] = mapped_column(Integer)
+    duplicates_removed: Mapped[int] = mapped_column(Integer, default=0)
+    invalid_removed: Mapped[int] = mapped_column(Integer, default=0)
+    total_parts: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[Decimal] = mapped_column(Money)
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    concurrency: Mapped[int] = mapped_column(SmallInteger, default=10)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | canceled
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# Part statuses (SPEC_NOTES "Status of a part")
+SCHEDULED, QUEUED, ENROUTE = "SCHEDULED", "QUEUED", "ENROUTE"
+FINAL_STATUSES = frozenset(
+    {"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN", "CANCELED"}
+)
+WAITING_STATUSES = (SCHEDULED, QUEUED)  # not yet with a carrier: cancellable, refundable
+
+
+class Part(Base):
+    __tablename__ = "parts"
+    __table_args__ = (
+        Index("ix_parts_campaign", "campaign_id", "id"),
+        Index("ix_parts_message", "message_id", "part_no"),
+        # the queue: claim due parts by priority, then by due time
+        Index("ix_parts_queue", "status", "priority", "due_at"),
+        Index("ix_parts_carrier_msgid", "carrier_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(String(36))
+    message_id: Mapped[str] = mapped_column(String(36))
+    account_id: Mapped[int] = mapped_column(Integer)
+    part_no: Mapped[int] = mapped_column(SmallInteger)
+    total_parts: Mapped[int] = mapped_column(SmallInteger)
+    to: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    data_coding: Mapped[int] = mapped_column(SmallInteger)
+    mccmnc: Mapped[str] = mapped_column(String(6))
+    cost: Mapped[Decimal] = mapped_column(Money)
+    client_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(8))
+    # 0: single messages (one-time codes) go first; 1: campaign parts
+    priority: Mapped[int] = mapped_column(SmallInteger)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    concat_ref: Mapped[int] = mapped_column(Integer, default=0)
+    carrier: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    carrier_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PendingReceipt(Base):
+    """A receipt that arrived before its part's carrier message id was stored."""
+
+    __tablename__ = "pending_receipts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    carrier_message_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(8))
+    error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CallbackEvent(Base):
+    """The callback outbox: one row per status change of a part with a callback URL."""
+
+    __tablename__ = "callback_events"
+    __table_args__ = (
+        Index("ix_callback_events_due", "state", "next_attempt_at"),
+        Index("ix_callback_events_part", "part_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)  # stable across retries
+    part_id: Mapped[int] = mapped_column(BigInteger)
+    account_id: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)  # the JSON body, fixed at the time of the change
+    state: Mapped[str] = mapped_column(String(10))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class CallbackAttempt(Base):
+    __tablename__ = "callback_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, index=True)  # callback_events.id
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(32))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CarrierRow(Base):
+    __tablename__ = "carriers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="smpp")
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    system_id: Mapped[str] = mapped_column(String(16))
+    password: Mapped[str] = mapped_column(String(9))
+    settings: Mapped[str] = mapped_column(Text, default="{}")  # JSON: binds, window, tps, ...
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Route(Base):
+    __tablename__ = "routes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    match: Mapped[str] = mapped_column(String(6))  # "*", an MCC, or an MCC+MNC
+    carrier_id: Mapped[int] = mapped_column(ForeignKey("carriers.id"))
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,239 @@
+"""HTTP for sending and reading messages: translate requests, call the service, shape answers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from sqlalchemy.exc import IntegrityError
+from starlette.responses import Response, StreamingResponse
+
+from tikosms import formats
+from tikosms.api.deps import CurrentAccount, Db, json_body, params
+from tikosms.api.responses import JSONResponse
+from tikosms.db.types import utcnow
+from tikosms.errors import MSG_CAMPAIGN_NOT_FOUND, MSG_MESSAGES_NOT_FOUND, NotFound
+from tikosms.errors import ValidationFailed as Invalid
+from tikosms.messaging import idempotency
+from tikosms.messaging import repository as repo
+from tikosms.messaging.cancel import cancel_campaign
+from tikosms.messaging.schemas import parse_campaign, parse_single
+from tikosms.messaging.service import SendResult, send_campaign, send_single
+from tikosms.messaging.views import campaign_view, part_view
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/message")
+async def post_message(request: Request, account: CurrentAccount, db: Db) -> Response:
+    raw = await request.body()
+    req = parse_single(await json_body(request, required=True))
+
+    async def send(conn: Any) -> tuple[dict[str, Any], SendResult]:
+        result = await send_single(conn, account, req)
+        body = {
+            "success": True,
+            "message_id": result.message_ids[0],
+            "campaign_id": result.campaign_id,
+            "parts": result.parts,
+            "encoding": result.encoding,
+            "cost": formats.cost(result.cost),
+        }
+        return body, result
+
+    return await _send_once(request, db, account.id, "message", raw, send)
+
+
+@router.post("/messages")
+async def post_messages(request: Request, account: CurrentAccount, db: Db) -> Response:
+    raw = await request.body()
+    now = utcnow()
+    req = parse_campaign(await json_body(request, required=True), now)
+
+    async def send(conn: Any) -> tuple[dict[str, Any], SendResult]:
+        result = await send_campaign(conn, account, req, now)
+        body = {
+            "success": True,
+            "campaign_id": result.campaign_id,
+            "recipients": result.recipients,
+            "duplicates_removed": result.duplicates_removed,
+            "invalid_removed": result.invalid_removed,
+            "invalid": result.invalid,
+            "parts": result.parts,
+            "encoding": result.encoding,
+            "cost": formats.cost(result.cost),
+            "scheduled_at": formats.message_time(req.scheduled_at),
+        }
+        return body, result
+
+    return await _send_once(request, db, account.id, "messages", raw, send)
+
+
+async def _send_once(
+    request: Request, db: Any, account_id: int, endpoint: str, raw: bytes, send: Any
+) -> Response:
+    """Run a send in one transaction, honouring an Idempotency-Key if there is one."""
+    key = idempotency.check_key(request.headers.get("idempotency-key"))
+    digest = idempotency.body_hash(endpoint, raw) if key else ""
+    if key:
+        async with db.connect() as conn:
+            stored = await idempotency.lookup(conn, account_id, key, digest)
+        if stored is not None:
+            return _replay(stored)
+    try:
+        async with db.begin() as conn:
+            body, result = await send(conn)
+            payload = orjson.dumps(body)
+            if key:
+                await idempotency.store(conn, account_id, key, endpoint, digest, 200, payload)
+    except IntegrityError:
+        if not key:
+            raise
+        # the same key committed by a concurrent request first: answer as it did
+        async with db.connect() as conn:
+            stored = await idempotency.lookup(conn, account_id, key, digest)
+        if stored is None:
+            raise
+        return _replay(stored)
+    request.app.state.wake_workers(result)
+    return JSONResponse(payload)
+
+
+def _replay(stored: idempotency.StoredAnswer) -> Response:
+    return JSONResponse(stored.body, status_code=stored.status_code,
+                        headers={"Idempotent-Replayed": "true"})
+
+
+@router.get("/get_messages")
+async def get_messages(request: Request, account: CurrentAccount, db: Db) -> Response:
+    p = await params(request, ("campaign_id", "page", "per_page"))
+    campaign_id = p["campaign_id"]
+    if campaign_id is not None:
+        campaign_id = _uuid_or_404(campaign_id, MSG_CAMPAIGN_NOT_FOUND)
+    page = _pagination(p)
+    stmt = repo.campaigns_query(account.id, campaign_id)
+    async with db.connect() as conn:
+        if campaign_id is not None:
+            row = (await conn.execute(stmt)).first()
+            if row is None:
+                raise NotFound(MSG_CAMPAIGN_NOT_FOUND)
+            return JSONResponse({"success": True, "campaigns": [campaign_view(row)]})
+        if page is not None:
+            number, per_page = page
+            total = await repo.count(conn, stmt)
+            rows = (await conn.execute(stmt.limit(per_page).offset((number - 1) * per_page)))
+            return JSONResponse({
+                "success": True,
+                "campaigns": [campaign_view(r) for r in rows],
+                "meta": {"page": number, "per_page": per_page, "total": total},
+            })
+    return _stream(db, stmt, "campaigns", campaign_view)
+
+
+@router.get("/get_message")
+async def get_message(request: Request, account: CurrentAccount, db: Db) -> Response:
+    p = await params(request, ("message_id", "campaign_id", "page", "per_page"))
+    message_id, campaign_id = p["message_id"], p["campaign_id"]
+    for name, value in (("message_id", message_id), ("campaign_id", campaign_id)):
+        if value is not None and (not isinstance(value, str) or len(value) > 255):
+            raise Invalid(f"The {name} must be a string of at most 255 characters.",
+                          errors={name: ["Must not be greater than 255 characters."]})
+    if not message_id and not campaign_id:
+        raise Invalid("The message_id or campaign_id field is required.",
+                      errors={"message_id": ["The message_id or campaign_id field is required."]})
+    page = _pagination(p)
+    message_id = _uuid_or_404(message_id, MSG_MESSAGES_NOT_FOUND) if message_id else None
+    campaign_id = _uuid_or_404(campaign_id, MSG_MESSAGES_NOT_FOUND) if campaign_id else None
+    stmt = repo.parts_query(account.id, message_id=message_id, campaign_id=campaign_id)
+    async with db.connect() as conn:
+        if message_id is not None or page is not None:
+            total = None
+            if page is not None:
+                number, per_page = page
+                total = await repo.count(conn, stmt)
+                stmt = stmt.limit(per_page).offset((number - 1) * per_page)
+            rows = (await conn.execute(stmt)).all()
+            if not rows and not total:
+                raise NotFound(MSG_MESSAGES_NOT_FOUND)
+            body: dict[str, Any] = {"success": True, "data": [part_view(r) for r in rows]}
+            if page is not None:
+                body["meta"] = {"page": page[0], "per_page": page[1], "total": total}
+            return JSONResponse(body)
+        assert campaign_id is not None
+        if await repo.get_campaign(conn, account.id, campaign_id) is None:
+            raise NotFound(MSG_MESSAGES_NOT_FOUND)
+    return _stream(db, stmt, "data", part_view)
+
+
+@router.post("/campaigns/{campaign_id}/cancel")
+async def post_cancel(campaign_id: str, request: Request, account: CurrentAccount, db: Db
+                      ) -> Response:
+    campaign_id = _uuid_or_404(campaign_id, MSG_CAMPAIGN_NOT_FOUND)
+    async with db.begin() as conn:
+        result = await cancel_campaign(conn, account.id, campaign_id)
+    return JSONResponse({
+        "success": True,
+        "campaign_id": campaign_id,
+        "cancelled": result.cancelled,
+        "refunded": formats.cost(result.refunded),
+        "status": result.status,
+    })
+
+
+def _uuid_or_404(value: Any, message: str) -> str:
+    """Not a UUID is answered like an unknown id: 404 with the spec's sentence."""
+    if not isinstance(value, str):
+        raise NotFound(message)
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        raise NotFound(message) from None
+
+
+def _pagination(p: dict[str, Any]) -> tuple[int, int] | None:
+    if p.get("page") is None and p.get("per_page") is None:
+        return None
+    page = _int_param(p.get("page"), "page", 1, 10_000_000, default=1)
+    per_page = _int_param(p.get("per_page"), "per_page", 1, 1000, default=100)
+    return page, per_page
+
+
+def _int_param(value: Any, name: str, low: int, high: int, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+        if isinstance(value, bool) or (isinstance(value, float) and value != number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise Invalid(f"The {name} must be an integer between {low} and {high}.",
+                      errors={name: [f"Must be an integer between {low} and {high}."]}) from None
+    if not low <= number <= high:
+        raise Invalid(f"The {name} must be an integer between {low} and {high}.",
+                      errors={name: [f"Must be an integer between {low} and {high}."]})
+    return number
+
+
+def _stream(db: Any, stmt: Any, key: str, view: Any) -> Response:
+    """Every row, written as it is read: memory stays flat for 100,000 rows."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"success":true,"' + key.encode() + b'":['
+        first = True
+        chunk: list[bytes] = []
+        async with db.connect() as conn:
+            async for row in repo.stream_rows(conn, stmt):
+                item = orjson.dumps(view(row))
+                chunk.append(item if first else b"," + item)
+                first = False
+                if len(chunk) >= 500:
+                    yield b"".join(chunk)
+                    chunk = []
+        if chunk:
+            yield b"".join(chunk)
+        yield b"]}"
+
+    return StreamingResponse(body(), media_type="application/json")

@@ -1,0 +1,237 @@
+"""Request validation for the send endpoints: JSON in, plain dataclasses out.
+
+Written by hand rather than as pydantic models because the API's errors are sentences chosen by
+the spec ("Invalid callback URL provided", the number sentence ...), the first problem decides
+the `error`, and a 100,000-recipient body must not become 100,000 model objects.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tikosms.callbacks.ssrf import InvalidCallbackUrl as _BadUrl
+from tikosms.callbacks.ssrf import validate_callback_url
+from tikosms.errors import InvalidCallbackUrl, ValidationFailed
+
+MAX_SINGLE_CHARS = 160
+MAX_CAMPAIGN_CHARS = 1600
+MAX_RECIPIENTS = 100_000
+MAX_CLIENT_REF = 255
+SENDER_TYPES = ("Alpha", "Numeric", "Shortcode")
+_DIGITS = re.compile(r"\+?[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    value: str
+    type: str  # Alpha | Numeric | Shortcode
+
+
+@dataclass(frozen=True, slots=True)
+class SingleSend:
+    sender: Sender
+    message: str
+    to: str
+    callback_url: str | None
+    client_ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    index: int
+    to: str
+    client_ref: str | None
+    callback_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSend:
+    sender: Sender
+    message: str
+    recipients: list[Recipient]
+    callback_url: str | None
+    scheduled_at: datetime | None
+    concurrency: int
+    invalid: list[tuple[int, str, str]]  # (index, to, error) found while parsing recipients
+
+
+def fail(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(message, errors={field: [message]})
+
+
+def require_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationFailed("The request body must be a JSON object.")
+    return body
+
+
+def parse_single(body: Any) -> SingleSend:
+    body = require_object(body)
+    sender = parse_sender(body)
+    message = parse_text(body, MAX_SINGLE_CHARS)
+    to = body.get("to")
+    if to is None or (isinstance(to, str) and not to.strip()):
+        raise fail("to", "The to field is required.")
+    if isinstance(to, int) and not isinstance(to, bool):
+        to = str(to)
+    if not isinstance(to, str):
+        raise fail("to", "The to field must be a string.")
+    return SingleSend(
+        sender=sender,
+        message=message,
+        to=to,
+        callback_url=parse_callback(body.get("callback_url")),
+        client_ref=parse_client_ref(body.get("client_ref")),
+    )
+
+
+def parse_campaign(body: Any, now: datetime) -> CampaignSend:
+    body = require_object(body)
+    sender = parse_sender(body)
+    message = parse_text(body, MAX_CAMPAIGN_CHARS)
+    callback_url = parse_callback(body.get("callback_url"))
+    scheduled_at = parse_scheduled_at(body.get("scheduled_at"), now)
+    concurrency = parse_concurrency(body.get("concurrency"))
+    raw = body.get("recipients")
+    if raw is None:
+        raise fail("recipients", "The recipients field is required.")
+    if not isinstance(raw, list):
+        raise fail("recipients", "The recipients field must be an array.")
+    if not raw:
+        raise fail("recipients", "The recipients field must have at least 1 item.")
+    if len(raw) > MAX_RECIPIENTS:
+        raise fail(
+            "recipients",
+            f"The recipients field must not have more than {MAX_RECIPIENTS:,} items.",
+        )
+    recipients: list[Recipient] = []
+    invalid: list[tuple[int, str, str]] = []
+    for index, item in enumerate(raw):
+        if isinstance(item, str):
+            recipients.append(Recipient(index, item, None, None))
+            continue
+        if isinstance(item, int) and not isinstance(item, bool):
+            recipients.append(Recipient(index, str(item), None, None))
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("to"), str | int):
+            invalid.append((index, _as_text(item), "Each recipient must have a 'to' field."))
+            continue
+        to = str(item["to"])
+        try:
+            ref = parse_client_ref(item.get("client_ref"))
+            url = parse_callback(item.get("callback_url"))
+        except ValidationFailed as exc:
+            invalid.append((index, to, exc.message))
+            continue
+        recipients.append(Recipient(index, to, ref, url))
+    return CampaignSend(sender, message, recipients, callback_url, scheduled_at, concurrency,
+                        invalid)
+
+
+def parse_sender(body: dict[str, Any]) -> Sender:
+    value = body.get("from")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise fail("from", "The from field is required.")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise fail("from", "The from field must be a string.")
+    value = value.strip()
+    declared = body.get("sender_type")
+    if declared is not None and declared not in SENDER_TYPES:
+        raise fail("sender_type", "The sender_type must be one of Alpha, Numeric, Shortcode.")
+    numeric = _DIGITS.fullmatch(value) is not None
+    if numeric:
+        digits = value.lstrip("+")
+        if len(digits) > 15:
+            raise fail("from", "A numeric sender may have at most 15 digits.")
+        kind = declared or ("Shortcode" if len(digits) <= 8 and not value.startswith("+")
+                            else "Numeric")
+        if kind == "Shortcode" and not 3 <= len(digits) <= 8:
+            raise fail("from", "A shortcode sender must have 3 to 8 digits.")
+        if kind == "Alpha" and len(value) > 11:
+            raise fail("from", "An alphanumeric sender may have at most 11 characters.")
+        return Sender(value, kind)
+    if declared in ("Numeric", "Shortcode"):
+        raise fail("from", f"A {declared.lower()} sender must contain digits only.")
+    if len(value) > 11:
+        raise fail("from", "An alphanumeric sender may have at most 11 characters.")
+    if not value.isprintable():
+        raise fail("from", "The sender contains characters that cannot be sent.")
+    return Sender(value, "Alpha")
+
+
+def parse_text(body: dict[str, Any], limit: int) -> str:
+    value = body.get("message")
+    if value is None:
+        raise fail("message", "The message field is required.")
+    if not isinstance(value, str):
+        raise fail("message", "The message field must be a string.")
+    if value == "":
+        raise fail("message", "The message field must not be empty.")
+    if len(value) > limit:
+        raise fail("message", f"The message must not be longer than {limit:,} characters.")
+    if "\x00" in value:
+        raise fail("message", "The message must not contain NUL characters.")
+    return value
+
+
+def parse_callback(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidCallbackUrl()
+    try:
+        return validate_callback_url(value)
+    except _BadUrl:
+        raise InvalidCallbackUrl() from None
+
+
+def parse_client_ref(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise fail("client_ref", "The client_ref field must be a string.")
+    if len(value) > MAX_CLIENT_REF:
+        raise fail("client_ref", "The client_ref must not be longer than 255 characters.")
+    return value
+
+
+def parse_concurrency(value: Any) -> int:
+    if value is None:
+        return 10
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise fail("concurrency", "The concurrency must be an integer between 1 and 100.")
+    return value
+
+
+def parse_scheduled_at(value: Any, now: datetime) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise fail("scheduled_at", "The scheduled_at must be a date such as 2025-08-12 10:00:00.")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(
+            "scheduled_at", "The scheduled_at must be a date such as 2025-08-12 10:00:00."
+        ) from None
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    if at <= now:
+        raise fail("scheduled_at", "The scheduled_at must be a time in the future.")
+    if at.year > 2099:
+        raise fail("scheduled_at", "The scheduled_at is too far in the future.")
+    return at
+
+
+def _as_text(item: Any) -> str:
+    text = str(item)
+    return text if len(text) <= 64 else text[:61] + "..."
