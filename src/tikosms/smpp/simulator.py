@@ -45,6 +45,7 @@ from tikosms.smpp.pdu import (
     encode_pdu,
     parse_header,
 )
+from tikosms.text import decode_part
 
 log = logging.getLogger(__name__)
 
@@ -475,8 +476,8 @@ def _preview(pdu: smpp34.SubmitSm) -> str:
     data = pdu.short_message
     if pdu.esm_class & ESM_UDHI and data:
         data = data[data[0] + 1 :]
-    if pdu.data_coding == 8:
-        text = data.decode("utf-16-be", errors="replace")
-    else:
+    try:
+        text = decode_part(data, pdu.data_coding)
+    except ValueError:  # not GSM-7 or UCS-2: show it as latin-1
         text = data.decode("latin-1")
     return "".join(c if 32 <= ord(c) < 127 else "." for c in text[:20])

@@ -8,13 +8,12 @@ numbers outside the short_message, for SMSCs that want them there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 from tikosms.delivery.carrier import OutboundPart
 from tikosms.smpp.config import ConcatMode, SmppCarrierConfig
 from tikosms.smpp.pdu import ESM_UDHI, Tag
+from tikosms.text import encode_part
 
 MAX_SHORT_MESSAGE = 254  # octets; longer content goes in the message_payload TLV
 
@@ -106,50 +105,4 @@ def relative_validity(seconds: int | None) -> str:
 
 def encode_text(text: str, data_coding: int) -> bytes:
     """The short_message octets of a part's text: GSM 03.38 unpacked (0) or UTF-16BE (8)."""
-    return _ENCODE_PART(text, data_coding)
-
-
-def _encode_part(text: str, data_coding: int) -> bytes:
-    """Private fallback while `tikosms.text.encode_part` does not exist yet (same contract)."""
-    if data_coding == 8:
-        return text.encode("utf-16-be")
-    if data_coding != 0:
-        raise ValueError(f"unsupported data_coding {data_coding}")
-    for char in text:
-        if ord(char) not in _GSM7_SEPTETS:
-            raise ValueError(f"{char!r} is not in the GSM 03.38 alphabet")
-    return text.translate(_GSM7_SEPTETS).encode("ascii")
-
-
-# GSM 03.38 basic table in code order (0x1B, the escape, is a placeholder) and the extension
-# characters sent as 0x1B + code. Only used by the fallback above.
-_GSM7_BASIC = (
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM7_EXTENSION = {
-    "\f": 0x0A,
-    "^": 0x14,
-    "{": 0x28,
-    "}": 0x29,
-    "\\": 0x2F,
-    "[": 0x3C,
-    "~": 0x3D,
-    "]": 0x3E,
-    "|": 0x40,
-    "€": 0x65,
-}
-_GSM7_SEPTETS: dict[int, str] = {
-    ord(char): chr(code) for code, char in enumerate(_GSM7_BASIC) if code != 0x1B
-} | {ord(char): "\x1b" + chr(code) for char, code in _GSM7_EXTENSION.items()}
-
-
-def _resolve_encoder() -> Callable[[str, int], bytes]:
-    try:
-        from tikosms.text import encode_part  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return _encode_part
-    return cast(Callable[[str, int], bytes], encode_part)
-
-
-_ENCODE_PART = _resolve_encoder()
+    return encode_part(text, data_coding)
