@@ -65,7 +65,8 @@ def _make_part(part_id: int = 1, **changes: Any) -> OutboundPart:
 async def _submit_until_done(
     carrier: SmppCarrier, part: OutboundPart, outcomes: list[SubmitOutcome] | None = None
 ) -> SubmitOutcome:
-    """What the delivery worker does: resubmit a part while the carrier says RETRY.
+    """What the delivery worker does with a single carrier: resubmit a part while the carrier
+    says RETRY, or says FAILOVER because its bind is down (there is no other carrier to try).
 
     The retry_after delay is not waited for: the carrier's token bucket does the pacing.
     """
@@ -73,7 +74,8 @@ async def _submit_until_done(
         outcome = await carrier.submit(part)
         if outcomes is not None:
             outcomes.append(outcome)
-        if outcome.result is not SubmitResult.RETRY:
+        bind_down = outcome.result is SubmitResult.FAILOVER and not carrier.available
+        if outcome.result is not SubmitResult.RETRY and not bind_down:
             return outcome
         if not carrier.available:
             await carrier.wait_bound()
