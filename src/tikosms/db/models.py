@@ -22,6 +22,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -142,8 +143,12 @@ class Part(Base):
     __table_args__ = (
         Index("ix_parts_campaign", "campaign_id", "id"),
         Index("ix_parts_message", "message_id", "part_no"),
-        # the queue: claim due parts by priority, then by due time
-        Index("ix_parts_queue", "status", "priority", "due_at"),
+        # the queue: only waiting parts are in it; claimed by priority, account, due time
+        Index(
+            "ix_parts_queue", "priority", "account_id", "due_at",
+            postgresql_where=text("status IN ('SCHEDULED', 'QUEUED')"),
+            sqlite_where=text("status IN ('SCHEDULED', 'QUEUED')"),
+        ),
         Index("ix_parts_carrier_msgid", "carrier_message_id"),
     )
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 09:36:44.717596
+Create Date: 2026-11-25 09:43:23.903906
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_parts_campaign', ['campaign_id', 'id'], unique=False)
         batch_op.create_index('ix_parts_carrier_msgid', ['carrier_message_id'], unique=False)
         batch_op.create_index('ix_parts_message', ['message_id', 'part_no'], unique=False)
-        batch_op.create_index('ix_parts_queue', ['status', 'priority', 'due_at'], unique=False)
+        batch_op.create_index('ix_parts_queue', ['priority', 'account_id', 'due_at'], unique=False, postgresql_where=sa.text("status IN ('SCHEDULED', 'QUEUED')"), sqlite_where=sa.text("status IN ('SCHEDULED', 'QUEUED')"))
 
     op.create_table('pending_receipts',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -251,7 +251,7 @@ def downgrade() -> None:
 
     op.drop_table('pending_receipts')
     with op.batch_alter_table('parts', schema=None) as batch_op:
-        batch_op.drop_index('ix_parts_queue')
+        batch_op.drop_index('ix_parts_queue', postgresql_where=sa.text("status IN ('SCHEDULED', 'QUEUED')"), sqlite_where=sa.text("status IN ('SCHEDULED', 'QUEUED')"))
         batch_op.drop_index('ix_parts_message')
         batch_op.drop_index('ix_parts_carrier_msgid')
         batch_op.drop_index('ix_parts_campaign')

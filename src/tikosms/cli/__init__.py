@@ -1,0 +1,33 @@
+"""The `tikosms` command: serve | api | worker | db | accounts | tokens | rates | numbering |
+carriers | routes | smsc-sim. Every command takes --json where it prints data; errors are one
+line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+from tikosms.cli.base import cli
+from tikosms.cli import accounts, db, numbering, rates, serve  # noqa: F401  (registers commands)
+
+
+def _register_optional() -> None:
+    try:
+        from tikosms.cli import carriers  # noqa: F401
+    except ImportError:  # pragma: no cover - during development only
+        pass
+    try:
+        from tikosms.smpp.cli import smsc_sim
+    except ImportError:  # pragma: no cover
+        return
+    cli.add_command(smsc_sim)
+
+
+_register_optional()
+
+
+def main() -> None:
+    from tikosms.cli.base import fail
+    from tikosms.errors import OperatorError
+
+    try:
+        cli(prog_name="tikosms")
+    except OperatorError as exc:
+        fail(str(exc))

@@ -1,0 +1,178 @@
+"""tikosms serve | api | worker: run the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from decimal import Decimal
+
+import click
+
+from tikosms.cli.base import cli, database_url, ensure_schema, fail
+from tikosms.config import Settings, get_settings
+
+
+def _settings(**overrides: object) -> Settings:
+    base = get_settings()
+    return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _serve_uvicorn(app: object, host: str, port: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
+                            loop="auto", http="auto", timeout_graceful_shutdown=5,
+                            access_log=False)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=2)
+
+
+def _prepare(demo: bool) -> Settings:
+    from tikosms.runtime import setup_logging
+
+    settings = _settings(database_url=database_url())
+    setup_logging(settings)
+    try:
+        ensure_schema(settings.database_url)
+    except Exception as exc:  # noqa: BLE001 - one clear line for the operator
+        fail(f"cannot prepare the database {settings.database_url}: {exc}", code=2)
+    if demo:
+        asyncio.run(_seed_demo(settings))
+    return settings
+
+
+@cli.command("serve")
+@click.option("--host", default=None, help="address to listen on [env: TIKOSMS_HOST]")
+@click.option("--port", type=int, default=None, help="port [env: TIKOSMS_PORT]")
+@click.option("--demo", is_flag=True,
+              help="seed a demo account, token, price list (once) and print curl commands")
+def serve(host: str | None, port: int | None, demo: bool) -> None:
+    """The API and the delivery workers in one process (the embedded default)."""
+    from tikosms.app import create_app
+    from tikosms.runtime import app_background
+
+    settings = _prepare(demo)
+    host = host or settings.host
+    port = port or settings.port
+    app = create_app(settings, background=app_background(settings))
+    click.echo(f"TikoSMS Gateway listening on http://{host}:{port} "
+               f"(database {_redact(settings.database_url)}; API docs at /docs)", err=True)
+    _serve_uvicorn(app, host, port)
+
+
+@cli.command("api")
+@click.option("--host", default=None, help="address to listen on [env: TIKOSMS_HOST]")
+@click.option("--port", type=int, default=None, help="port [env: TIKOSMS_PORT]")
+def api(host: str | None, port: int | None) -> None:
+    """The API alone (delivery runs in `tikosms worker` processes)."""
+    from tikosms.app import create_app
+
+    settings = _prepare(False)
+    host = host or settings.host
+    port = port or settings.port
+    click.echo(f"TikoSMS API listening on http://{host}:{port} (no delivery in this process)",
+               err=True)
+    _serve_uvicorn(create_app(settings), host, port)
+
+
+@cli.command("worker")
+def worker() -> None:
+    """Delivery alone: claims parts, talks to carriers, sends callbacks. Run several on
+    PostgreSQL; SIGTERM releases the claims and exits within a few seconds."""
+    from tikosms.db.engine import Database
+    from tikosms.runtime import delivery
+
+    settings = _prepare(False)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        db = Database(settings.database_url, settings.database_pool_size)
+        try:
+            async with delivery(db, settings):
+                click.echo("TikoSMS worker running (SIGTERM to stop)", err=True)
+                await stop.wait()
+                click.echo("stopping: finishing submissions in flight...", err=True)
+        finally:
+            await db.dispose()
+
+    _run_loop(main())
+
+
+def _run_loop(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+DEMO_RATES = [
+    # mcc, mnc, country, rate: Ukraine's three networks and a country-wide fallback
+    ("255", "001", "Ukraine", Decimal("0.045")),
+    ("255", "003", "Ukraine", Decimal("0.050")),
+    ("255", "006", "Ukraine", Decimal("0.048")),
+    ("255", "", "Ukraine", Decimal("0.060")),
+    ("262", "", "Germany", Decimal("0.075")),
+    ("234", "", "United Kingdom", Decimal("0.040")),
+    ("310", "", "United States of America", Decimal("0.0085")),
+]
+DEMO_NAME = "Demo"
+
+
+async def _seed_demo(settings: Settings) -> None:
+    from sqlalchemy import select
+
+    from tikosms.accounts import service as accounts
+    from tikosms.db.engine import Database
+    from tikosms.db.models import Account
+    from tikosms.db.types import utcnow
+    from tikosms.rates.service import RateRow, import_rates
+
+    db = Database(settings.database_url)
+    try:
+        async with db.begin() as conn:
+            existing = (await conn.execute(
+                select(Account.id).where(Account.name == DEMO_NAME))).first()
+            if existing is not None:
+                token, _ = await accounts.create_token(conn, existing.id)
+                account_id = existing.id
+                click.echo(f"demo account {account_id} exists; a new token for it:", err=True)
+            else:
+                account_id, token, _ = await accounts.create_account(
+                    conn, name=DEMO_NAME, balance=Decimal(100), credit_limit=Decimal(0))
+                now = utcnow()
+                await import_rates(conn, [RateRow(None, mcc, mnc, country, rate, now, None)
+                                          for mcc, mnc, country, rate in DEMO_RATES], None)
+                click.echo(f"seeded demo account {account_id} (balance 100.00 EUR) and a "
+                           "price list; the built-in simulated carrier delivers everything",
+                           err=True)
+    finally:
+        await db.dispose()
+    base = f"http://{settings.host}:{settings.port}"
+    click.echo(f"""
+  API token: {token}
+
+  Send a message:
+    curl -s {base}/v1/message -H 'Authorization: Bearer {token}' \\
+      -H 'Content-Type: application/json' \\
+      -d '{{"from": "TikoSMS", "to": "+380501234567", "message": "Hello from TikoSMS"}}'
+
+  Read its status (use the message_id from the answer):
+    curl -s '{base}/v1/get_message?message_id=MESSAGE_ID' -H 'Authorization: Bearer {token}'
+
+  Balance:
+    curl -s {base}/v1/balance -H 'Authorization: Bearer {token}'
+""")

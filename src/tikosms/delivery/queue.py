@@ -1,0 +1,137 @@
+"""Claiming due parts from the parts table, the durable queue.
+
+A claim sets a lease (`lease_until`, `lease_owner`) on due, waiting parts; a worker that dies
+leaves its leases to expire, and its parts are claimed again. On PostgreSQL the candidate rows are
+picked `FOR UPDATE SKIP LOCKED`, so concurrent workers never claim the same part; on SQLite the
+claim runs under `BEGIN IMMEDIATE`, one writer at a time.
+
+Fairness: single messages (priority 0, one-time codes) are claimed first; campaign parts are then
+shared out across the accounts that have due parts, so one account's 100,000-part campaign does
+not hold another account's parts back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, and_, distinct, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tikosms.db.models import WAITING_STATUSES, Campaign, Part
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedPart:
+    id: int
+    campaign_id: str
+    account_id: int
+    to: str
+    text: str
+    data_coding: int
+    part_no: int
+    total_parts: int
+    concat_ref: int
+    mccmnc: str
+    attempts: int
+    due_at: datetime
+
+
+def _due(now: datetime) -> list:  # type: ignore[type-arg]
+    return [
+        Part.status.in_(WAITING_STATUSES),
+        Part.due_at <= now,
+        or_(Part.lease_until.is_(None), Part.lease_until < now),
+    ]
+
+
+async def claim_due_parts(
+    conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float
+) -> list[ClaimedPart]:
+    lease_until = now + timedelta(seconds=lease_seconds)
+    claimed = await _claim(conn, _candidates(now, priority=0), limit, owner, now, lease_until)
+    room = limit - len(claimed)
+    if room <= 0:
+        return claimed
+    accounts = [
+        a for (a,) in await conn.execute(
+            select(distinct(Part.account_id)).where(Part.priority == 1, *_due(now))
+        )
+    ]
+    if not accounts:
+        return claimed
+    share = max(1, math.ceil(room / len(accounts)))
+    for account_id in accounts:
+        if room <= 0:
+            break
+        got = await _claim(
+            conn, _candidates(now, priority=1, account_id=account_id), min(share, room),
+            owner, now, lease_until,
+        )
+        claimed += got
+        room -= len(got)
+    return claimed
+
+
+def _candidates(now: datetime, priority: int, account_id: int | None = None) -> Select:  # type: ignore[type-arg]
+    conds = [Part.priority == priority, *_due(now)]
+    if account_id is not None:
+        conds.append(Part.account_id == account_id)
+    return select(Part.id).where(and_(*conds)).order_by(Part.due_at, Part.id)
+
+
+async def _claim(
+    conn: AsyncConnection, candidates: Select, limit: int, owner: str,  # type: ignore[type-arg]
+    now: datetime, lease_until: datetime,
+) -> list[ClaimedPart]:
+    candidates = candidates.limit(limit)
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = [i for (i,) in await conn.execute(candidates)]
+    if not ids:
+        return []
+    result = await conn.execute(
+        update(Part)
+        .where(Part.id.in_(ids))
+        .values(lease_until=lease_until, lease_owner=owner, attempts=Part.attempts + 1,
+                updated_at=now)
+        .returning(
+            Part.id, Part.campaign_id, Part.account_id, Part.to, Part.text, Part.data_coding,
+            Part.part_no, Part.total_parts, Part.concat_ref, Part.mccmnc, Part.attempts,
+            Part.due_at,
+        )
+    )
+    return sorted((ClaimedPart(*row) for row in result), key=lambda p: (p.due_at, p.id))
+
+
+async def renew_leases(
+    conn: AsyncConnection, owner: str, ids: list[int], until: datetime
+) -> None:
+    if ids:
+        await conn.execute(
+            update(Part)
+            .where(Part.id.in_(ids), Part.lease_owner == owner, Part.status.in_(WAITING_STATUSES))
+            .values(lease_until=until)
+        )
+
+
+async def release_leases(conn: AsyncConnection, owner: str, ids: list[int]) -> int:
+    """Give claimed parts back to the queue at once (clean shutdown)."""
+    if not ids:
+        return 0
+    result = await conn.execute(
+        update(Part)
+        .where(Part.id.in_(ids), Part.lease_owner == owner, Part.status.in_(WAITING_STATUSES))
+        .values(lease_until=None, lease_owner=None)
+    )
+    return int(result.rowcount or 0)
+
+
+async def senders(conn: AsyncConnection, campaign_ids: set[str]) -> dict[str, tuple[str, str]]:
+    rows = await conn.execute(
+        select(Campaign.id, Campaign.sender, Campaign.sender_type).where(
+            Campaign.id.in_(campaign_ids)
+        )
+    )
+    return {r.id: (r.sender, r.sender_type) for r in rows}

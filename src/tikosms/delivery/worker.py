@@ -1,0 +1,287 @@
+"""The delivery worker: claim due parts, submit them to carriers, record what happened.
+
+One worker per process. Its tasks:
+- the claimer takes due parts from the queue (`queue.claim_due_parts`) while fewer than
+  `max_inflight` are out, and starts one submission per part (carriers bound their own windows);
+- the recorder writes submit outcomes and receipts in batches, one transaction per batch; a
+  receipt's handler returns (and the carrier acknowledges it) only after its batch committed;
+- the lease keeper renews the leases of parts still in flight, so slow carriers keep their claims;
+- housekeeping expires parts that waited too long and applies receipts that came early.
+
+Stopping (SIGTERM): no new claims; submissions in flight get a few seconds to finish; what is still
+claimed then is released to the queue at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from tikosms.config import Settings
+from tikosms.db.engine import Database
+from tikosms.db.models import ENROUTE, Part, PendingReceipt
+from tikosms.db.types import utcnow
+from tikosms.delivery import queue, transitions
+from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitOutcome, SubmitResult
+from tikosms.delivery.routing import Router
+from tikosms.delivery.transitions import Accepted, Rejected, Retry
+
+log = logging.getLogger("tikosms.delivery")
+
+NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tried again
+
+
+@dataclass(slots=True)
+class _Item:
+    kind: str  # accepted | rejected | retry | receipt
+    value: Any
+    done: asyncio.Future[None] | None = None
+
+
+class DeliveryWorker:
+    def __init__(self, db: Database, settings: Settings, router: Router,
+                 max_inflight: int = 2000, on_recorded: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.router = router
+        self.max_inflight = max_inflight
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.on_recorded = on_recorded or (lambda: None)
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._records: asyncio.Queue[_Item] = asyncio.Queue()
+        self._senders: dict[str, tuple[str, str]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.submitted = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.router.start(self.on_receipt)
+        self._tasks = [
+            asyncio.create_task(self._recorder(), name="recorder"),
+            asyncio.create_task(self._claimer(), name="claimer"),
+            asyncio.create_task(self._lease_keeper(), name="lease-keeper"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+        ]
+        log.info("delivery worker %s started: carriers=%s", self.owner, self.router.describe())
+
+    def wake(self) -> None:
+        """New parts are due (a send was accepted in this process): claim now."""
+        self._wake.set()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._room.set()
+        claimer = self._tasks[1] if len(self._tasks) > 1 else None
+        if claimer:
+            await asyncio.wait([claimer], timeout=grace)
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=grace)
+        left = list(self._inflight)
+        for task in self._inflight.values():
+            task.cancel()
+        await self._drain_records()
+        await self.router.stop()
+        # receipts may still have been recorded while the carriers stopped
+        await self._drain_records()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if left:
+            async with self.db.begin() as conn:
+                n = await queue.release_leases(conn, self.owner, left)
+            log.info("released %d claimed parts back to the queue", n)
+        log.info("delivery worker %s stopped (%d parts submitted)", self.owner, self.submitted)
+
+    # --- claiming and submitting ---------------------------------------------------------
+    async def _claimer(self) -> None:
+        while not self._stopping.is_set():
+            room = self.max_inflight - len(self._inflight)
+            if room < min(100, self.max_inflight // 4 or 1):
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                parts = await self._claim(min(room, self.settings.claim_batch))
+            except Exception:
+                log.exception("claiming parts failed; retrying in 1 s")
+                await asyncio.sleep(1)
+                continue
+            if not parts:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll_seconds)
+                except TimeoutError:
+                    pass
+                continue
+            for part in parts:
+                self._inflight[part.id] = asyncio.create_task(self._submit(part))
+
+    async def _claim(self, limit: int) -> list[OutboundPart]:
+        now = utcnow()
+        async with self.db.begin() as conn:
+            claimed = await queue.claim_due_parts(
+                conn, self.owner, limit, now, self.settings.lease_seconds
+            )
+            missing = {p.campaign_id for p in claimed} - self._senders.keys()
+            if missing:
+                self._senders.update(await queue.senders(conn, missing))
+        out = []
+        for p in claimed:
+            sender, sender_type = self._senders[p.campaign_id]
+            out.append(OutboundPart(
+                part_id=p.id, to=p.to, sender=sender, sender_type=sender_type, text=p.text,
+                data_coding=p.data_coding, part_no=p.part_no, total_parts=p.total_parts,
+                concat_ref=p.concat_ref, mccmnc=p.mccmnc,
+            ))
+        return out
+
+    async def _submit(self, part: OutboundPart) -> None:
+        try:
+            carrier_name, outcome = await self.router.submit(part)
+            if outcome.result is SubmitResult.ACCEPTED:
+                assert outcome.carrier_message_id is not None
+                self.submitted += 1
+                await self._record("accepted", Accepted(part.part_id, carrier_name,
+                                                        outcome.carrier_message_id))
+                log.debug("part %d accepted by %s as %s", part.part_id, carrier_name,
+                          outcome.carrier_message_id)
+            elif outcome.result is SubmitResult.REJECTED:
+                log.warning("part %d rejected by %s: %s %s", part.part_id, carrier_name,
+                            outcome.error_code, outcome.detail)
+                await self._record("rejected", Rejected(part.part_id, carrier_name,
+                                                        outcome.error_code, outcome.detail))
+            else:
+                delay = outcome.retry_after or NO_CARRIER_RETRY
+                log.info("part %d will be retried in %.1f s: %s", part.part_id, delay,
+                         outcome.detail or outcome.result)
+                await self._record("retry", Retry(part.part_id, delay, outcome.detail))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("submitting part %d failed unexpectedly; retried in %.0f s",
+                          part.part_id, NO_CARRIER_RETRY)
+            await self._record("retry", Retry(part.part_id, NO_CARRIER_RETRY, "internal error"))
+        finally:
+            self._inflight.pop(part.part_id, None)
+            self._room.set()
+
+    async def _record(self, kind: str, value: Any) -> None:
+        await self._records.put(_Item(kind, value))
+
+    # --- receipts ------------------------------------------------------------------------
+    async def on_receipt(self, receipt: Receipt) -> None:
+        """Returns once the receipt is durably recorded (the carrier then acknowledges it)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._records.put(_Item("receipt", receipt, done))
+        await done
+
+    # --- the recorder ----------------------------------------------------------------------
+    async def _recorder(self) -> None:
+        while True:
+            first = await self._records.get()
+            batch = [first]
+            while len(batch) < 2000 and not self._records.empty():
+                batch.append(self._records.get_nowait())
+            await self._write(batch)
+
+    async def _drain_records(self) -> None:
+        batch: list[_Item] = []
+        while not self._records.empty():
+            batch.append(self._records.get_nowait())
+        if batch:
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Item]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                now = utcnow()
+                async with self.db.begin() as conn:
+                    await transitions.record_accepted(
+                        conn, [i.value for i in batch if i.kind == "accepted"], now)
+                    await transitions.record_rejected(
+                        conn, [i.value for i in batch if i.kind == "rejected"], now)
+                    await transitions.record_retries(
+                        conn, [i.value for i in batch if i.kind == "retry"], now)
+                    await transitions.record_receipts(
+                        conn, [i.value for i in batch if i.kind == "receipt"], now)
+                break
+            except Exception as exc:
+                log.error("recording %d delivery results failed (%s); retrying in %.1f s",
+                          len(batch), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        for item in batch:
+            if item.done is not None and not item.done.done():
+                item.done.set_result(None)
+        self.on_recorded()
+
+    # --- leases and housekeeping -------------------------------------------------------------
+    async def _lease_keeper(self) -> None:
+        period = max(0.5, self.settings.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(period)
+            ids = list(self._inflight)
+            if not ids:
+                continue
+            try:
+                async with self.db.begin() as conn:
+                    until = utcnow() + timedelta(seconds=self.settings.lease_seconds)
+                    await queue.renew_leases(conn, self.owner, ids, until)
+            except Exception:
+                log.exception("renewing %d leases failed", len(ids))
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                await self.housekeeping_once()
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(5)
+
+    async def housekeeping_once(self) -> None:
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.settings.queue_expiry_seconds)
+        async with self.db.begin() as conn:
+            expired = await transitions.finish_waiting(
+                conn, (Part.due_at < cutoff) & (Part.lease_until.is_(None) |
+                                                (Part.lease_until < now)),
+                "EXPIRED", now, "expired in the queue",
+            )
+            # receipts kept because they came before their submit was recorded elsewhere
+            pending = (await conn.execute(
+                select(PendingReceipt.carrier_message_id).join(
+                    Part, (Part.carrier_message_id == PendingReceipt.carrier_message_id)
+                    & (Part.status == ENROUTE)
+                ).limit(1000)
+            )).all()
+            if pending:
+                rows = (await conn.execute(select(PendingReceipt).where(
+                    PendingReceipt.carrier_message_id.in_([p[0] for p in pending])))).all()
+                await transitions.record_receipts(
+                    conn, [Receipt(r.carrier_message_id, r.status, r.error_code, r.done_at)
+                           for r in rows], now, keep_unmatched=False)
+                from sqlalchemy import delete
+                await conn.execute(delete(PendingReceipt).where(
+                    PendingReceipt.id.in_([r.id for r in rows])))
+        if expired:
+            log.warning("%d parts expired in the queue after %.0f h and were refunded",
+                        len(expired), self.settings.queue_expiry_seconds / 3600)
+        await self.router.housekeeping(self.db)
+
+
+def submit_outcome_name(outcome: SubmitOutcome) -> str:
+    return str(outcome.result)

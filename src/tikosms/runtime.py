@@ -1,0 +1,74 @@
+"""Running the gateway: the delivery side (worker + callback dispatcher) as one unit, logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from tikosms.callbacks.dispatcher import CallbackDispatcher
+from tikosms.config import Settings
+from tikosms.db.engine import Database
+from tikosms.delivery.routing import Router
+from tikosms.delivery.worker import DeliveryWorker
+
+
+@asynccontextmanager
+async def delivery(db: Database, settings: Settings) -> AsyncIterator[DeliveryWorker]:
+    """Start the delivery worker and the callback dispatcher; stop both cleanly on exit."""
+    router = await Router.from_database(db, settings)
+    dispatcher = CallbackDispatcher(db, settings)
+    worker = DeliveryWorker(db, settings, router, on_recorded=dispatcher.wake)
+    await dispatcher.start()
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+        await dispatcher.stop()
+
+
+def app_background(settings: Settings) -> Any:
+    """For create_app(background=...): run delivery inside the API process (`tikosms serve`)."""
+
+    @asynccontextmanager
+    async def background(app: Any) -> AsyncIterator[None]:
+        async with delivery(app.state.db, settings) as worker:
+            app.state.wake_workers = lambda _result=None: worker.wake()
+            app.state.worker = worker
+            yield
+
+    return background
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = (f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} level={record.levelname.lower()}"
+                f" logger={record.name} msg={record.getMessage()!r}")
+        if record.exc_info:
+            base += "\n" + self.formatException(record.exc_info)
+        return base
+
+
+def setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        import json
+
+        class JsonFormatter(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                       "level": record.levelname.lower(), "logger": record.name,
+                       "msg": record.getMessage()}
+                if record.exc_info:
+                    out["exc"] = self.formatException(record.exc_info)
+                return json.dumps(out)
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
