@@ -267,3 +267,12 @@ async def test_stop_unbinds_cleanly(
     assert simulator.counters.dropped_connections == 0
     outcome = await carrier.submit(make_part(2))
     assert outcome.result is SubmitResult.FAILOVER
+
+
+async def test_enquire_link_runs_on_the_configured_interval(
+    simulator: SmscSimulator, carrier_factory: Any
+) -> None:
+    carrier = await carrier_factory(simulator.port, enquire_link_interval=0.01)
+    async with asyncio.timeout(5):
+        await simulator.wait_for(lambda c: c.enquire_links >= 3)
+    assert carrier.available

@@ -82,6 +82,7 @@ class SimulatorCounters:
     receipts_sent: int = 0  # deliver_sm sent (resends included)
     receipts_acked: int = 0
     receipts_failed: int = 0  # answered with an error, or never answered
+    enquire_links: int = 0  # enquire_link received
     in_flight: int = 0  # submit_sm received, response not yet sent
     max_in_flight: int = 0
 
@@ -311,7 +312,9 @@ class _Connection:
         elif command == Command.SUBMIT_SM:
             self._submit(sequence, raw)
         elif command == Command.ENQUIRE_LINK:
+            self.sim.counters.enquire_links += 1
             self.send(Command.ENQUIRE_LINK_RESP, sequence)
+            self.sim._notify()
         elif command == Command.UNBIND:
             self.send(Command.UNBIND_RESP, sequence)
             self.bind_command = None
