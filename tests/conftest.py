@@ -99,6 +99,7 @@ def settings(database_url: str) -> Settings:
         sim_receipt_delay_ms=50,
         idle_poll_seconds=0.05,
         lease_seconds=30,
+        callback_retry_initial_seconds=0.05,
     )
 
 

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     callback_allow_private: bool = False
     callback_timeout_seconds: float = 10.0
     callback_concurrency: int = Field(default=64, ge=1, le=1000)
+    # first retry delay (seconds); doubles per attempt up to an hour; given up after 36 hours
+    callback_retry_initial_seconds: float = Field(default=5.0, gt=0)
 
     # log format: "text" (key=value) or "json"; redact phone numbers and text in logs
     log_format: str = "text"

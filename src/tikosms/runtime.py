@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from tikosms.callbacks.dispatcher import CallbackDispatcher
+from tikosms.callbacks.retry import RetryPolicy
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.delivery.routing import Router
@@ -19,7 +20,9 @@ from tikosms.delivery.worker import DeliveryWorker
 async def delivery(db: Database, settings: Settings) -> AsyncIterator[DeliveryWorker]:
     """Start the delivery worker and the callback dispatcher; stop both cleanly on exit."""
     router = await Router.from_database(db, settings)
-    dispatcher = CallbackDispatcher(db, settings)
+    dispatcher = CallbackDispatcher(
+        db, settings, RetryPolicy(initial=settings.callback_retry_initial_seconds)
+    )
     worker = DeliveryWorker(db, settings, router, on_recorded=dispatcher.wake)
     await dispatcher.start()
     await worker.start()

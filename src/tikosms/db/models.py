@@ -165,7 +165,7 @@ class Part(Base):
     cost: Mapped[Decimal] = mapped_column(Money)
     client_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
-    status: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(12))
     # 0: single messages (one-time codes) go first; 1: campaign parts
     priority: Mapped[int] = mapped_column(SmallInteger)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -189,7 +189,7 @@ class PendingReceipt(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     carrier_message_id: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(12))
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)

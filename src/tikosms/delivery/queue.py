@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, distinct, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.models import WAITING_STATUSES, Campaign, Part
@@ -56,7 +56,7 @@ async def claim_due_parts(
         return claimed
     accounts = [
         a for (a,) in await conn.execute(
-            select(distinct(Part.account_id)).where(Part.priority == 1, *_due(now))
+            select(Part.account_id).distinct().where(Part.priority == 1, *_due(now))
         )
     ]
     if not accounts:

@@ -29,6 +29,9 @@ from tikosms.delivery.carrier import Receipt
 
 log = logging.getLogger("tikosms.delivery")
 
+# spelled out rather than IN (...): executemany cannot expand an IN list
+WAITING = (Part.status == WAITING_STATUSES[0]) | (Part.status == WAITING_STATUSES[1])
+
 PART_FIELDS = (
     Part.id, Part.account_id, Part.campaign_id, Part.message_id, Part.to, Part.status,
     Part.part_no, Part.total_parts, Part.mccmnc, Part.cost, Part.sent_at, Part.delivered_at,
@@ -64,7 +67,7 @@ async def record_accepted(conn: AsyncConnection, items: Sequence[Accepted], now:
         return
     await conn.execute(
         update(Part)
-        .where(Part.id == bindparam("pid"), Part.status.in_(WAITING_STATUSES))
+        .where(Part.id == bindparam("pid"), WAITING)
         .values(
             status=ENROUTE, sent_at=now, updated_at=now, carrier=bindparam("carrier"),
             carrier_message_id=bindparam("cmid"), lease_until=None, lease_owner=None,
@@ -98,7 +101,7 @@ async def record_rejected(conn: AsyncConnection, items: Sequence[Rejected], now:
         return
     await conn.execute(
         update(Part)
-        .where(Part.id == bindparam("pid"), Part.status.in_(WAITING_STATUSES))
+        .where(Part.id == bindparam("pid"), WAITING)
         .values(
             status="REJECTD", updated_at=now, carrier=bindparam("carrier"),
             error_code=bindparam("err"), lease_until=None, lease_owner=None,
@@ -116,7 +119,7 @@ async def record_retries(conn: AsyncConnection, items: Sequence[Retry], now: dat
         return
     await conn.execute(
         update(Part)
-        .where(Part.id == bindparam("pid"), Part.status.in_(WAITING_STATUSES))
+        .where(Part.id == bindparam("pid"), WAITING)
         .values(due_at=bindparam("due"), updated_at=now, lease_until=None, lease_owner=None),
         [{"pid": r.part_id, "due": now + timedelta(seconds=r.delay)} for r in items],
     )

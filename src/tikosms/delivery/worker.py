@@ -31,7 +31,7 @@ from tikosms.db.engine import Database
 from tikosms.db.models import ENROUTE, Part, PendingReceipt
 from tikosms.db.types import utcnow
 from tikosms.delivery import queue, transitions
-from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitOutcome, SubmitResult
+from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
 from tikosms.delivery.routing import Router
 from tikosms.delivery.transitions import Accepted, Rejected, Retry
 
@@ -74,6 +74,8 @@ class DeliveryWorker:
             asyncio.create_task(self._lease_keeper(), name="lease-keeper"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_report_death)
         log.info("delivery worker %s started: carriers=%s", self.owner, self.router.describe())
 
     def wake(self) -> None:
@@ -127,7 +129,7 @@ class DeliveryWorker:
                     pass
                 continue
             for part in parts:
-                self._inflight[part.id] = asyncio.create_task(self._submit(part))
+                self._inflight[part.part_id] = asyncio.create_task(self._submit(part))
 
     async def _claim(self, limit: int) -> list[OutboundPart]:
         now = utcnow()
@@ -283,5 +285,7 @@ class DeliveryWorker:
         await self.router.housekeeping(self.db)
 
 
-def submit_outcome_name(outcome: SubmitOutcome) -> str:
-    return str(outcome.result)
+def _report_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("delivery task %s died: %r; the worker must be restarted",
+                  task.get_name(), task.exception(), exc_info=task.exception())

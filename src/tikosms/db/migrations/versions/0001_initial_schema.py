@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 09:43:23.903906
+Create Date: 2026-11-25 09:47:49.866255
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def upgrade() -> None:
     sa.Column('cost', sa.BigInteger(), nullable=False),
     sa.Column('client_ref', sa.String(length=255), nullable=True),
     sa.Column('callback_url', sa.Text(), nullable=True),
-    sa.Column('status', sa.String(length=8), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
     sa.Column('priority', sa.SmallInteger(), nullable=False),
     sa.Column('due_at', sa.DateTime(), nullable=False),
     sa.Column('lease_until', sa.DateTime(), nullable=True),
@@ -135,7 +135,7 @@ def upgrade() -> None:
     op.create_table('pending_receipts',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('carrier_message_id', sa.String(length=64), nullable=False),
-    sa.Column('status', sa.String(length=8), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
     sa.Column('error_code', sa.String(length=32), nullable=True),
     sa.Column('done_at', sa.DateTime(), nullable=True),
     sa.Column('received_at', sa.DateTime(), nullable=False),

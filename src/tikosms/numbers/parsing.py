@@ -1,0 +1,116 @@
+"""Turning what a client sent as `to` into a valid international number, or saying why not."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
+
+from tikosms.numbers import shipped
+
+# Characters a client may use to group digits; they carry no meaning. U+00A0 (no-break
+# space) arrives with numbers pasted from spreadsheets.
+_SEPARATORS = str.maketrans("", "", " \t\u00a0-.()")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+# libphonenumber keeps carrier data only for these types (carrier.name_for_number).
+_CARRIER_TYPES = frozenset(
+    {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE, PhoneNumberType.PAGER}
+)
+_NON_GEOGRAPHIC = "001"  # libphonenumber's region for +800, +808, +870, +881-+883, +888, +979
+
+
+class InvalidNumber(ValueError):
+    """`to` is not a valid number of any country. `str(e)` is one readable sentence saying why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedNumber:
+    digits: str  # E.164 without the "+": country code and national significant number
+    region: str  # ISO 3166 alpha-2
+    mobile: bool  # a type libphonenumber keeps carrier data for (mobile, fixed-or-mobile, pager)
+
+
+def normalise(raw: str) -> str:
+    """Digits of the international number `raw` ("+380 50 123 45 67" -> "380501234567").
+
+    `raw` is digits, optionally led by "+" or "00"; spaces, dashes, dots and brackets are
+    ignored. A national trunk prefix written after the country code is dropped, as
+    libphonenumber does ("+44 (0)7911 123456" -> "447911123456"). Raises InvalidNumber unless
+    the number is valid in its country's numbering plan; it need not be a mobile number.
+    """
+    return parse(raw).digits
+
+
+def parse(raw: str) -> ParsedNumber:
+    """Validate `raw` as `normalise` does and also give its region and whether it is mobile."""
+    text = raw.strip().translate(_SEPARATORS)
+    if text.startswith("+"):
+        body = text[1:]
+    elif text.startswith("00"):
+        body = text[2:]
+    else:
+        body = text  # international without a prefix, the form the API returns
+    if not body:
+        raise InvalidNumber("The number is empty.")
+    if not _ASCII_DIGITS.fullmatch(body):
+        raise InvalidNumber(
+            "The number may only hold digits, a leading '+' or '00', spaces, dashes, dots "
+            "and brackets."
+        )
+    try:
+        number = phonenumbers.parse("+" + body)
+    except NumberParseException as exc:
+        raise InvalidNumber(_PARSE_ERRORS.get(exc.error_type, _NOT_A_NUMBER)) from None
+    region = phonenumbers.region_code_for_number(number)
+    if region == _NON_GEOGRAPHIC:
+        raise InvalidNumber(
+            f"+{number.country_code} numbers are international services that belong to no country."
+        )
+    # number_type() is UNKNOWN exactly when is_valid_number() is False; asking for the type
+    # once gives both validity and the carrier-data check, at the cost of one lookup.
+    kind = phonenumbers.number_type(number) if region else PhoneNumberType.UNKNOWN
+    if region is None or kind == PhoneNumberType.UNKNOWN:
+        raise InvalidNumber(_why_invalid(number, region))
+    digits = f"{number.country_code}{phonenumbers.national_significant_number(number)}"
+    return ParsedNumber(digits, region, kind in _CARRIER_TYPES)
+
+
+_NOT_A_NUMBER = "The number is not a phone number."
+_PARSE_ERRORS = {
+    NumberParseException.INVALID_COUNTRY_CODE: "The number does not start with a country code.",
+    # Raised for fewer than 3 digits: the input is already known to be digits only.
+    NumberParseException.NOT_A_NUMBER: "The number is too short.",
+    NumberParseException.TOO_SHORT_AFTER_IDD: "The number is too short.",
+    NumberParseException.TOO_SHORT_NSN: "The number is too short.",
+    NumberParseException.TOO_LONG: "The number is too long.",
+}
+
+
+def _why_invalid(number: phonenumbers.PhoneNumber, region: str | None) -> str:
+    code = number.country_code
+    if region is None:
+        # A shared country code (+1, +7, +44...) where no member country has such a number.
+        place = f"any country with the code +{code}"
+        unknown = f"The number is not a valid number of {place}."
+    else:
+        place = f"{shipped.country_for_region(region) or region} (+{code})"
+        unknown = f"The number does not exist in the numbering plan of {place}."
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason in (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
+        return f"The number is too short for {place}."
+    if reason == ValidationResult.TOO_LONG:
+        return f"The number is too long for {place}."
+    if reason == ValidationResult.INVALID_LENGTH:
+        return f"The number has a length that {place} does not use."
+    if region is None:
+        return unknown
+    # A length some numbers of the country have; most senders mean a mobile number.
+    mobile = phonenumbers.is_possible_number_for_type_with_reason(number, PhoneNumberType.MOBILE)
+    if mobile == ValidationResult.TOO_SHORT:
+        return f"The number is too short for a mobile number of {place}."
+    if mobile == ValidationResult.TOO_LONG:
+        return f"The number is too long for a mobile number of {place}."
+    return unknown

@@ -1,0 +1,181 @@
+"""Sending through the API: shapes, parts, billing to the cent, errors that change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from tests.conftest import Customer, add_rates, make_customer
+from tikosms.db.engine import Database
+from tikosms.errors import (
+    MSG_INVALID_CALLBACK,
+    MSG_INVALID_NUMBER,
+    MSG_NO_RATE_FOR_ACCOUNT,
+)
+
+
+async def balance(client: httpx.AsyncClient, who: Customer) -> Decimal:
+    r = await client.get("/v1/balance", headers=who.headers)
+    assert r.status_code == 200
+    return Decimal(r.text.split('"balance":')[1].split(",")[0])
+
+
+async def test_single_send_answers_ids_parts_and_cost(client: httpx.AsyncClient,
+                                                      customer: Customer) -> None:
+    r = await client.post("/v1/message", headers=customer.headers, json={
+        "from": "MySender", "to": "+380501234567", "message": "Your OTP is 1234"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["success"] is True
+    assert body["parts"] == 1 and body["encoding"] == "GSM-7" and body["cost"] == "0.045"
+    got = await client.get("/v1/get_message", headers=customer.headers,
+                           params={"message_id": body["message_id"]})
+    assert got.status_code == 200
+    [row] = got.json()["data"]
+    assert row["to"] == "380501234567"
+    assert row["mccmnc"] == "25501"
+    assert row["status"] == "QUEUED"
+    assert row["from"] == "MySender" and row["sender_type"] == "Alpha"
+    assert row["cost"] == "0.045" and row["data_coding"] == 0
+    assert row["campaign_id"] == body["campaign_id"]
+    assert row["sent_at"] is None and row["delivered_at"] is None
+    assert await balance(client, customer) == Decimal("99.955")
+
+
+@pytest.mark.parametrize(
+    ("text", "parts", "coding"),
+    [
+        ("a" * 160, 1, 0),  # exactly one full GSM-7 part
+        ("a" * 150 + "€" * 6, 2, 0),  # 156 chars but 162 septets (€ takes two): two parts
+        ("Привіт" * 20, 2, 8),  # 120 UCS-2 units: two parts of 67
+        ("😀" * 35, 1, 8),  # 70 units: one part
+        ("😀" * 80, 3, 8),  # 80 chars, 160 UTF-16 units: three UCS-2 parts
+    ],
+)
+async def test_single_send_bills_each_part(client: httpx.AsyncClient, customer: Customer,
+                                           text: str, parts: int, coding: int) -> None:
+    r = await client.post("/v1/message", headers=customer.headers, json={
+        "from": "Shop", "to": "380671234567", "message": text})
+    assert r.status_code == 200, r.text
+    assert r.json()["parts"] == parts
+    rows = (await client.get("/v1/get_message", headers=customer.headers,
+                             params={"message_id": r.json()["message_id"]})).json()["data"]
+    assert [x["part"] for x in rows] == list(range(1, parts + 1))
+    assert {x["total_parts"] for x in rows} == {parts}
+    assert {x["data_coding"] for x in rows} == {coding}
+    assert "".join(x["message"] for x in rows) == text
+    assert await balance(client, customer) == Decimal(100) - Decimal("0.05") * parts
+
+
+async def test_invalid_number_is_422_with_the_spec_sentence(client: httpx.AsyncClient,
+                                                            customer: Customer) -> None:
+    r = await client.post("/v1/message", headers=customer.headers, json={
+        "from": "Shop", "to": "12345", "message": "hi"})
+    assert r.status_code == 422
+    assert r.json()["success"] is False
+    assert r.json()["error"] == MSG_INVALID_NUMBER
+    assert r.json()["code"] == "invalid_number"
+    assert await balance(client, customer) == Decimal(100)
+
+
+async def test_destination_without_rate_is_403(client: httpx.AsyncClient,
+                                               customer: Customer) -> None:
+    r = await client.post("/v1/message", headers=customer.headers, json={
+        "from": "Shop", "to": "+14155552671", "message": "hi"})
+    assert r.status_code == 403
+    assert r.json() == {"success": False, "error": MSG_NO_RATE_FOR_ACCOUNT, "code": "no_rate"}
+
+
+async def test_bad_callback_url_is_422(client: httpx.AsyncClient, customer: Customer) -> None:
+    r = await client.post("/v1/message", headers=customer.headers, json={
+        "from": "Shop", "to": "380501234567", "message": "hi", "callback_url": "ftp://x/y"})
+    assert r.status_code == 422
+    assert r.json()["error"] == MSG_INVALID_CALLBACK
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"to": "380501234567", "message": "hi"}, "from"),  # sender missing
+        ({"from": "Shop", "message": "hi"}, "to"),  # recipient missing
+        ({"from": "Shop", "to": "380501234567"}, "message"),  # text missing
+        ({"from": "Shop", "to": "380501234567", "message": ""}, "message"),  # empty text
+        ({"from": "Shop", "to": "380501234567", "message": "x" * 161}, "message"),  # > 160
+        ({"from": "TooLongSender", "to": "380501234567", "message": "hi"}, "from"),  # > 11
+        ({"from": "1234567890123456", "to": "380501234567", "message": "hi"}, "from"),  # > 15
+    ],
+)
+async def test_validation_errors_are_422_and_name_the_field(
+    client: httpx.AsyncClient, customer: Customer, body: dict[str, str], field: str
+) -> None:
+    r = await client.post("/v1/message", headers=customer.headers, json=body)
+    assert r.status_code == 422
+    assert r.json()["success"] is False
+    assert field in r.json()["errors"]
+    assert await balance(client, customer) == Decimal(100)
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b'"text"'])
+async def test_body_that_is_not_an_object_is_422(client: httpx.AsyncClient,
+                                                 customer: Customer, raw: bytes) -> None:
+    r = await client.post("/v1/message", headers={**customer.headers,
+                                                  "Content-Type": "application/json"},
+                          content=raw)
+    assert r.status_code == 422
+    assert r.json()["success"] is False
+
+
+async def test_insufficient_balance_is_402_and_nothing_is_stored(db: Database,
+                                                                 client: httpx.AsyncClient) -> None:
+    await add_rates(db)
+    poor = await make_customer(db, balance="0.04", credit_limit="0")
+    r = await client.post("/v1/message", headers=poor.headers, json={
+        "from": "Shop", "to": "380501234567", "message": "hi"})
+    assert r.status_code == 402
+    assert r.json() == {"success": False, "error": "Insufficient balance",
+                        "code": "insufficient_balance"}
+    listed = (await client.get("/v1/get_messages", headers=poor.headers)).json()
+    assert listed["campaigns"] == []
+
+
+async def test_credit_limit_lets_the_balance_go_below_zero(db: Database,
+                                                           client: httpx.AsyncClient) -> None:
+    await add_rates(db)
+    who = await make_customer(db, balance="0", credit_limit="1")
+    r = await client.post("/v1/message", headers=who.headers, json={
+        "from": "Shop", "to": "380501234567", "message": "hi"})
+    assert r.status_code == 200
+    body = (await client.get("/v1/balance", headers=who.headers)).json()
+    assert body["balance"] == -0.045 and body["in_credit_limit"] == 1
+
+
+async def test_account_price_list_comes_before_the_default(db: Database,
+                                                           client: httpx.AsyncClient) -> None:
+    from tikosms.db.types import utcnow
+    from tikosms.rates.service import RateRow
+
+    await add_rates(db)
+    vip = await make_customer(db)
+    await add_rates(db, [RateRow(None, "255", "", "Ukraine", __import__("decimal").Decimal(
+        "0.01"), utcnow().replace(year=2020), None)], account_id=vip.account_id)
+    r = await client.post("/v1/message", headers=vip.headers, json={
+        "from": "Shop", "to": "380501234567", "message": "hi"})
+    assert r.json()["cost"] == "0.010"
+
+
+async def test_concurrent_sends_never_overdraw(db: Database, client: httpx.AsyncClient) -> None:
+    await add_rates(db)
+    who = await make_customer(db, balance="1.00")  # room for 22 sends at 0.045
+
+    async def send(i: int) -> int:
+        r = await client.post("/v1/message", headers=who.headers, json={
+            "from": "Shop", "to": f"38050{1000000 + i}", "message": "hi"})
+        return r.status_code
+
+    codes = await asyncio.gather(*(send(i) for i in range(40)))
+    assert codes.count(200) == 22
+    assert codes.count(402) == 18
+    assert await balance(client, who) == Decimal("1.00") - Decimal("0.045") * 22
