@@ -47,7 +47,7 @@ def test_parse_numbering_csv_is_lenient_about_layout(text: str, rows: list) -> N
         ("prefix,mcc,mnc\n38050,255,O1\n", "line 2: mnc must be"),  # letter O for zero
         ("prefix,mcc,mnc\n38050,255\n", "line 2: expected 3 fields, found 2"),  # short row
         ("prefix,mcc,mnc\n38050,255,01,x\n", "line 2: expected 3 fields, found 4"),  # long row
-        (
+        (  # the same prefix twice
             "prefix,mcc,mnc\n38050,255,01\n38050,255,02\n",
             "line 3: prefix 38050 is already on line 2",
         ),
