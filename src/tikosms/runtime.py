@@ -75,3 +75,4 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

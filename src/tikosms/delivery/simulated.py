@@ -54,13 +54,13 @@ class SimulatedCarrier:
         elif roll < self.reject_ratio + self.undeliv_ratio:
             status, err = "UNDELIV", "001"
         else:
-            status, err = "DELIVRD", "000"
+            status, err = "DELIVRD", None
         task = asyncio.create_task(self._report(message_id, status, err))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return SubmitOutcome.accepted(message_id)
 
-    async def _report(self, message_id: str, status: str, err: str) -> None:
+    async def _report(self, message_id: str, status: str, err: str | None) -> None:
         await asyncio.sleep(self.receipt_delay)
         assert self._on_receipt is not None
         try:
