@@ -1,0 +1,132 @@
+"""Run the benchmarks of issue 5 on SQLite and PostgreSQL, print each figure beside its
+ceiling, and append the results to docs/benchmarks.md.
+
+    .venv/bin/python bench/run.py [--quick] [--db sqlite|postgresql|both] [--only NAME ...]
+                                  [--no-record | --record FILE]
+
+NAME is one of: single, campaign, get_message, e2e, e2e_20ms, callbacks (repeat --only or
+separate with commas). `--quick` uses a few hundred to a few thousand messages (about a minute
+for everything); the full run sends 100,000-part campaigns and takes several minutes.
+PostgreSQL is reached at BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test),
+where scratch databases `tikosms_bench_*` are created and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import procs
+from bench.benchmarks import BENCHMARKS, FULL, QUICK, Context, Figure, bench_campaign
+
+RECORD = procs.ROOT / "docs" / "benchmarks.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    names = selected(args.only)
+    kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    sizes = QUICK if args.quick else FULL
+    workdir = procs.new_workdir()
+    figures: list[Figure] = []
+    notes: list[str] = []
+    failures = 0
+    started = time.monotonic()
+    for kind in kinds:
+        ctx = Context(kind, sizes, workdir)
+        for name in names:
+            if name == "get_message" and "campaign" in names:
+                continue  # read back by the campaign run, on the same server
+            print(f"[{kind}] {name} ...", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            try:
+                if name == "campaign" and "get_message" in names:
+                    figures += bench_campaign(ctx, write=True, read=True)
+                else:
+                    figures += BENCHMARKS[name](ctx)
+            except Exception as exc:
+                failures += 1
+                traceback.print_exc()
+                notes.append(f"{name} ({kind}) FAILED: {type(exc).__name__}: {exc}")
+            print(f"[{kind}] {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr,
+                  flush=True)
+        notes += [n for n in ctx.notes if n not in notes]
+    elapsed = time.monotonic() - started
+    info = procs.machine()
+    header = (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {info['commit']}, "
+              f"{info['cores']} cores, {info['memory']}, Python {info['python']}, "
+              f"{'quick' if args.quick else 'full'} run, {elapsed:.0f} s")
+    table = markdown(figures)
+    print(f"\n{header}\n\n{table}")
+    for note in notes:
+        print(f"- {note}")
+    if not args.no_record:
+        record(args.record, header, table, notes)
+        print(f"\nappended to {args.record}", file=sys.stderr)
+    if failures == 0:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"process logs kept in {workdir}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Benchmarks of the gateway against their ceilings.")
+    p.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    p.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    p.add_argument("--only", action="append", default=[],
+                   help=f"run only these ({', '.join(BENCHMARKS)}); repeatable or a,b")
+    p.add_argument("--record", type=Path, default=RECORD, help="markdown file to append to")
+    p.add_argument("--no-record", action="store_true", help="print only")
+    return p.parse_args(argv)
+
+
+def selected(only: list[str]) -> list[str]:
+    wanted = [n.strip() for item in only for n in item.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark {unknown}; choose from {', '.join(BENCHMARKS)}")
+    return [n for n in BENCHMARKS if n in wanted] if wanted else list(BENCHMARKS)
+
+
+def markdown(figures: list[Figure]) -> str:
+    rows = ["| benchmark | db | figure | value | ceiling | ceiling value | ratio | target | met |",
+            "| --- | --- | --- | ---: | --- | ---: | ---: | --- | --- |"]
+    for f in figures:
+        met = "-" if f.met is None else ("yes" if f.met else "**no**")
+        ceiling = "-" if f.ceiling is None else fmt(f.ceiling)
+        ratio = "-" if f.ratio is None else f"{f.ratio:.2f}"
+        figure = f.figure + (f" ({f.note})" if f.note else "")
+        rows.append(f"| {f.bench} | {f.db} | {figure} | {fmt(f.value)} | {f.ceiling_name} | "
+                    f"{ceiling} | {ratio} | {f.target} | {met} |")
+    return "\n".join(rows)
+
+
+def fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def record(path: Path, header: str, table: str, notes: list[str]) -> None:
+    """Append one run at the end of the file (the section `## Runs` collects them)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if "\n## Runs" not in text:
+        text = text.rstrip("\n") + "\n\n## Runs\n\nAppended by `bench/run.py`, newest last.\n"
+    block = f"\n### {header}\n\n{table}\n"
+    if notes:
+        block += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    path.write_text(text.rstrip("\n") + "\n" + block, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
