@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     failures = 0
     started = time.monotonic()
+    load_before = procs.machine()["load"]
     for kind in kinds:
         ctx = Context(kind, sizes, workdir)
         for name in names:
@@ -60,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         notes += [n for n in ctx.notes if n not in notes]
     elapsed = time.monotonic() - started
     info = procs.machine()
+    info["load"] = f"{load_before} at start, {info['load']} at end"
     header = (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {info['commit']}, "
               f"{info['cores']} cores, {info['memory']}, Python {info['python']}, "
-              f"{'quick' if args.quick else 'full'} run, {elapsed:.0f} s")
+              f"{'quick' if args.quick else 'full'} run, {elapsed:.0f} s, "
+              f"load average {info['load']}")
     table = markdown(figures)
     print(f"\n{header}\n\n{table}")
     for note in notes:
