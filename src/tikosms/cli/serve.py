@@ -20,6 +20,10 @@ def _settings(**overrides: object) -> Settings:
 def _serve_uvicorn(app: object, host: str, port: int) -> None:
     import uvicorn
 
+    from tikosms.messaging import resolver
+
+    resolver.warm_up()  # number resolution for large campaigns runs on every core
+
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
                             loop="auto", http="auto", timeout_graceful_shutdown=5,
                             access_log=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -21,7 +21,13 @@ from tikosms.messaging import idempotency
 from tikosms.messaging import repository as repo
 from tikosms.messaging.cancel import cancel_campaign
 from tikosms.messaging.schemas import parse_campaign, parse_single
-from tikosms.messaging.service import SendResult, send_campaign, send_single
+from tikosms.messaging.service import (
+    PreparedSend,
+    SendResult,
+    prepare_campaign,
+    prepare_single,
+    store,
+)
 from tikosms.messaging.views import campaign_view, part_view
 
 router = APIRouter(prefix="/v1")
@@ -32,9 +38,8 @@ async def post_message(request: Request, account: CurrentAccount, db: Db) -> Res
     raw = await request.body()
     req = parse_single(await json_body(request, required=True))
 
-    async def send(conn: Any) -> tuple[dict[str, Any], SendResult]:
-        result = await send_single(conn, account, req)
-        body = {
+    def answer(result: SendResult) -> dict[str, Any]:
+        return {
             "success": True,
             "message_id": result.message_ids[0],
             "campaign_id": result.campaign_id,
@@ -42,9 +47,9 @@ async def post_message(request: Request, account: CurrentAccount, db: Db) -> Res
             "encoding": result.encoding,
             "cost": formats.cost(result.cost),
         }
-        return body, result
 
-    return await _send_once(request, db, account.id, "message", raw, send)
+    return await _send_once(request, db, account.id, "message", raw,
+                            lambda: prepare_single(db, account, req), answer)
 
 
 @router.post("/messages")
@@ -53,9 +58,8 @@ async def post_messages(request: Request, account: CurrentAccount, db: Db) -> Re
     now = utcnow()
     req = parse_campaign(await json_body(request, required=True), now)
 
-    async def send(conn: Any) -> tuple[dict[str, Any], SendResult]:
-        result = await send_campaign(conn, account, req, now)
-        body = {
+    def answer(result: SendResult) -> dict[str, Any]:
+        return {
             "success": True,
             "campaign_id": result.campaign_id,
             "recipients": result.recipients,
@@ -67,15 +71,18 @@ async def post_messages(request: Request, account: CurrentAccount, db: Db) -> Re
             "cost": formats.cost(result.cost),
             "scheduled_at": formats.message_time(req.scheduled_at),
         }
-        return body, result
 
-    return await _send_once(request, db, account.id, "messages", raw, send)
+    return await _send_once(request, db, account.id, "messages", raw,
+                            lambda: prepare_campaign(db, account, req, now), answer)
 
 
 async def _send_once(
-    request: Request, db: Any, account_id: int, endpoint: str, raw: bytes, send: Any
+    request: Request, db: Any, account_id: int, endpoint: str, raw: bytes,
+    prepare: Callable[[], Awaitable[PreparedSend]],
+    answer: Callable[[SendResult], dict[str, Any]],
 ) -> Response:
-    """Run a send in one transaction, honouring an Idempotency-Key if there is one."""
+    """Check, then store a send in one transaction, honouring an Idempotency-Key if given:
+    a replay is answered before anything else is done."""
     key = idempotency.check_key(request.headers.get("idempotency-key"))
     digest = idempotency.body_hash(endpoint, raw) if key else ""
     if key:
@@ -83,10 +90,11 @@ async def _send_once(
             stored = await idempotency.lookup(conn, account_id, key, digest)
         if stored is not None:
             return _replay(stored)
+    prepared = await prepare()
     try:
         async with db.begin() as conn:
-            body, result = await send(conn)
-            payload = orjson.dumps(body)
+            result = await store(conn, prepared)
+            payload = orjson.dumps(answer(result))
             if key:
                 await idempotency.store(conn, account_id, key, endpoint, digest, 200, payload)
     except IntegrityError:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.accounts import service as accounts
+from tikosms.db.engine import Database
 from tikosms.db.models import QUEUED, SCHEDULED
 from tikosms.db.types import naive_utc, to_micros, utcnow
 from tikosms.errors import (
@@ -27,9 +28,10 @@ from tikosms.errors import (
     ValidationFailed,
 )
 from tikosms.messaging import repository as repo
+from tikosms.messaging.resolver import resolve_many
 from tikosms.messaging.schemas import CampaignSend, Sender, SingleSend
-from tikosms.numbers import Destination, InvalidNumber, resolve
 from tikosms.numbering import numbering_plan
+from tikosms.numbers import Destination, InvalidNumber, resolve
 from tikosms.rates.service import load_rate_book
 from tikosms.text import SplitText, split_text
 
@@ -59,17 +61,40 @@ def split_or_fail(message: str) -> SplitText:
         ) from None
 
 
-async def send_single(
-    conn: AsyncConnection, account: accounts.AuthenticatedAccount, req: SingleSend
-) -> SendResult:
+@dataclass(slots=True)
+class PreparedSend:
+    """A send checked, priced and laid out, ready to be stored in one transaction."""
+
+    account_id: int
+    campaign: dict[str, Any]
+    rows: list[tuple[Any, ...]]
+    result: SendResult
+
+
+async def store(conn: AsyncConnection, prepared: PreparedSend) -> SendResult:
+    """Reserve the cost and write the campaign and its parts: all or nothing (the caller's
+    transaction)."""
+    result = prepared.result
+    await accounts.reserve(conn, prepared.account_id, result.cost, result.campaign_id)
+    await repo.insert_campaign(conn, prepared.campaign)
+    await repo.bulk_insert_parts(conn, prepared.rows)
+    return result
+
+
+async def prepare_single(
+    db: Database, account: accounts.AuthenticatedAccount, req: SingleSend
+) -> PreparedSend:
+    """Resolve, split and price one message (reads only: no lock is held meanwhile)."""
     if account.status != "active":
         raise AccountSuspended()
-    try:
-        dest = resolve(req.to, await numbering_plan(conn))
-    except InvalidNumber as exc:
-        raise InvalidNumberError(errors={"to": [str(exc)]}) from None
-    split = split_or_fail(req.message)
-    book = await load_rate_book(conn, account.id, [dest.mcc])
+    async with db.connect() as conn:
+        plan = await numbering_plan(conn)
+        try:
+            dest = resolve(req.to, plan)
+        except InvalidNumber as exc:
+            raise InvalidNumberError(errors={"to": [str(exc)]}) from None
+        split = split_or_fail(req.message)
+        book = await load_rate_book(conn, account.id, [dest.mcc])
     rate = book.find(dest.mcc, dest.mnc)
     if rate is None:
         raise NoRateForAccount()
@@ -77,24 +102,22 @@ async def send_single(
     campaign_id = str(uuid.uuid4())
     message_id = str(uuid.uuid4())
     cost = rate.rate * len(split.parts)
-    await accounts.reserve(conn, account.id, cost, campaign_id)
-    await repo.insert_campaign(conn, _campaign_values(
+    campaign = _campaign_values(
         campaign_id, account.id, "single", req.sender, req.message, 1, len(split.parts), cost,
         None, None, 10, now,
-    ))
+    )
     rows = _part_rows(
         campaign_id, message_id, account.id, dest, split, rate.rate, req.client_ref,
         req.callback_url, QUEUED, 0, now, now,
     )
-    await repo.bulk_insert_parts(conn, rows)
-    return SendResult(campaign_id, [message_id], 1, len(split.parts), cost, split.encoding)
+    result = SendResult(campaign_id, [message_id], 1, len(split.parts), cost, split.encoding)
+    return PreparedSend(account.id, campaign, rows, result)
 
 
-async def send_campaign(
-    conn: AsyncConnection, account: accounts.AuthenticatedAccount, req: CampaignSend,
-    now: datetime,
-) -> SendResult:
-    """Dedupe, validate, price, reserve and store a campaign in one transaction.
+async def prepare_campaign(
+    db: Database, account: accounts.AuthenticatedAccount, req: CampaignSend, now: datetime,
+) -> PreparedSend:
+    """Dedupe, validate, price and lay out a campaign (reads only; `store` then writes it).
 
     Invalid numbers and destinations without a rate are left out and reported (the first 100);
     if nobody is left the request is a 422. Memory: one tuple per part, no ORM objects.
@@ -102,15 +125,15 @@ async def send_campaign(
     if account.status != "active":
         raise AccountSuspended()
     split = split_or_fail(req.message)
-    plan = await numbering_plan(conn)
+    async with db.connect() as conn:
+        plan = await numbering_plan(conn)
     invalid: list[tuple[int, str, str]] = list(req.invalid)
+    resolved = await resolve_many([r.to for r in req.recipients], plan)
     seen: set[str] = set()
     duplicates = 0
     accepted: list[tuple[int, Destination, str | None, str | None]] = []
-    for r in req.recipients:
-        try:
-            dest = resolve(r.to, plan)
-        except InvalidNumber:
+    for r, dest in zip(req.recipients, resolved, strict=True):
+        if dest is None:
             invalid.append((r.index, r.to, MSG_INVALID_NUMBER))
             continue
         if dest.number in seen:
@@ -118,14 +141,18 @@ async def send_campaign(
             continue
         seen.add(dest.number)
         accepted.append((r.index, dest, r.client_ref, r.callback_url))
-    del seen
+    del seen, resolved
 
-    book = await load_rate_book(conn, account.id, {d.mcc for _, d, _, _ in accepted})
+    async with db.connect() as conn:
+        book = await load_rate_book(conn, account.id, {d.mcc for _, d, _, _ in accepted})
     n_parts = len(split.parts)
     campaign_id = str(uuid.uuid4())
     scheduled = req.scheduled_at is not None
     status = SCHEDULED if scheduled else QUEUED
-    due = req.scheduled_at or now
+    due_n, now_n = naive_utc(req.scheduled_at or now), naive_utc(now)
+    coding = split.data_coding
+    texts = list(enumerate(split.parts, start=1))
+    micros: dict[Decimal, int] = {}
     rows: list[tuple[Any, ...]] = []
     message_ids: list[str] = []
     total = Decimal(0)
@@ -136,11 +163,17 @@ async def send_campaign(
             continue
         message_id = str(uuid.uuid4())
         message_ids.append(message_id)
+        cost = micros.get(rate.rate)
+        if cost is None:
+            cost = micros[rate.rate] = to_micros(rate.rate)
         total += rate.rate * n_parts
-        rows.extend(_part_rows(
-            campaign_id, message_id, account.id, dest, split, rate.rate, client_ref,
-            callback_url, status, 1, due, now,
-        ))
+        ref = secrets.randbelow(65536) if n_parts > 1 else 0
+        mccmnc = dest.mccmnc
+        for no, text in texts:
+            rows.append((
+                campaign_id, message_id, account.id, no, n_parts, dest.number, text, coding,
+                mccmnc, cost, client_ref, callback_url, status, 1, due_n, 0, ref, now_n, now_n,
+            ))
     invalid.sort(key=lambda item: item[0])
     if not message_ids:
         first = invalid[0][2] if invalid else MSG_INVALID_NUMBER
@@ -148,14 +181,12 @@ async def send_campaign(
             raise NoRateForAccount()
         raise InvalidNumberError()
 
-    await accounts.reserve(conn, account.id, total, campaign_id)
-    await repo.insert_campaign(conn, _campaign_values(
+    campaign = _campaign_values(
         campaign_id, account.id, "bulk", req.sender, req.message, len(message_ids), len(rows),
         total, req.callback_url, req.scheduled_at, req.concurrency, now,
         duplicates_removed=duplicates, invalid_removed=len(invalid),
-    ))
-    await repo.bulk_insert_parts(conn, rows)
-    return SendResult(
+    )
+    result = SendResult(
         campaign_id=campaign_id,
         message_ids=message_ids,
         recipients=len(message_ids),
@@ -170,6 +201,7 @@ async def send_campaign(
         invalid_removed=len(invalid),
         scheduled=scheduled,
     )
+    return PreparedSend(account.id, campaign, rows, result)
 
 
 def _campaign_values(
