@@ -26,6 +26,17 @@ COST_INDEX = PART_COLUMNS.index("cost")
 TIME_INDEXES = tuple(PART_COLUMNS.index(c) for c in ("due_at", "created_at", "updated_at"))
 
 
+# COPY asks the server for the table's column types first: one more round trip that only pays
+# off for many rows; a single message's few parts go as a plain INSERT
+COPY_THRESHOLD = 50
+_COLS = ", ".join(f'"{c}"' for c in PART_COLUMNS)
+_PG_INSERT = (
+    f"INSERT INTO parts ({_COLS}) VALUES "
+    f"({', '.join(f'${i}' for i in range(1, len(PART_COLUMNS) + 1))})"
+)
+_SQLITE_INSERT = f"INSERT INTO parts ({_COLS}) VALUES ({', '.join('?' for _ in PART_COLUMNS)})"
+
+
 def sqlite_time(value: datetime) -> str:
     """The text SQLAlchemy's SQLite DateTime writes: always with microseconds."""
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -40,18 +51,19 @@ async def bulk_insert_parts(conn: AsyncConnection, rows: Sequence[tuple[Any, ...
     if not rows:
         return
     if conn.dialect.name == "postgresql":
+        if len(rows) < COPY_THRESHOLD:
+            await conn.exec_driver_sql(_PG_INSERT, rows)  # type: ignore[arg-type]
+            return
         raw = await conn.get_raw_connection()
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
             "parts", records=rows, columns=list(PART_COLUMNS)
         )
         return
-    cols = ", ".join(f'"{c}"' for c in PART_COLUMNS)
-    marks = ", ".join("?" for _ in PART_COLUMNS)
     converted = [
         tuple(sqlite_time(v) if i in TIME_INDEXES else v for i, v in enumerate(row))
         for row in rows
     ]
-    await conn.exec_driver_sql(f"INSERT INTO parts ({cols}) VALUES ({marks})", converted)
+    await conn.exec_driver_sql(_SQLITE_INSERT, converted)  # type: ignore[arg-type]
 
 
 async def get_campaign(conn: AsyncConnection, account_id: int, campaign_id: str) -> Row | None:
