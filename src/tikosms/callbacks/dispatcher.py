@@ -13,7 +13,7 @@ import logging
 import time
 from datetime import timedelta
 
-from sqlalchemy import and_, exists, insert, select, update
+from sqlalchemy import and_, bindparam, exists, insert, select, update
 from sqlalchemy.orm import aliased
 
 from tikosms.callbacks import signing
@@ -40,6 +40,7 @@ class CallbackDispatcher:
         self._wake = asyncio.Event()
         self._secrets: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._sender = CallbackSender(
             timeout=settings.callback_timeout_seconds, limit=settings.callback_concurrency,
             limit_per_host=settings.callback_concurrency,
@@ -53,21 +54,26 @@ class CallbackDispatcher:
     def wake(self) -> None:
         self._wake.set()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Finish the round in progress (its posts are recorded), then stop."""
+        self._stopping = True
+        self._wake.set()
         if self._task:
-            self._task.cancel()
+            done, _ = await asyncio.wait([self._task], timeout=grace)
+            if not done:
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._sender.close()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 sent = await self.run_once()
             except Exception:
                 log.exception("callback dispatch round failed; retrying in 1 s")
                 await asyncio.sleep(1)
                 continue
-            if sent == 0:
+            if sent == 0 and not self._stopping:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), 0.5)
@@ -130,34 +136,40 @@ class CallbackDispatcher:
         return await self._sender.post(url, body, headers), False
 
     async def _record(self, rows: list, results: list[tuple[DeliveryAttempt, bool]]) -> None:  # type: ignore[type-arg]
+        """One transaction for the round: attempts recorded, events finished or rescheduled."""
         now = utcnow()
-        attempts = []
-        async with self.db.begin() as conn:
-            for row, (attempt, refused) in zip(rows, results, strict=True):
-                attempts.append({
-                    "event_id": row.id, "attempted_at": now, "status_code": attempt.status,
-                    "error": attempt.error, "duration_ms": int(attempt.duration_ms),
-                })
-                made = row.attempts + 1
-                if attempt.ok:
-                    values = {"state": "delivered", "finished_at": now}
-                    self.delivered += 1
+        attempts, updates = [], []
+        for row, (attempt, refused) in zip(rows, results, strict=True):
+            attempts.append({
+                "event_id": row.id, "attempted_at": now, "status_code": attempt.status,
+                "error": attempt.error, "duration_ms": int(attempt.duration_ms),
+            })
+            made = row.attempts + 1
+            state, finished, nxt = "pending", None, None
+            if attempt.ok:
+                state, finished = "delivered", now
+                self.delivered += 1
+            else:
+                nxt = None if refused else self.policy.next_attempt_at(row.created_at, made, now)
+                if nxt is None:
+                    state, finished = "failed", now
+                    log.warning("callback %s to %s given up after %d attempts: %s",
+                                row.event_id, row.url, made, attempt.error)
                 else:
-                    nxt = None if refused else self.policy.next_attempt_at(
-                        row.created_at, made, now)
-                    if nxt is None:
-                        values = {"state": "failed", "finished_at": now}
-                        log.warning("callback %s to %s given up after %d attempts: %s",
-                                    row.event_id, row.url, made, attempt.error)
-                    else:
-                        values = {"next_attempt_at": nxt}
-                        log.info("callback %s to %s failed (%s); attempt %d at %s",
-                                 row.event_id, row.url, attempt.error, made + 1,
-                                 nxt.strftime("%H:%M:%S"))
-                await conn.execute(
-                    update(CallbackEvent).where(CallbackEvent.id == row.id).values(
-                        attempts=made, lease_until=None, last_status_code=attempt.status,
-                        last_error=attempt.error, **values,
-                    )
-                )
+                    log.info("callback %s to %s failed (%s); attempt %d at %s", row.event_id,
+                             row.url, attempt.error, made + 1, nxt.strftime("%H:%M:%S"))
+            updates.append({
+                "eid": row.id, "made": made, "code": attempt.status, "err": attempt.error,
+                "st": state, "fin": finished, "nxt": nxt or now,
+            })
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(CallbackEvent).where(CallbackEvent.id == bindparam("eid")).values(
+                    attempts=bindparam("made"), lease_until=None,
+                    last_status_code=bindparam("code"), last_error=bindparam("err"),
+                    state=bindparam("st"), finished_at=bindparam("fin"),
+                    next_attempt_at=bindparam("nxt"),
+                ),
+                updates,
+            )
             await conn.execute(insert(CallbackAttempt), attempts)
