@@ -148,7 +148,11 @@ def bench_campaign(ctx: Context, *, write: bool = True, read: bool = True) -> li
                            target="< 300 MB", met=peak < 300,
                            note=f"{before:.0f} MB before the request"),
                 ]
-            if read:
+        if read:
+            # a fresh server: memory freed by the big POST would otherwise hide the growth
+            with Process([procs.TIKOSMS, "api"], ctx.log("api-read"),
+                         procs.gateway_env(db, port), port) as api:
+                asyncio.run(_get(f"{base}/v1/balance", account))
                 figures += _read_back(ctx, api, f"{base}/v1/get_message", account,
                                       campaign_id, n)
     return figures

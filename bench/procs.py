@@ -144,12 +144,34 @@ class Process:
             except BaseException:
                 self.stop()
                 raise RuntimeError(f"{self.args[1:3]} did not start; see {self.log}") from None
+        self._attach_profiler()
         return self
+
+    def _attach_profiler(self) -> None:
+        """With BENCH_PYSPY=DIR, sample each gateway process with py-spy (collapsed stacks in
+        DIR/<log name>.txt; summarise them with bench/profile_summary.py)."""
+        out = os.environ.get("BENCH_PYSPY")
+        if not out or self.args[0] != TIKOSMS or self.args[1] not in ("serve", "api", "worker"):
+            return
+        target = Path(out) / f"{self.log.stem}-{self.pid}.txt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        spy = str(Path(PYTHON).parent / "py-spy")
+        self.profiler = subprocess.Popen(
+            [spy, "record", "--pid", str(self.pid), "--format", "raw", "--rate", "200",
+             "--nonblocking", "--output", str(target)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stop(self, grace: float = 10.0) -> None:
+        profiler = getattr(self, "profiler", None)
+        if profiler is not None and profiler.poll() is None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)

@@ -18,13 +18,14 @@ import shutil
 import sys
 import time
 import traceback
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import procs
-from bench.benchmarks import BENCHMARKS, FULL, QUICK, Context, Figure, bench_campaign
+from bench.benchmarks import BENCHMARKS, FULL, QUICK, Context, Figure, Sizes, bench_campaign
 
 RECORD = procs.ROOT / "docs" / "benchmarks.md"
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     names = selected(args.only)
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    sizes = QUICK if args.quick else FULL
+    sizes = resize(QUICK if args.quick else FULL, args.size)
     workdir = procs.new_workdir()
     figures: list[Figure] = []
     notes: list[str] = []
@@ -86,6 +87,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     p.add_argument("--only", action="append", default=[],
                    help=f"run only these ({', '.join(BENCHMARKS)}); repeatable or a,b")
+    p.add_argument("--size", action="append", default=[], metavar="FIELD=N",
+                   help="override one size, e.g. e2e=20000 (fields of bench.benchmarks.Sizes)")
     p.add_argument("--record", type=Path, default=RECORD, help="markdown file to append to")
     p.add_argument("--no-record", action="store_true", help="print only")
     return p.parse_args(argv)
@@ -97,6 +100,17 @@ def selected(only: list[str]) -> list[str]:
     if unknown:
         raise SystemExit(f"unknown benchmark {unknown}; choose from {', '.join(BENCHMARKS)}")
     return [n for n in BENCHMARKS if n in wanted] if wanted else list(BENCHMARKS)
+
+
+def resize(sizes: Sizes, overrides: list[str]) -> Sizes:
+    changes: dict[str, float] = {}
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if name not in Sizes.__dataclass_fields__:
+            known = ", ".join(Sizes.__dataclass_fields__)
+            raise SystemExit(f"unknown size {name!r}; one of {known}")
+        changes[name] = float(value) if name == "single_seconds" else int(value)
+    return replace(sizes, **changes)
 
 
 def markdown(figures: list[Figure]) -> str:
