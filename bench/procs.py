@@ -259,6 +259,10 @@ def machine() -> dict[str, str]:
             mem_kb = int(line.split()[1])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    if dirty:  # the gateway runs from the working tree (editable install)
+        commit += " + uncommitted changes under src/"
     # the 1-minute load average: other work on a shared machine moves every absolute figure
     load = Path("/proc/loadavg").read_text().split()[0]
     return {"cores": str(os.cpu_count()), "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
