@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 
 from tikosms.accounts import service as accounts
@@ -25,6 +26,11 @@ from tikosms.db.engine import Database
 from tikosms.db.migrate import upgrade
 from tikosms.db.types import utcnow
 from tikosms.rates.service import RateRow, import_rates
+
+# CI runs the same examples every time (a property failure is found locally, not as a flake)
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 PG_URL = os.environ.get("TIKOSMS_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])

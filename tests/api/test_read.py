@@ -27,7 +27,7 @@ async def test_revoked_token_is_401(client: httpx.AsyncClient, db: Database) -> 
     from tikosms.accounts import service
 
     async with db.begin() as conn:
-        account_id, token, token_id = await service.create_account(conn, name="x")
+        _account_id, token, token_id = await service.create_account(conn, name="x")
         await service.revoke_token(conn, token_id)
     r = await client.get("/v1/balance", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401

@@ -231,9 +231,6 @@ def test_a_bad_amount_is_one_line_on_stderr(database_url: str, args: list[str],
     assert done.stderr == f"error: {message}\n"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: an OperatorError raised while checking arguments, before cli.base.run(), escapes the "
-    "`cli` group (only tikosms.cli:main catches it), so `cli` used in-process ends in a traceback"))
 @pytest.mark.parametrize(
     "args",
     [

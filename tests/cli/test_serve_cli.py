@@ -21,7 +21,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.cli.test_accounts_cli import invoke
 
@@ -154,17 +153,11 @@ def test_sigterm_stops_the_delivery_worker_and_the_process(tmp_path: Path) -> No
         assert "stopped (" in server.output()[1]  # the worker's clean stop, not a kill
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: uvicorn >= 0.29 re-raises the captured SIGTERM after its graceful shutdown, so "
-    "`tikosms serve` (cli/serve.py _serve_uvicorn) ends killed by SIGTERM (-15 / 143), not 0"))
 def test_sigterm_exits_with_status_0(tmp_path: Path) -> None:
     with serve_demo(tmp_path / "tikosms.db", tmp_path / "run") as server:
         assert stop(server) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: cli/serve.py _seed_demo builds the curl commands from settings.port (env/default 8000) "
-    "before serve() applies --port/--host, so `serve --demo --port N` prints port 8000"))
 def test_demo_commands_point_at_the_port_it_listens_on(tmp_path: Path) -> None:
     with serve_demo(tmp_path / "tikosms.db", tmp_path / "run") as server:
         demo = printed_demo(server.output()[0])

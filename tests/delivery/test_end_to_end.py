@@ -17,7 +17,8 @@ from tikosms.runtime import delivery
 
 
 async def wait_for_status(client: httpx.AsyncClient, who: Customer, params: dict[str, str],
-                          wanted: set[str], timeout: float = 15.0) -> list[dict[str, object]]:
+                          wanted: set[str], timeout: float = 15.0  # noqa: ASYNC109
+                          ) -> list[dict[str, object]]:
     """Poll the API as a customer would, until every part is in one of `wanted`."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

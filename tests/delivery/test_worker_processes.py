@@ -228,10 +228,6 @@ async def test_sigterm_exits_0_and_another_worker_finishes(
     await wait_until_all(db, campaign_id, "DELIVRD", 10_000)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "bug (racy, fails most runs): DeliveryWorker.stop() cancels the recorder task while it is "
-    "writing a batch, so accepted parts are neither recorded ENROUTE nor released; they keep "
-    "their lease and are sent again after it expires"))
 async def test_sigterm_leaves_no_claim_behind(
     client: httpx.AsyncClient, db: Database, start_worker: Callable[..., Worker]
 ) -> None:

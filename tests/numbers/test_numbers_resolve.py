@@ -5,7 +5,7 @@ import dataclasses
 
 import phonenumbers
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from phonenumbers import carrier
 from phonenumbers.carrierdata import CARRIER_LONGEST_PREFIX
@@ -176,6 +176,9 @@ def _mobile_example(region: str) -> str:
 )
 def test_carrier_name_walk_agrees_with_libphonenumber(region: str, tail: str) -> None:
     base = _mobile_example(region)
+    code = str(phonenumbers.country_code_for_region(region))
+    # the tail replaces digits of the national number only, never the country code
+    assume(len(base) - len(tail) >= len(code))
     digits = base[: len(base) - len(tail)] + tail
     number = phonenumbers.parse("+" + digits)
     assert shipped.carrier_name(digits) == carrier.name_for_valid_number(number, "en")

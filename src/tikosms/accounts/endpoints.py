@@ -22,12 +22,8 @@ async def get_balance(account: CurrentAccount, db: Db) -> Response:
         raise NotAuthenticated()
     # written by hand: a JSON number with exactly 4 decimals (634.9288, 10.5000)
     body = (
-        '{"balance_updated":"%s","currency_code":"%s","balance":%s,"in_credit_limit":%d}'
-        % (
-            formats.balance_updated(row.balance_updated_at),
-            row.currency,
-            formats.balance(row.balance),
-            int(row.credit_limit),
-        )
+        f'{{"balance_updated":"{formats.balance_updated(row.balance_updated_at)}",'
+        f'"currency_code":"{row.currency}","balance":{formats.balance(row.balance)},'
+        f'"in_credit_limit":{int(row.credit_limit)}}}'
     )
     return JSONResponse(body.encode())

@@ -4,8 +4,8 @@ line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
-from tikosms.cli.base import cli
 from tikosms.cli import accounts, db, numbering, rates, serve  # noqa: F401  (registers commands)
+from tikosms.cli.base import cli
 
 
 def _register_optional() -> None:

@@ -20,7 +20,17 @@ from tikosms.errors import OperatorError
 T = TypeVar("T")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class TikoGroup(click.Group):
+    """Operator mistakes found anywhere in a command become one line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OperatorError as exc:
+            fail(str(exc))
+
+
+@click.group(cls=TikoGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--database-url", envvar="TIKOSMS_DATABASE_URL", default=None, metavar="URL",
     help="sqlite:///./tikosms.db (default) or postgresql://user@host:5432/db "
@@ -95,7 +105,7 @@ def _safe(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+    except Exception:
         return url
 
 

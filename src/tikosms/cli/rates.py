@@ -61,6 +61,7 @@ def list_(account_id: int | None, as_json: bool) -> None:
 
     async def go(db: Database) -> list[dict[str, Any]]:
         async with db.connect() as conn:
+            await _check_account(conn, account_id)
             rows = await service.list_rates(conn, account_id, only_account=True)
         return [
             {"mcc": r.mcc, "mnc": r.mnc, "mccmnc": r.mccmnc, "country": r.country,
@@ -82,7 +83,13 @@ def export(account_id: int | None) -> None:
 
     async def go(db: Database) -> str:
         async with db.connect() as conn:
+            await _check_account(conn, account_id)
             rows = await service.list_rates(conn, account_id, only_account=True)
         return service.export_csv(rows)
 
     click.echo(run(go), nl=False)
+
+
+async def _check_account(conn: Any, account_id: int | None) -> None:
+    if account_id is not None and await accounts_repo.get_account(conn, account_id) is None:
+        raise OperatorError(f"no account with id {account_id} (see: tikosms accounts list)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from decimal import Decimal
+from typing import Any
 
 import click
 
@@ -27,21 +28,39 @@ def _serve_uvicorn(app: object, host: str, port: int) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
                             loop="auto", http="auto", timeout_graceful_shutdown=5,
                             access_log=False)
-    server = uvicorn.Server(config)
+    server: Any = _quiet_exit_server(config)
     try:
         server.run()
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=2)
 
 
-def _prepare(demo: bool) -> Settings:
+def _quiet_exit_server(config: object) -> object:
+    """uvicorn's server, except that a SIGTERM/SIGINT it shut down on cleanly is not raised
+    again afterwards (uvicorn >= 0.29 does), so a clean stop exits with status 0."""
+    import contextlib
+    from collections.abc import Iterator
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return Server(config)  # type: ignore[arg-type]
+
+
+def _prepare(demo: bool, host: str | None = None, port: int | None = None) -> Settings:
     from tikosms.runtime import setup_logging
 
-    settings = _settings(database_url=database_url())
+    settings = _settings(database_url=database_url(), host=host, port=port)
     setup_logging(settings)
     try:
         ensure_schema(settings.database_url)
-    except Exception as exc:  # noqa: BLE001 - one clear line for the operator
+    except Exception as exc:
         fail(f"cannot prepare the database {settings.database_url}: {exc}", code=2)
     if demo:
         asyncio.run(_seed_demo(settings))
@@ -58,9 +77,8 @@ def serve(host: str | None, port: int | None, demo: bool) -> None:
     from tikosms.app import create_app
     from tikosms.runtime import app_background
 
-    settings = _prepare(demo)
-    host = host or settings.host
-    port = port or settings.port
+    settings = _prepare(demo, host, port)
+    host, port = settings.host, settings.port
     app = create_app(settings, background=app_background(settings))
     click.echo(f"TikoSMS Gateway listening on http://{host}:{port} "
                f"(database {_redact(settings.database_url)}; API docs at /docs)", err=True)
@@ -74,9 +92,8 @@ def api(host: str | None, port: int | None) -> None:
     """The API alone (delivery runs in `tikosms worker` processes)."""
     from tikosms.app import create_app
 
-    settings = _prepare(False)
-    host = host or settings.host
-    port = port or settings.port
+    settings = _prepare(False, host, port)
+    host, port = settings.host, settings.port
     click.echo(f"TikoSMS API listening on http://{host}:{port} (no delivery in this process)",
                err=True)
     _serve_uvicorn(create_app(settings), host, port)

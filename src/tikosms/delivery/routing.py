@@ -8,6 +8,7 @@ configured at all, the built-in simulated carrier takes everything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -71,7 +72,8 @@ class Router:
     @classmethod
     async def from_database(cls, db: Database, settings: Settings) -> Router:
         async with db.connect() as conn:
-            rows = (await conn.execute(select(CarrierRow).where(CarrierRow.enabled))).all()
+            all_rows = (await conn.execute(select(CarrierRow))).all()
+            rows = [r for r in all_rows if r.enabled]
             routes = (
                 await conn.execute(
                     select(Route.match, CarrierRow.name, Route.priority)
@@ -81,14 +83,21 @@ class Router:
             ).all()
         carriers: dict[str, Carrier] = {}
         for row in rows:
-            carriers[row.name] = build_carrier(row)
+            try:
+                carriers[row.name] = build_carrier(row)
+            except (ValueError, TypeError) as exc:
+                log.error("carrier %s is misconfigured and left out: %s (fix it with "
+                          "`tikosms carriers remove/add`)", row.name, exc)
         rules = [RouteRule(r.match, r.name, r.priority) for r in routes]
-        if not carriers:
+        if not all_rows:
             carriers[SIMULATED] = SimulatedCarrier(
                 settings.sim_receipt_delay_ms, settings.sim_undeliv_ratio,
                 settings.sim_reject_ratio,
             )
             rules = [RouteRule("*", SIMULATED, 0)]
+        elif not carriers:
+            log.warning("every configured carrier is disabled or broken: parts will wait in "
+                        "the queue until one is enabled (`tikosms carriers enable NAME`)")
         elif not rules:
             log.warning("carriers are configured but no routes: add one, e.g. "
                         "`tikosms routes add --match '*' --carrier NAME`; parts will wait")
@@ -97,9 +106,20 @@ class Router:
     def describe(self) -> str:
         return ",".join(self.carriers) or "none"
 
-    async def start(self, on_receipt: ReceiptHandler) -> None:
+    async def start(self, on_receipt: ReceiptHandler, bind_wait: float = 5.0) -> None:
+        """Start every carrier and give their binds a few seconds to come up, so the first
+        parts claimed do not find every carrier still connecting."""
         for carrier in self.carriers.values():
             await carrier.start(on_receipt)
+        waits = [c.wait_bound() for c in self.carriers.values() if hasattr(c, "wait_bound")]
+        if waits:
+            _done, pending = await asyncio.wait(
+                [asyncio.ensure_future(w) for w in waits], timeout=bind_wait)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("%d carrier(s) not bound after %.0f s; going on (parts fail over "
+                            "or wait)", len(pending), bind_wait)
 
     async def stop(self) -> None:
         for carrier in self.carriers.values():
@@ -177,4 +197,4 @@ def build_carrier(row: Any) -> Carrier:
     return SmppCarrier(config)
 
 
-__all__ = ["Router", "RouteRule", "order_carriers", "build_carrier"]
+__all__ = ["RouteRule", "Router", "build_carrier", "order_carriers"]

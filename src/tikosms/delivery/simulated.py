@@ -12,8 +12,8 @@ import logging
 import random
 import uuid
 
-from tikosms.delivery.carrier import OutboundPart, Receipt, ReceiptHandler, SubmitOutcome
 from tikosms.db.types import utcnow
+from tikosms.delivery.carrier import OutboundPart, Receipt, ReceiptHandler, SubmitOutcome
 
 log = logging.getLogger("tikosms.delivery.simulated")
 

@@ -38,6 +38,11 @@ from tikosms.delivery.transitions import Accepted, Rejected, Retry
 log = logging.getLogger("tikosms.delivery")
 
 NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tried again
+# Parts handed to carriers ahead of time are at most this many seconds of their measured
+# throughput: a single message claimed now waits behind no more than that in a carrier's queue
+# (the fairness promise: one account's campaign never holds another's message back ~1 s).
+AHEAD_SECONDS = 0.4
+MIN_INFLIGHT = 64
 
 
 @dataclass(slots=True)
@@ -64,6 +69,8 @@ class DeliveryWorker:
         self._senders: dict[str, tuple[str, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.submitted = 0
+        self._finished = 0  # submissions answered, for the throughput estimate
+        self.target_inflight = min(max_inflight, 256)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -73,6 +80,7 @@ class DeliveryWorker:
             asyncio.create_task(self._claimer(), name="claimer"),
             asyncio.create_task(self._lease_keeper(), name="lease-keeper"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(self._pace(), name="pace"),
         ]
         for task in self._tasks:
             task.add_done_callback(_report_death)
@@ -83,6 +91,9 @@ class DeliveryWorker:
         self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; let submissions in flight finish (up to `grace` s) and be recorded;
+        release what is still claimed. The recorder is never cancelled in the middle of a
+        batch: a part the carrier accepted is always recorded ENROUTE."""
         self._stopping.set()
         self._wake.set()
         self._room.set()
@@ -94,10 +105,9 @@ class DeliveryWorker:
         left = list(self._inflight)
         for task in self._inflight.values():
             task.cancel()
-        await self._drain_records()
+        await self._flush(grace)
         await self.router.stop()
-        # receipts may still have been recorded while the carriers stopped
-        await self._drain_records()
+        await self._flush(grace)  # receipts recorded while the carriers stopped
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -107,11 +117,20 @@ class DeliveryWorker:
             log.info("released %d claimed parts back to the queue", n)
         log.info("delivery worker %s stopped (%d parts submitted)", self.owner, self.submitted)
 
+    async def _flush(self, within: float) -> None:
+        """Wait until the recorder has written everything queued so far."""
+        try:
+            await asyncio.wait_for(self._records.join(), within)
+        except TimeoutError:
+            log.error("%d delivery results not yet recorded after %.0f s (database slow?); "
+                      "their parts keep their lease and are retried after it",
+                      self._records.qsize(), within)
+
     # --- claiming and submitting ---------------------------------------------------------
     async def _claimer(self) -> None:
         while not self._stopping.is_set():
-            room = self.max_inflight - len(self._inflight)
-            if room < min(100, self.max_inflight // 4 or 1):
+            room = self.target_inflight - len(self._inflight)
+            if room < max(1, self.target_inflight // 4):
                 self._room.clear()
                 await self._room.wait()
                 continue
@@ -178,6 +197,7 @@ class DeliveryWorker:
             await self._record("retry", Retry(part.part_id, NO_CARRIER_RETRY, "internal error"))
         finally:
             self._inflight.pop(part.part_id, None)
+            self._finished += 1
             self._room.set()
 
     async def _record(self, kind: str, value: Any) -> None:
@@ -197,14 +217,11 @@ class DeliveryWorker:
             batch = [first]
             while len(batch) < 2000 and not self._records.empty():
                 batch.append(self._records.get_nowait())
-            await self._write(batch)
-
-    async def _drain_records(self) -> None:
-        batch: list[_Item] = []
-        while not self._records.empty():
-            batch.append(self._records.get_nowait())
-        if batch:
-            await self._write(batch)
+            try:
+                await asyncio.shield(self._write(batch))  # a batch is never cut in half
+            finally:
+                for _ in batch:
+                    self._records.task_done()
 
     async def _write(self, batch: list[_Item]) -> None:
         delay = 0.2
@@ -230,6 +247,21 @@ class DeliveryWorker:
             if item.done is not None and not item.done.done():
                 item.done.set_result(None)
         self.on_recorded()
+
+    async def _pace(self, period: float = 0.25) -> None:
+        """Keep about AHEAD_SECONDS of measured throughput in flight, no more.
+
+        Converges upwards on its own: whenever the carriers answer faster than AHEAD_SECONDS,
+        throughput x AHEAD_SECONDS exceeds what is in flight, so the target grows."""
+        rate = 0.0
+        last = self._finished
+        while True:
+            await asyncio.sleep(period)
+            done, last = self._finished - last, self._finished
+            rate = 0.5 * rate + 0.5 * (done / period)
+            self.target_inflight = max(MIN_INFLIGHT,
+                                       min(self.max_inflight, int(rate * AHEAD_SECONDS)))
+            self._room.set()
 
     # --- leases and housekeeping -------------------------------------------------------------
     async def _lease_keeper(self) -> None:

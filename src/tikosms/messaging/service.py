@@ -176,10 +176,8 @@ async def prepare_campaign(
             ))
     invalid.sort(key=lambda item: item[0])
     if not message_ids:
-        first = invalid[0][2] if invalid else MSG_INVALID_NUMBER
-        if first == MSG_NO_RATE_FOR_ACCOUNT:
-            raise NoRateForAccount()
-        raise InvalidNumberError()
+        # SPEC_NOTES: nobody left is a 422 with the number sentence, whatever removed them
+        raise InvalidNumberError(errors={"recipients": sorted({err for _, _, err in invalid})})
 
     campaign = _campaign_values(
         campaign_id, account.id, "bulk", req.sender, req.message, len(message_ids), len(rows),

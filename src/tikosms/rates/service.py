@@ -128,7 +128,9 @@ def parse_rates_csv(text: str, now: datetime | None = None) -> list[RateRow]:
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
     header = next(reader, None)
     if header is None:
-        raise OperatorError("line 1: the file is empty; expected the header " + ",".join(CSV_HEADER))
+        raise OperatorError(
+            "line 1: the file is empty; expected the header " + ",".join(CSV_HEADER)
+        )
     if [h.strip().lower() for h in header] != CSV_HEADER:
         raise OperatorError(
             f"line 1: header is {','.join(header)!r}; expected {','.join(CSV_HEADER)}"
