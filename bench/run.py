@@ -21,6 +21,7 @@ import traceback
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -103,7 +104,7 @@ def selected(only: list[str]) -> list[str]:
 
 
 def resize(sizes: Sizes, overrides: list[str]) -> Sizes:
-    changes: dict[str, float] = {}
+    changes: dict[str, Any] = {}
     for item in overrides:
         name, _, value = item.partition("=")
         if name not in Sizes.__dataclass_fields__:
