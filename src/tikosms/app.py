@@ -24,6 +24,7 @@ from tikosms.config import Settings, get_settings
 from tikosms.db.engine import Database
 from tikosms.errors import PayloadTooLarge, ServiceUnavailable, TikoError
 from tikosms.messaging.endpoints import router as messaging_router
+from tikosms.messaging.writer import SendWriter
 from tikosms.rates.endpoints import router as rates_router
 
 log = logging.getLogger("tikosms.api")
@@ -45,6 +46,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_db = db is None
         app.state.db = db or Database(settings.database_url, settings.database_pool_size)
+        _install_writers(app)
         try:
             if background is not None:
                 async with background(app):
@@ -67,6 +69,8 @@ def create_app(
         if settings.rate_limit_per_second > 0 else None
     )
     app.state.wake_workers = lambda _result=None: None  # replaced by the delivery workers
+    if db is not None:
+        _install_writers(app)
 
     for router in (messaging_router, balance_router, rates_router):
         app.include_router(router)
@@ -74,6 +78,14 @@ def create_app(
     _install_docs(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _install_writers(app: FastAPI) -> None:
+    """Single sends are group-committed; a campaign is a transaction of its own."""
+    app.state.send_writers = {
+        "message": SendWriter(app.state.db),
+        "messages": SendWriter(app.state.db, max_batch=1),
+    }
 
 
 def _install_docs(app: FastAPI) -> None:

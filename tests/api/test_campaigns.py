@@ -10,6 +10,7 @@ import pytest
 
 from tests.api.test_send import balance
 from tests.conftest import Customer
+from tikosms.db.engine import Database
 from tikosms.errors import MSG_INVALID_NUMBER
 
 
@@ -124,3 +125,35 @@ async def test_large_campaign_is_streamed_back_whole(client: httpx.AsyncClient,
     rows = (await client.get("/v1/get_message", headers=customer.headers,
                              params={"campaign_id": r.json()["campaign_id"]})).json()["data"]
     assert sorted(x["to"] for x in rows) == sorted(numbers)
+
+
+async def test_concurrent_retries_with_one_idempotency_key_send_once(
+    client: httpx.AsyncClient, customer: Customer
+) -> None:
+    import asyncio
+
+    body = {"from": "Shop", "to": "380501234567", "message": "once only"}
+    h = {**customer.headers, "Idempotency-Key": "burst-1"}
+    answers = await asyncio.gather(*(client.post("/v1/message", headers=h, json=body)
+                                     for _ in range(8)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.json()["message_id"] for a in answers}) == 1
+    assert await balance(client, customer) == Decimal("99.955")
+
+
+async def test_a_402_in_a_group_commit_fails_only_that_send(
+    client: httpx.AsyncClient, customer: Customer, db: Database
+) -> None:
+    import asyncio
+
+    from tests.conftest import make_customer
+
+    poor = await make_customer(db, balance="0.01", name="Poor")
+    rich_send = client.post("/v1/message", headers=customer.headers, json={
+        "from": "Shop", "to": "380501234567", "message": "hi"})
+    poor_send = client.post("/v1/message", headers=poor.headers, json={
+        "from": "Shop", "to": "380501234567", "message": "hi"})
+    rich, poor_answer = await asyncio.gather(rich_send, poor_send)
+    assert rich.status_code == 200 and poor_answer.status_code == 402
+    assert await balance(client, poor) == Decimal("0.01")
+    assert await balance(client, customer) == Decimal("99.955")

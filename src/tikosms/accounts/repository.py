@@ -71,15 +71,7 @@ async def apply_ledger(
     can never overdraw.
     """
     now = utcnow()
-    stmt = (
-        update(Account)
-        .where(Account.id == account_id)
-        .values(balance=Account.balance + amount, balance_updated_at=now)
-        .returning(Account.balance)
-    )
-    if enforce_credit_limit:
-        stmt = stmt.where(Account.balance + amount >= -Account.credit_limit)
-    new_balance = (await conn.execute(stmt)).scalar_one_or_none()
+    new_balance = await change_balance(conn, account_id, amount, now, enforce_credit_limit)
     if new_balance is None:
         return None
     await conn.execute(
@@ -94,6 +86,29 @@ async def apply_ledger(
         )
     )
     return Decimal(new_balance)
+
+
+async def change_balance(
+    conn: AsyncConnection, account_id: int, amount: Decimal, now: datetime,
+    enforce_credit_limit: bool,
+) -> Decimal | None:
+    """The balance UPDATE alone; the caller writes the ledger row (see apply_ledger)."""
+    stmt = (
+        update(Account)
+        .where(Account.id == account_id)
+        .values(balance=Account.balance + amount, balance_updated_at=now)
+        .returning(Account.balance)
+    )
+    if enforce_credit_limit:
+        stmt = stmt.where(Account.balance + amount >= -Account.credit_limit)
+    value = (await conn.execute(stmt)).scalar_one_or_none()
+    return None if value is None else Decimal(value)
+
+
+async def insert_ledger_rows(conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
+    """Ledger rows for balance changes already made with change_balance, in one statement."""
+    if rows:
+        await conn.execute(insert(LedgerEntry), rows)
 
 
 async def ledger_for(conn: AsyncConnection, account_id: int, limit: int = 50) -> Sequence[Row]:

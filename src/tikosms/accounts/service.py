@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tikosms.accounts import repository as repo
 from tikosms.callbacks.signing import generate_secret
 from tikosms.db.types import utcnow
-from tikosms.errors import NotAuthenticated, OperatorError, PaymentRequired
+from tikosms.errors import NotAuthenticated, OperatorError
 
 TOKEN_PREFIX = "tk_"
 
@@ -125,20 +125,6 @@ async def topup(conn: AsyncConnection, account_id: int, amount: Decimal, note: s
         conn, account_id, amount, "topup" if amount > 0 else "adjustment", note=note
     )
     assert new_balance is not None
-    return new_balance
-
-
-async def reserve(
-    conn: AsyncConnection, account_id: int, cost: Decimal, campaign_id: str
-) -> Decimal:
-    """Take the whole cost of a request from the balance, or refuse it with 402."""
-    if cost <= 0:
-        return Decimal(0)
-    new_balance = await repo.apply_ledger(
-        conn, account_id, -cost, "reserve", campaign_id=campaign_id, enforce_credit_limit=True
-    )
-    if new_balance is None:
-        raise PaymentRequired()
     return new_balance
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response, StreamingResponse
 
 from tikosms import formats
@@ -21,14 +20,9 @@ from tikosms.messaging import idempotency
 from tikosms.messaging import repository as repo
 from tikosms.messaging.cancel import cancel_campaign
 from tikosms.messaging.schemas import parse_campaign, parse_single
-from tikosms.messaging.service import (
-    PreparedSend,
-    SendResult,
-    prepare_campaign,
-    prepare_single,
-    store,
-)
+from tikosms.messaging.service import PreparedSend, SendResult, prepare_campaign, prepare_single
 from tikosms.messaging.views import campaign_view, part_view
+from tikosms.messaging.writer import KEY_TAKEN, Idempotency
 
 router = APIRouter(prefix="/v1")
 
@@ -81,8 +75,8 @@ async def _send_once(
     prepare: Callable[[], Awaitable[PreparedSend]],
     answer: Callable[[SendResult], dict[str, Any]],
 ) -> Response:
-    """Check, then store a send in one transaction, honouring an Idempotency-Key if given:
-    a replay is answered before anything else is done."""
+    """Check, price and store a send, honouring an Idempotency-Key if given: a replay is
+    answered before anything else is done, and the key is stored in the send's transaction."""
     key = idempotency.check_key(request.headers.get("idempotency-key"))
     digest = idempotency.body_hash(endpoint, raw) if key else ""
     if key:
@@ -91,22 +85,19 @@ async def _send_once(
         if stored is not None:
             return _replay(stored)
     prepared = await prepare()
-    try:
-        async with db.begin() as conn:
-            result = await store(conn, prepared)
-            payload = orjson.dumps(answer(result))
-            if key:
-                await idempotency.store(conn, account_id, key, endpoint, digest, 200, payload)
-    except IntegrityError:
-        if not key:
-            raise
-        # the same key committed by a concurrent request first: answer as it did
+    payload = orjson.dumps(answer(prepared.result))
+    idem = Idempotency(key, endpoint, digest) if key else None
+    writers = request.app.state.send_writers
+    outcome = await writers[endpoint].write(prepared, payload, idem)
+    if outcome == KEY_TAKEN:
+        # the same key was committed by a concurrent request first: answer as it did
         async with db.connect() as conn:
-            stored = await idempotency.lookup(conn, account_id, key, digest)
+            stored = await idempotency.lookup(conn, account_id, key, digest)  # type: ignore[arg-type]
         if stored is None:
-            raise
+            raise Invalid("This Idempotency-Key is in use by a request still in progress.",
+                          code="idempotency_key_in_use")
         return _replay(stored)
-    request.app.state.wake_workers(result)
+    request.app.state.wake_workers(prepared.result)
     return JSONResponse(payload)
 
 

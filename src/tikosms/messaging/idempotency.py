@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.models import IdempotencyKey
@@ -63,23 +63,3 @@ async def lookup(
             code="idempotency_key_reused",
         )
     return StoredAnswer(row.status_code, row.response_body.encode())
-
-
-async def store(
-    conn: AsyncConnection, account_id: int, key: str, endpoint: str, request_hash: str,
-    status_code: int, body: bytes,
-) -> None:
-    # an expired key may be reused: its old row goes first
-    await conn.execute(
-        delete(IdempotencyKey).where(
-            IdempotencyKey.account_id == account_id,
-            IdempotencyKey.key == key,
-            IdempotencyKey.created_at < utcnow() - TTL,
-        )
-    )
-    await conn.execute(
-        insert(IdempotencyKey).values(
-            account_id=account_id, key=key, endpoint=endpoint, request_hash=request_hash,
-            status_code=status_code, response_body=body.decode(), created_at=utcnow(),
-        )
-    )

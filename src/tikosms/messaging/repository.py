@@ -46,6 +46,11 @@ async def insert_campaign(conn: AsyncConnection, values: dict[str, Any]) -> None
     await conn.execute(insert(Campaign).values(**values))
 
 
+async def insert_campaigns(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> None:
+    if values:
+        await conn.execute(insert(Campaign), list(values))
+
+
 async def bulk_insert_parts(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Rows in PART_COLUMNS order; cost in micro-units (int), times naive UTC datetimes."""
     if not rows:

@@ -13,8 +13,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from tikosms.accounts import service as accounts
 from tikosms.db.engine import Database
 from tikosms.db.models import QUEUED, SCHEDULED
@@ -27,7 +25,6 @@ from tikosms.errors import (
     NoRateForAccount,
     ValidationFailed,
 )
-from tikosms.messaging import repository as repo
 from tikosms.messaging.resolver import resolve_many
 from tikosms.messaging.schemas import CampaignSend, Sender, SingleSend
 from tikosms.numbering import numbering_plan
@@ -69,16 +66,6 @@ class PreparedSend:
     campaign: dict[str, Any]
     rows: list[tuple[Any, ...]]
     result: SendResult
-
-
-async def store(conn: AsyncConnection, prepared: PreparedSend) -> SendResult:
-    """Reserve the cost and write the campaign and its parts: all or nothing (the caller's
-    transaction)."""
-    result = prepared.result
-    await accounts.reserve(conn, prepared.account_id, result.cost, result.campaign_id)
-    await repo.insert_campaign(conn, prepared.campaign)
-    await repo.bulk_insert_parts(conn, prepared.rows)
-    return result
 
 
 async def prepare_single(
