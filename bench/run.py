@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -33,6 +34,10 @@ RECORD = procs.ROOT / "docs" / "benchmarks.md"
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    # SIGTERM, and SIGINT even when started in the background (where a shell ignores it),
+    # unwind the context managers: child processes stopped, scratch databases dropped
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     names = selected(args.only)
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     sizes = resize(QUICK if args.quick else FULL, args.size)
@@ -80,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"process logs kept in {workdir}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
