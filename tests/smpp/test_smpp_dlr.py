@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tikosms.smpp.dlr import (
+    _scan_receipt_text,
     id_spellings,
     parse_receipt,
     parse_receipt_text,
@@ -182,3 +185,53 @@ def test_message_state_tlv_alone_gives_the_status() -> None:
     receipt = parse_receipt(b"", {Tag.RECEIPTED_MESSAGE_ID: b"abc\x00", Tag.MESSAGE_STATE: b"\x03"})
     assert receipt is not None
     assert (receipt.carrier_message_id, receipt.status) == ("abc", "EXPIRED")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        STANDARD,  # the standard text: one regex match
+        STANDARD.removesuffix(" text:Hello world"),  # no text: field
+        STANDARD + "  ",  # trailing spaces: the text is stripped
+        STANDARD.replace("Hello world", "see id:6 stat:UNDELIV"),  # keys inside the text
+        STANDARD.replace("sub:001", "sub:"),  # an empty field
+        STANDARD.replace("stat:", "STAT:"),  # upper case: the tolerant scan
+        STANDARD.replace("done date", "done_date"),  # underscore: the tolerant scan
+        STANDARD.replace("submit date:2409011200", "submit date:24-09-01"),  # odd date: scan
+        STANDARD.replace(" err:", "  err:"),  # doubled space: the tolerant scan
+        STANDARD.replace(" text:", " Text:"),  # capital T: the tolerant scan
+    ],
+)
+def test_standard_text_parses_as_the_tolerant_scan_does(text: str) -> None:
+    assert parse_receipt_text(text) == _scan_receipt_text(text)
+
+
+@given(
+    st.from_regex(r"[0-9a-zA-Z]{1,20}", fullmatch=True),
+    st.sampled_from(["DELIVRD", "UNDELIV", "EXPIRED", "ENROUTE", "x"]),
+    st.from_regex(r"[0-9]{0,12}", fullmatch=True),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+)
+def test_standard_texts_parse_as_the_tolerant_scan_does(
+    message_id: str, stat: str, date: str, body: str
+) -> None:
+    text = (f"id:{message_id} sub:001 dlvrd:000 submit date:{date} done date:{date} "
+            f"stat:{stat} err:000 text:{body}")
+    assert parse_receipt_text(text) == _scan_receipt_text(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("6812312359", datetime(2068, 12, 31, 23, 59, tzinfo=UTC)),  # %y: 00-68 are 20xx
+        ("6901010000", datetime(1969, 1, 1, 0, 0, tzinfo=UTC)),  # %y: 69-99 are 19xx
+        (" 2409011201 ", datetime(2024, 9, 1, 12, 1, tzinfo=UTC)),  # stray spaces
+        ("2409011260", None),  # minute 60
+        ("240901126030", None),  # second 60 (strptime refuses it too)
+        ("2409011201a", None),  # 11 characters
+        ("24090112O1", None),  # a letter O for a zero
+        ("２４０９０１１２０１", None),  # full-width digits are not receipt digits
+    ],
+)
+def test_parse_smpp_date_edges(value: str, expected: datetime | None) -> None:
+    assert parse_smpp_date(value) == expected

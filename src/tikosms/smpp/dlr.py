@@ -52,6 +52,13 @@ _STAT_PREFIXES: Mapping[str, str] = {
     "FAILE": "UNDELIV",  # "FAILED", seen from some aggregators
 }
 
+# The text as SMSCs usually write it (Appendix B, lower-case keys, one space between fields):
+# one match instead of the tolerant scan below; anything else falls back to the scan.
+_STANDARD = re.compile(
+    r"id:(?P<id>\S+) sub:(?P<sub>\S*) dlvrd:(?P<dlvrd>\S*) submit date:(?P<submit_date>\d*)"
+    r" done date:(?P<done_date>\d*) stat:(?P<stat>\S*) err:(?P<err>\S*)(?: text:(?P<text>.*))?",
+    re.DOTALL,
+)
 _KEY = re.compile(
     r"(?:^|(?<=\s))(id|sub|dlvrd|submit[ _]?date|done[ _]?date|stat|err|text)\s*:\s*",
     re.IGNORECASE,
@@ -101,6 +108,18 @@ def parse_receipt(
 
 def parse_receipt_text(text: str) -> ReceiptText:
     """Split a receipt text into its fields; unknown keys are ignored, text: takes the rest."""
+    standard = _STANDARD.fullmatch(text)
+    if standard is not None:
+        found = standard.group("id", "sub", "dlvrd", "submit_date", "done_date", "stat", "err",
+                               "text")
+        if found[7] is not None:
+            found = (*found[:7], found[7].strip())
+        return ReceiptText(*found)
+    return _scan_receipt_text(text)
+
+
+def _scan_receipt_text(text: str) -> ReceiptText:
+    """The tolerant parse: keys in any case and order, spaces around the colon, fields missing."""
     values: dict[str, str] = {}
     matches = list(_KEY.finditer(text))
     for index, match in enumerate(matches):
@@ -134,14 +153,15 @@ def parse_smpp_date(value: str | None) -> datetime | None:
     if not value:
         return None
     digits = value.strip()
-    try:
-        if len(digits) == 10:
-            return datetime.strptime(digits, "%y%m%d%H%M").replace(tzinfo=UTC)
-        if len(digits) == 12:
-            return datetime.strptime(digits, "%y%m%d%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
+    if len(digits) not in (10, 12) or not (digits.isascii() and digits.isdigit()):
         return None
-    return None
+    year = int(digits[0:2])
+    year += 2000 if year < 69 else 1900  # as strptime's %y: 69-99 are 1969-1999
+    try:
+        return datetime(year, int(digits[2:4]), int(digits[4:6]), int(digits[6:8]),
+                        int(digits[8:10]), int(digits[10:12] or 0), tzinfo=UTC)
+    except ValueError:  # month 13, hour 24 ...
+        return None
 
 
 def id_spellings(message_id: str) -> tuple[str, ...]:
