@@ -36,6 +36,7 @@ class ClaimedPart:
     mccmnc: str
     attempts: int
     due_at: datetime
+    callback_url: str | None  # the part's own; its campaign's may apply (`senders`)
 
 
 def _due(now: datetime) -> list:  # type: ignore[type-arg]
@@ -99,7 +100,7 @@ async def _claim(
         .returning(
             Part.id, Part.campaign_id, Part.account_id, Part.to, Part.text, Part.data_coding,
             Part.part_no, Part.total_parts, Part.concat_ref, Part.mccmnc, Part.attempts,
-            Part.due_at,
+            Part.due_at, Part.callback_url,
         )
     )
     return sorted((ClaimedPart(*row) for row in result), key=lambda p: (p.due_at, p.id))
@@ -128,10 +129,19 @@ async def release_leases(conn: AsyncConnection, owner: str, ids: list[int]) -> i
     return int(result.rowcount or 0)
 
 
-async def senders(conn: AsyncConnection, campaign_ids: set[str]) -> dict[str, tuple[str, str]]:
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """What a campaign gives each of its parts on the way out (a campaign never changes these)."""
+
+    sender: str
+    sender_type: str
+    has_callback: bool  # the campaign has a callback URL: every status change is announced
+
+
+async def senders(conn: AsyncConnection, campaign_ids: set[str]) -> dict[str, Sender]:
     rows = await conn.execute(
-        select(Campaign.id, Campaign.sender, Campaign.sender_type).where(
+        select(Campaign.id, Campaign.sender, Campaign.sender_type, Campaign.callback_url).where(
             Campaign.id.in_(campaign_ids)
         )
     )
-    return {r.id: (r.sender, r.sender_type) for r in rows}
+    return {r.id: Sender(r.sender, r.sender_type, bool(r.callback_url)) for r in rows}

@@ -66,7 +66,7 @@ class DeliveryWorker:
         self._stopping = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._records: asyncio.Queue[_Item] = asyncio.Queue()
-        self._senders: dict[str, tuple[str, str]] = {}
+        self._senders: dict[str, queue.Sender] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.submitted = 0
         self._finished = 0  # submissions answered, for the throughput estimate
@@ -147,10 +147,12 @@ class DeliveryWorker:
                 except TimeoutError:
                     pass
                 continue
-            for part in parts:
-                self._inflight[part.part_id] = asyncio.create_task(self._submit(part))
+            for part, announced in parts:
+                self._inflight[part.part_id] = asyncio.create_task(self._submit(part, announced))
 
-    async def _claim(self, limit: int) -> list[OutboundPart]:
+    async def _claim(self, limit: int) -> list[tuple[OutboundPart, bool]]:
+        """Claimed parts, each with whether its status changes are announced (a callback URL
+        of its own or its campaign's): recording skips the callback work for the others."""
         now = utcnow()
         async with self.db.begin() as conn:
             claimed = await queue.claim_due_parts(
@@ -161,22 +163,22 @@ class DeliveryWorker:
                 self._senders.update(await queue.senders(conn, missing))
         out = []
         for p in claimed:
-            sender, sender_type = self._senders[p.campaign_id]
-            out.append(OutboundPart(
-                part_id=p.id, to=p.to, sender=sender, sender_type=sender_type, text=p.text,
-                data_coding=p.data_coding, part_no=p.part_no, total_parts=p.total_parts,
-                concat_ref=p.concat_ref, mccmnc=p.mccmnc,
-            ))
+            sender = self._senders[p.campaign_id]
+            out.append((OutboundPart(
+                part_id=p.id, to=p.to, sender=sender.sender, sender_type=sender.sender_type,
+                text=p.text, data_coding=p.data_coding, part_no=p.part_no,
+                total_parts=p.total_parts, concat_ref=p.concat_ref, mccmnc=p.mccmnc,
+            ), sender.has_callback or bool(p.callback_url)))
         return out
 
-    async def _submit(self, part: OutboundPart) -> None:
+    async def _submit(self, part: OutboundPart, announced: bool = True) -> None:
         try:
             carrier_name, outcome = await self.router.submit(part)
             if outcome.result is SubmitResult.ACCEPTED:
                 assert outcome.carrier_message_id is not None
                 self.submitted += 1
                 await self._record("accepted", Accepted(part.part_id, carrier_name,
-                                                        outcome.carrier_message_id))
+                                                        outcome.carrier_message_id, announced))
                 log.debug("part %d accepted by %s as %s", part.part_id, carrier_name,
                           outcome.carrier_message_id)
             elif outcome.result is SubmitResult.REJECTED:
