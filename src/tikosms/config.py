@@ -17,8 +17,9 @@ class Settings(BaseSettings):
 
     # sqlite:///./tikosms.db (embedded default, WAL) or postgresql://user@host:5432/db (asyncpg)
     database_url: str = "sqlite:///./tikosms.db"
-    # connections per process (PostgreSQL); SQLite uses a small pool of its own
-    database_pool_size: int = Field(default=10, ge=1, le=200)
+    # connections kept open per process (PostgreSQL); requests beyond wait for one rather than
+    # open and close connections under load. SQLite uses a small pool of its own
+    database_pool_size: int = Field(default=20, ge=1, le=200)
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -48,11 +48,15 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (streaming included); on SQLite a deferred, shared-lock BEGIN,
-        so long reads do not hold the write lock."""
+    async def connect(self, stream: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads. On PostgreSQL short reads run in autocommit (no BEGIN and
+        ROLLBACK round trips); `stream=True` keeps a transaction for a server-side cursor. On
+        SQLite a deferred BEGIN, so long reads do not hold the write lock."""
         async with self.engine.connect() as conn:
-            await conn.execution_options(tikosms_readonly=True)
+            if self.is_postgres and not stream:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                await conn.execution_options(tikosms_readonly=True)
             yield conn
 
     async def raw_driver_connection(self, conn: AsyncConnection) -> Any:
@@ -79,8 +83,10 @@ def _create_engine(url: str, pool_size: int) -> AsyncEngine:
     return create_async_engine(
         aurl,
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        max_overflow=0,
+        # no ping per checkout (a round trip per request); a dead connection is dropped by the
+        # pool when it fails, and connections are renewed every few minutes
+        pool_recycle=300,
         connect_args={"server_settings": {"timezone": "UTC"}},
     )
 

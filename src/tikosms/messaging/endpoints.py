@@ -223,7 +223,7 @@ def _stream(db: Any, stmt: Any, key: str, view: Any) -> Response:
         yield b'{"success":true,"' + key.encode() + b'":['
         first = True
         chunk: list[bytes] = []
-        async with db.connect() as conn:
+        async with db.connect(stream=True) as conn:
             async for row in repo.stream_rows(conn, stmt):
                 item = orjson.dumps(view(row))
                 chunk.append(item if first else b"," + item)

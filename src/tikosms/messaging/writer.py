@@ -96,37 +96,60 @@ class SendWriter:
 
     async def _write(self, conn: AsyncConnection, batch: list[_Item]) -> list[Any]:
         now = utcnow()
-        outcomes: list[Any] = []
-        ledger: list[dict[str, Any]] = []
-        campaigns: list[dict[str, Any]] = []
-        rows: list[tuple[Any, ...]] = []
-        for item in batch:
+        outcomes: list[Any] = [None] * len(batch)
+        for i, item in enumerate(batch):
             p = item.prepared
             if item.idem is not None and not await _claim_key(conn, p.account_id, item, now):
-                outcomes.append(KEY_TAKEN)
+                outcomes[i] = KEY_TAKEN
+        # reserve: one UPDATE per account for all its sends of the batch (the usual case);
+        # when the sum does not fit, send by send, so that each gets its own answer
+        by_account: dict[int, list[int]] = {}
+        for i, item in enumerate(batch):
+            if outcomes[i] is None:
+                by_account.setdefault(item.prepared.account_id, []).append(i)
+        ledger: list[dict[str, Any]] = []
+        for account_id, indexes in by_account.items():
+            costs = [batch[i].prepared.result.cost for i in indexes]
+            final = await accounts_repo.change_balance(
+                conn, account_id, -sum(costs), now, enforce_credit_limit=True)
+            if final is not None:
+                after = final + sum(costs)
+                for i, cost in zip(indexes, costs, strict=True):
+                    after -= cost
+                    ledger.append(_ledger_row(batch[i].prepared, after, now))
+                    outcomes[i] = STORED
                 continue
-            balance = await accounts_repo.change_balance(
-                conn, p.account_id, -p.result.cost, now, enforce_credit_limit=True)
-            if balance is None:
-                if item.idem is not None:
-                    await conn.execute(delete(IdempotencyKey).where(
-                        IdempotencyKey.account_id == p.account_id,
-                        IdempotencyKey.key == item.idem.key))
-                outcomes.append(PaymentRequired())
-                continue
-            ledger.append({
-                "account_id": p.account_id, "amount": -p.result.cost, "balance_after": balance,
-                "reason": "reserve", "campaign_id": p.result.campaign_id, "note": None,
-                "created_at": now,
-            })
-            campaigns.append(p.campaign)
-            rows.extend(p.rows)
-            outcomes.append(STORED)
-        if ledger:
+            for i, cost in zip(indexes, costs, strict=True):
+                balance = await accounts_repo.change_balance(
+                    conn, account_id, -cost, now, enforce_credit_limit=True)
+                if balance is None:
+                    await _release_key(conn, batch[i])
+                    outcomes[i] = PaymentRequired()
+                else:
+                    ledger.append(_ledger_row(batch[i].prepared, balance, now))
+                    outcomes[i] = STORED
+        stored = [batch[i].prepared for i, o in enumerate(outcomes) if o == STORED]
+        if stored:
             await accounts_repo.insert_ledger_rows(conn, ledger)
-            await repo.insert_campaigns(conn, campaigns)
-            await repo.bulk_insert_parts(conn, rows)
+            await repo.insert_campaigns(conn, [p.campaign for p in stored])
+            await repo.bulk_insert_parts(conn, [row for p in stored for row in p.rows])
         return outcomes
+
+
+def _ledger_row(p: PreparedSend, balance_after: Any, now: Any) -> dict[str, Any]:
+    return {
+        "account_id": p.account_id, "amount": -p.result.cost, "balance_after": balance_after,
+        "reason": "reserve", "campaign_id": p.result.campaign_id, "note": None,
+        "created_at": now,
+    }
+
+
+async def _release_key(conn: AsyncConnection, item: _Item) -> None:
+    """A send refused with 402 does not keep its idempotency key: it may be retried."""
+    if item.idem is not None:
+        await conn.execute(delete(IdempotencyKey).where(
+            IdempotencyKey.account_id == item.prepared.account_id,
+            IdempotencyKey.key == item.idem.key))
 
 
 async def _claim_key(conn: AsyncConnection, account_id: int, item: _Item, now: Any) -> bool:
