@@ -87,7 +87,8 @@ def bench_single(ctx: Context) -> list[Figure]:
         bare = loadgen(f"http://{procs.HOST}:{port}/v1/message", body, ctx.sizes.single_seconds)
     if gw["errors"] or set(gw["statuses"]) - {"200"}:
         ctx.notes.append(f"single ({ctx.db_kind}): statuses {gw['statuses']}, "
-                         f"errors {gw['errors']}")
+                         f"errors {gw['errors']} {gw.get('error_kinds', {})} (not in the "
+                         "rate nor the latencies)")
     bare_name = "bare ASGI (uvicorn, same settings)"
     return [
         Figure("single", ctx.db_kind, "accepted/s (64 clients)", gw["rate"], bare_name,

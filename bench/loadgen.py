@@ -29,6 +29,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     fixed = json.dumps(template).encode()
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
+    error_kinds: Counter[str] = Counter()
     errors = 0
     sent = 0
     connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
@@ -53,8 +54,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 async with session.post(args.url, data=body) as response:
                     await response.read()
                     status = response.status
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 errors += 1
+                error_kinds[type(exc).__name__] += 1
                 continue
             t1 = time.perf_counter()
             if t0 >= counting_from:
@@ -74,7 +76,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
     return {"requests": len(latencies), "ok": ok, "errors": errors, "seconds": seconds,
             "rate": ok / seconds if seconds > 0 else 0.0, "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99), "statuses": {str(k): v for k, v in statuses.items()}}
+            "p99_ms": pct(0.99), "statuses": {str(k): v for k, v in statuses.items()},
+            "error_kinds": dict(error_kinds)}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -44,28 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = procs.new_workdir()
     figures: list[Figure] = []
     notes: list[str] = []
-    failures = 0
     started = time.monotonic()
     load_before = procs.machine()["load"]
-    for kind in kinds:
-        ctx = Context(kind, sizes, workdir)
-        for name in names:
-            if name == "get_message" and "campaign" in names:
-                continue  # read back by the campaign run, on the same server
-            print(f"[{kind}] {name} ...", file=sys.stderr, flush=True)
-            t0 = time.monotonic()
-            try:
-                if name == "campaign" and "get_message" in names:
-                    figures += bench_campaign(ctx, write=True, read=True)
-                else:
-                    figures += BENCHMARKS[name](ctx)
-            except Exception as exc:
-                failures += 1
-                traceback.print_exc()
-                notes.append(f"{name} ({kind}) FAILED: {type(exc).__name__}: {exc}")
-            print(f"[{kind}] {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr,
-                  flush=True)
-        notes += [n for n in ctx.notes if n not in notes]
+    try:
+        notes += run_all(kinds, names, sizes, workdir, figures)
+    except KeyboardInterrupt:
+        print(f"interrupted; process logs kept in {workdir}", file=sys.stderr)
+        return 130
+    failures = sum(1 for n in notes if " FAILED: " in n)
     elapsed = time.monotonic() - started
     info = procs.machine()
     info["load"] = f"{load_before} at start, {info['load']} at end"
@@ -80,11 +66,36 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_record:
         record(args.record, header, table, notes)
         print(f"\nappended to {args.record}", file=sys.stderr)
-    if failures == 0:
+    if failures == 0 and not args.keep_logs:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print(f"process logs kept in {workdir}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def run_all(kinds: list[str], names: list[str], sizes: Sizes, workdir: Path,
+            figures: list[Figure]) -> list[str]:
+    """Each benchmark on each database, in order; figures appended; the notes returned."""
+    notes: list[str] = []
+    for kind in kinds:
+        ctx = Context(kind, sizes, workdir)
+        for name in names:
+            if name == "get_message" and "campaign" in names:
+                continue  # read back by the campaign run, on the same server
+            print(f"[{kind}] {name} ...", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            try:
+                if name == "campaign" and "get_message" in names:
+                    figures += bench_campaign(ctx, write=True, read=True)
+                else:
+                    figures += BENCHMARKS[name](ctx)
+            except Exception as exc:  # one benchmark failing must not stop the others
+                traceback.print_exc()
+                notes.append(f"{name} ({kind}) FAILED: {type(exc).__name__}: {exc}")
+            print(f"[{kind}] {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr,
+                  flush=True)
+        notes += [n for n in ctx.notes if n not in notes]
+    return notes
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -100,6 +111,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", action="append", default=[], metavar="FIELD=N",
                    help="override one size, e.g. e2e=20000 (fields of bench.benchmarks.Sizes)")
     p.add_argument("--record", type=Path, default=RECORD, help="markdown file to append to")
+    p.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     p.add_argument("--no-record", action="store_true", help="print only")
     return p.parse_args(argv)
 
