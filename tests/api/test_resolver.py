@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
 from tikosms.messaging import resolver
+from tikosms.messaging.service import new_ids
 
 
 async def test_pool_resolution_matches_in_process_resolution() -> None:
@@ -12,5 +15,13 @@ async def test_pool_resolution_matches_in_process_resolution() -> None:
     pooled = await resolver.resolve_many(numbers, None)
     assert pooled == resolver.resolve_chunk(numbers, None)
     assert pooled[7] is None
-    assert pooled[99] is not None and pooled[99].region == "DE"
-    assert pooled[0] is not None and pooled[0].mccmnc == "25501"
+    assert pooled[99] == ("4915123456789", "262", pooled[99][2], pooled[99][3])
+    assert pooled[0] == ("380501000000", "255", "01", "25501")
+
+
+def test_message_ids_are_distinct_version_4_uuids() -> None:
+    ids = new_ids(1000)
+    assert len(set(ids)) == 1000
+    for text in ids[:50]:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
