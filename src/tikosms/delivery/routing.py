@@ -178,7 +178,7 @@ async def recover_simulated(db: Database, sim: SimulatedCarrier, grace: float = 
         )).all()
         if rows:
             await transitions.record_receipts(
-                conn, [Receipt(r[0], "DELIVRD", None, now) for r in rows], now,
+                conn, [Receipt(str(r[0]), "DELIVRD", None, now) for r in rows], now,
                 keep_unmatched=False,
             )
     if rows:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import delete
@@ -110,10 +111,11 @@ class SendWriter:
         ledger: list[dict[str, Any]] = []
         for account_id, indexes in by_account.items():
             costs = [batch[i].prepared.result.cost for i in indexes]
+            whole = sum(costs, Decimal(0))
             final = await accounts_repo.change_balance(
-                conn, account_id, -sum(costs), now, enforce_credit_limit=True)
+                conn, account_id, -whole, now, enforce_credit_limit=True)
             if final is not None:
-                after = final + sum(costs)
+                after = final + whole
                 for i, cost in zip(indexes, costs, strict=True):
                     after -= cost
                     ledger.append(_ledger_row(batch[i].prepared, after, now))
