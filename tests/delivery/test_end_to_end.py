@@ -122,3 +122,24 @@ async def _secret(db: Database, account_id: int) -> str:
         row = await repository.get_account(conn, account_id)
     assert row is not None
     return str(row.signing_secret)
+
+
+async def test_scheduled_campaign_waits_until_its_time(
+    client: httpx.AsyncClient, customer: Customer, db: Database, settings: Settings
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    at = datetime.now(UTC) + timedelta(seconds=2)
+    r = await client.post("/v1/messages", headers=customer.headers, json={
+        "from": "Brand", "message": "later", "scheduled_at": at.isoformat(),
+        "recipients": ["380501234567"]})
+    assert r.status_code == 200
+    params = {"campaign_id": r.json()["campaign_id"]}
+    async with delivery(db, settings):
+        await asyncio.sleep(0.5)
+        early = (await client.get("/v1/get_message", headers=customer.headers,
+                                  params=params)).json()["data"]
+        rows = await wait_for_status(client, customer, params, {"DELIVRD"}, timeout=15)
+    assert early[0]["status"] == "SCHEDULED"
+    sent = datetime.strptime(str(rows[0]["sent_at"]), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert sent >= at.replace(microsecond=0)
