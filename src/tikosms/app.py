@@ -80,6 +80,17 @@ def create_app(
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The API with settings from TIKOSMS_* (for `tikosms api --processes N`)."""
+    from tikosms.messaging import resolver
+    from tikosms.runtime import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings)
+    resolver.warm_up()
+    return create_app(settings)
+
+
 def _install_writers(app: FastAPI) -> None:
     """Single sends are group-committed; a campaign is a transaction of its own."""
     app.state.send_writers = {

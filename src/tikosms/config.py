@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # processes of `tikosms api` sharing the port (PostgreSQL; SQLite has one writer anyway)
+    api_processes: int = Field(default=1, ge=1, le=64)
     # requests larger than this are refused with 413 (bytes); 100,000 recipients fit in ~6 MB
     max_body_bytes: int = 32 * 1024 * 1024
     # requests per second per account (token bucket; burst = 2x); 0 disables the limit

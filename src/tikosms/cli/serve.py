@@ -88,15 +88,34 @@ def serve(host: str | None, port: int | None, demo: bool) -> None:
 @cli.command("api")
 @click.option("--host", default=None, help="address to listen on [env: TIKOSMS_HOST]")
 @click.option("--port", type=int, default=None, help="port [env: TIKOSMS_PORT]")
-def api(host: str | None, port: int | None) -> None:
+@click.option("--processes", type=int, default=None,
+              help="API processes sharing the port (PostgreSQL) [env: TIKOSMS_API_PROCESSES]")
+def api(host: str | None, port: int | None, processes: int | None) -> None:
     """The API alone (delivery runs in `tikosms worker` processes)."""
     from tikosms.app import create_app
 
     settings = _prepare(False, host, port)
     host, port = settings.host, settings.port
-    click.echo(f"TikoSMS API listening on http://{host}:{port} (no delivery in this process)",
-               err=True)
-    _serve_uvicorn(create_app(settings), host, port)
+    processes = processes or settings.api_processes
+    click.echo(f"TikoSMS API listening on http://{host}:{port} ({processes} process(es); "
+               "no delivery here)", err=True)
+    if processes > 1:
+        _serve_processes(settings, processes)
+    else:
+        _serve_uvicorn(create_app(settings), host, port)
+
+
+def _serve_processes(settings: Settings, processes: int) -> None:
+    """Several API processes on one port (uvicorn's supervisor); each builds its app from the
+    environment, so the settings this command resolved are passed on through it."""
+    import os
+
+    import uvicorn
+
+    os.environ["TIKOSMS_DATABASE_URL"] = settings.database_url
+    uvicorn.run("tikosms.app:app_from_environment", factory=True, host=settings.host,
+                port=settings.port, workers=processes, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)
 
 
 @cli.command("worker")
