@@ -1,7 +1,7 @@
 """The ceiling of the accept rate: a bare ASGI app answering a constant JSON, served by uvicorn
 with the settings `tikosms serve` uses (cli/serve.py: loop and http "auto", no access log).
 
-    python bench/bare_app.py PORT
+    python bench/bare_app.py PORT [PROCESSES]
 """
 
 from __future__ import annotations
@@ -27,6 +27,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and int(sys.argv[2]) > 1:  # as `tikosms api --processes N` serves
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+        uvicorn.run("bare_app:app", host="127.0.0.1", port=int(sys.argv[1]),
+                    workers=int(sys.argv[2]), log_level="warning", access_log=False,
+                    lifespan="off", timeout_graceful_shutdown=5)
+        sys.exit(0)
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]),
                                   log_level="warning", loop="auto", http="auto",
                                   timeout_graceful_shutdown=5, access_log=False,
