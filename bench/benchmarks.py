@@ -437,22 +437,7 @@ def wait_callbacks_settled(receiver_url: str, db: ScratchDb, timeout: float) -> 
 
 
 def pending_callbacks(db: ScratchDb) -> int:
-    sql = "SELECT count(*) FROM callback_events WHERE state = 'pending'"
-    if db.kind == "sqlite":
-        conn = sqlite3.connect(f"file:{db.path}?mode=ro", uri=True, timeout=10)
-        try:
-            return int(conn.execute(sql).fetchone()[0])
-        finally:
-            conn.close()
-
-    async def go() -> int:
-        conn = await asyncpg.connect(db.url)
-        try:
-            return int(await conn.fetchval(sql))
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
+    return procs.count(db, "SELECT count(*) FROM callback_events WHERE state = 'pending'")
 
 
 async def _get_plain(url: str) -> dict:

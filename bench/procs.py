@@ -97,7 +97,12 @@ async def _pg_admin(sql: str) -> None:
 
 def count_active_parts(db: ScratchDb) -> int:
     """Parts not yet in a final state, read straight from the database (a cheap poll)."""
-    sql = "SELECT count(*) FROM parts WHERE status IN ('SCHEDULED', 'QUEUED', 'ENROUTE')"
+    return count(db, "SELECT count(*) FROM parts WHERE status IN ('SCHEDULED', 'QUEUED', "
+                     "'ENROUTE')")
+
+
+def count(db: ScratchDb, sql: str) -> int:
+    """One `SELECT count(*)` on the scratch database, outside the gateway."""
     if db.kind == "sqlite":
         assert db.path is not None
         conn = sqlite3.connect(f"file:{db.path}?mode=ro", uri=True, timeout=10)
