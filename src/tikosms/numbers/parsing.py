@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberType, ValidationResult
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 from tikosms.numbers import shipped
 
@@ -60,10 +62,12 @@ def parse(raw: str) -> ParsedNumber:
             "The number may only hold digits, a leading '+' or '00', spaces, dashes, dots "
             "and brackets."
         )
-    try:
-        number = phonenumbers.parse("+" + body)
-    except NumberParseException as exc:
-        raise InvalidNumber(_PARSE_ERRORS.get(exc.error_type, _NOT_A_NUMBER)) from None
+    number = fast_parse(body)
+    if number is None:
+        try:
+            number = phonenumbers.parse("+" + body)
+        except NumberParseException as exc:
+            raise InvalidNumber(_PARSE_ERRORS.get(exc.error_type, _NOT_A_NUMBER)) from None
     region = phonenumbers.region_code_for_number(number)
     if region == _NON_GEOGRAPHIC:
         raise InvalidNumber(
@@ -76,6 +80,38 @@ def parse(raw: str) -> ParsedNumber:
         raise InvalidNumber(_why_invalid(number, region))
     digits = f"{number.country_code}{phonenumbers.national_significant_number(number)}"
     return ParsedNumber(digits, region, kind in _CARRIER_TYPES)
+
+
+def fast_parse(body: str) -> phonenumbers.PhoneNumber | None:
+    """What `phonenumbers.parse("+" + body)` gives for plain international digits, without its
+    generic text handling (about 5x faster; campaigns parse 100,000 numbers a request).
+
+    Returns None (use `phonenumbers.parse`) whenever parse could do more than split off the
+    country code: a national number led by 0 (Italian leading zeros, trunk prefixes), or one
+    that the country's national-prefix-for-parsing rule matches (it may strip or transform
+    digits). A test checks both agree over every region's example numbers.
+    """
+    for size in (1, 2, 3):
+        code = int(body[:size])
+        regions = COUNTRY_CODE_TO_REGION_CODE.get(code)
+        if regions is None:
+            continue
+        rest = body[size:]
+        if len(rest) < 2 or rest[0] == "0" or len(rest) > 17:
+            return None
+        meta = PhoneMetadata.metadata_for_region_or_calling_code(code, regions[0])
+        if meta is None:
+            return None
+        prefix = meta.national_prefix_for_parsing
+        if prefix and _prefix_matcher(prefix).match(rest):
+            return None
+        return phonenumbers.PhoneNumber(country_code=code, national_number=int(rest))
+    return None
+
+
+@functools.lru_cache(maxsize=512)
+def _prefix_matcher(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 _NOT_A_NUMBER = "The number is not a phone number."
