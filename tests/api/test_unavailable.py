@@ -1,0 +1,30 @@
+"""A database that cannot be reached is a 503 in the envelope, never a 500 or a stack trace."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+
+from tikosms.app import create_app
+from tikosms.config import Settings
+from tikosms.db.engine import Database
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_unreachable_database_is_503_with_retry_after() -> None:
+    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/nothing"
+    db = Database(url)
+    app = create_app(Settings(database_url=url), db)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        r = await client.get("/v1/balance", headers={"Authorization": "Bearer tk_x"})
+    await db.dispose()
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "5"
+    assert r.json()["success"] is False and r.json()["code"] == "service_unavailable"
