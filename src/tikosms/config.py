@@ -53,10 +53,10 @@ class Settings(BaseSettings):
     # first retry delay (seconds); doubles per attempt up to an hour; given up after 36 hours
     callback_retry_initial_seconds: float = Field(default=5.0, gt=0)
 
-    # log format: "text" (key=value) or "json"; redact phone numbers and text in logs
+    # log format: "text" (key=value) or "json". Logs name parts, messages, campaigns and
+    # carriers by id; phone numbers and message text are never logged.
     log_format: str = "text"
     log_level: str = "INFO"
-    log_redact: bool = True
 
 
 @lru_cache(maxsize=1)
