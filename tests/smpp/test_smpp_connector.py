@@ -199,6 +199,22 @@ async def test_reconnects_after_the_connection_drops(
     assert (await carrier.submit(make_part())).result is SubmitResult.ACCEPTED
 
 
+async def test_available_follows_the_binds_that_can_submit(
+    simulator: SmscSimulator, carrier_factory: Any
+) -> None:
+    carrier = await carrier_factory(simulator.port, bind_mode="transmitter_receiver", binds=2)
+    async with asyncio.timeout(5):
+        await carrier.wait_state(lambda: all(s.state == "bound" for s in carrier.status()))
+    assert carrier.available
+    assert carrier._submitters == 2  # the two transmitters; receivers cannot submit
+    await simulator.drop_connections()
+    async with asyncio.timeout(5):
+        await carrier.wait_state(lambda: carrier._submitters == 2 and carrier.available)
+    await carrier.stop()
+    assert not carrier.available
+    assert carrier._submitters == 0
+
+
 async def test_wrong_password_is_reported_as_a_refused_bind(
     simulator: SmscSimulator, carrier_factory: Any, make_part: Any
 ) -> None:

@@ -111,6 +111,7 @@ class SmppCarrier:
         self._on_receipt: ReceiptHandler | None = None
         self._stopping = False
         self._next = 0
+        self._submitters = 0  # binds in state "bound" that can submit (kept by _Bind._set)
 
     # -- Carrier protocol -------------------------------------------------------------------
 
@@ -118,6 +119,7 @@ class SmppCarrier:
         """Begin binding (returns at once; `wait_bound()` waits for a first bind)."""
         self._on_receipt = on_receipt
         self._stopping = False
+        self._submitters = 0
         bind_types: list[BindType]
         if self.config.bind_mode == "transceiver":
             bind_types = ["transceiver"]
@@ -174,7 +176,10 @@ class SmppCarrier:
 
     @property
     def available(self) -> bool:
-        return not self._stopping and any(b.session_can_submit for b in self._binds)
+        """A bind is up to submit on (asked before every submit: a count, not a walk of the
+        binds; a session lost a moment ago still counts until its bind notices, and submit
+        then answers FAILOVER)."""
+        return not self._stopping and self._submitters > 0
 
     async def stop(self) -> None:
         """Stop taking parts, let responses in flight arrive (up to stop_timeout), unbind."""
@@ -210,13 +215,19 @@ class SmppCarrier:
 
     def _pick(self) -> SmppSession | None:
         """The least-loaded bound transmitter; ties go round-robin."""
-        sessions = [b.session for b in self._binds if b.session_can_submit]
-        if not sessions:
-            return None
+        binds = self._binds
+        count = len(binds)
         self._next += 1
-        count = len(sessions)
-        rotated = [sessions[(self._next + i) % count] for i in range(count)]
-        return min(rotated, key=lambda s: s.load)  # type: ignore[union-attr]
+        best: SmppSession | None = None
+        best_load = 0
+        for i in range(count):
+            session = binds[(self._next + i) % count].session
+            if session is None or not session.can_submit:
+                continue
+            load = session.load
+            if best is None or load < best_load:
+                best, best_load = session, load
+        return best
 
     def _unknown_outcome(self, part: OutboundPart, detail: str) -> SubmitOutcome:
         log.warning(
@@ -295,7 +306,15 @@ class _Bind:
                 await self._task
         self._set("stopped", "")
 
+    def _session_lost(self, reason: str) -> None:
+        """The session ended: no longer counted as available from this moment on, not from
+        when `_run` next wakes up."""
+        if self.state == "bound":
+            self._set("down", f"carrier {self.carrier.name} bind lost: {reason}")
+
     def _set(self, state: str, detail: str) -> None:
+        if self.bind_type != "receiver" and (state == "bound") != (self.state == "bound"):
+            self.carrier._submitters += 1 if state == "bound" else -1
         self.state = state
         self.detail = detail
         self.changed.set()
@@ -319,6 +338,7 @@ class _Bind:
                 on_deliver=self.carrier._handle_deliver
                 if self.bind_type != "transmitter"
                 else None,
+                on_lost=self._session_lost,
                 label=self.label,
             )
             try:

@@ -128,6 +128,7 @@ class SmppSession:
         connect_timeout: float = 10.0,
         enquire_link_interval: float = 30.0,
         on_deliver: DeliverHandler | None = None,
+        on_lost: Callable[[str], None] | None = None,
         label: str = "",
     ) -> None:
         self.host = host
@@ -140,6 +141,7 @@ class SmppSession:
         self._connect_timeout = connect_timeout
         self._enquire_link_interval = enquire_link_interval
         self._on_deliver = on_deliver
+        self._on_lost = on_lost  # called with the reason as the connection ends (synchronously)
         self._sequence = itertools.count(1)
         self._pending: dict[int, asyncio.Future[_Response]] = {}
         self._reader: asyncio.StreamReader | None = None
@@ -278,6 +280,8 @@ class SmppSession:
                 future.set_exception(SessionLost(f"session {self.label} lost: {reason}", sent=True))
         self._closed.set()
         log.info("smpp session closed session=%s reason=%s", self.label, reason)
+        if self._on_lost is not None:
+            self._on_lost(reason)
 
     # -- wire ---------------------------------------------------------------------------------
 
