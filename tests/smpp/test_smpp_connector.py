@@ -292,3 +292,17 @@ async def test_enquire_link_runs_on_the_configured_interval(
     async with asyncio.timeout(5):
         await simulator.wait_for(lambda c: c.enquire_links >= 3)
     assert carrier.available
+
+
+async def test_unanswered_submit_comes_back_as_retry_and_its_late_answer_is_ignored(
+    simulator_factory: Any, carrier_factory: Any, make_part: Any
+) -> None:
+    simulator = await simulator_factory(latency_ms=300)
+    carrier = await carrier_factory(simulator.port, response_timeout=0.05)
+    outcome = await carrier.submit(make_part())
+    assert outcome.result is SubmitResult.RETRY
+    assert "no response to submit_sm within 0.05 s" in outcome.detail
+    async with asyncio.timeout(5):  # the answer comes after all: dropped, the bind stays up
+        await simulator.wait_for(lambda c: c.in_flight == 0)
+    assert carrier.available
+    assert carrier.status()[0].in_flight == 0
