@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
 
-from tests.callbacks.receiver import CallbackReceiver
+from tests.callbacks.receiver import CallbackReceiver, ReceivedCallback
 from tikosms.callbacks.dispatcher import CallbackDispatcher
 from tikosms.callbacks.outbox import enqueue_status_events
 from tikosms.callbacks.retry import RetryPolicy
@@ -89,3 +90,132 @@ async def test_internal_callback_hosts_are_never_called(db: Database, settings: 
     async with db.connect() as conn:
         event = (await conn.execute(select(CallbackEvent))).one()
     assert event.state == "failed" and "refused" in (event.last_error or "")
+
+
+STEPS = ["ACCEPTD", "ENROUTE", "UNKNOWN", "DELIVRD"]  # the order each part's events are queued in
+
+
+def part_at(part_id: int, status: str, url: str) -> dict[str, object]:
+    return {**part(status, url, part_id), "message_id": f"m{part_id}"}
+
+
+async def _enqueue_step(db: Database, parts: list[tuple[int, str]], status: str,
+                        offset_ms: int) -> None:
+    """One status change for each (part id, url), in one transaction (their ids interleave)."""
+    async with db.begin() as conn:
+        await enqueue_status_events(conn, [part_at(p, status, url) for p, url in parts],
+                                    utcnow() + timedelta(milliseconds=offset_ms))
+
+
+def _posted_in_order(requests: list[ReceivedCallback], expected: list[str]) -> bool:
+    """Each event's requests are contiguous, end with a 2xx, and the events come in order."""
+    runs: list[tuple[str, list[int]]] = []
+    for r in requests:
+        if runs and runs[-1][0] == r.json["status"]:
+            runs[-1][1].append(r.answered)
+        else:
+            runs.append((r.json["status"], [r.answered]))
+    return ([status for status, _ in runs] == expected
+            and all(answers[-1] == 200 and all(a != 200 for a in answers[:-1])
+                    for _, answers in runs))
+
+
+async def test_order_is_kept_per_part_with_many_parts_interleaved_and_some_failing(
+    db: Database, settings: Settings
+) -> None:
+    await _setup(db)
+    async with CallbackReceiver() as receiver:
+        parts = [(p, receiver.url_for(f"/p{p}")) for p in range(1, 41)]
+        failures = 0
+        for p, _ in parts[::3]:  # every third part: its first two posts fail, whichever they are
+            receiver.fail_first(2, status=503, path=f"/p{p}")
+            failures += 2
+        # half the changes are queued before the dispatcher starts, half while it runs
+        for step, status in enumerate(STEPS[:2]):
+            await _enqueue_step(db, parts, status, step)
+        dispatcher = CallbackDispatcher(db, settings, RetryPolicy.for_tests(give_up_after=30),
+                                        batch=25)
+        try:
+            await dispatcher.start()
+            for step, status in enumerate(STEPS[2:], start=2):
+                await _enqueue_step(db, parts, status, step)
+            await receiver.wait_for(len(parts) * len(STEPS) + failures, timeout=30)
+        finally:
+            await dispatcher.stop()
+    for p, _ in parts:
+        assert _posted_in_order(receiver.on_path(f"/p{p}"), STEPS), p
+    async with db.connect() as conn:
+        states = (await conn.execute(select(CallbackEvent.state))).scalars().all()
+    assert states == ["delivered"] * len(parts) * len(STEPS)
+
+
+async def test_a_large_backlog_is_all_delivered_in_order(db: Database, settings: Settings) -> None:
+    await _setup(db)
+    async with CallbackReceiver() as receiver:
+        parts = [(p, receiver.url) for p in range(1, 1501)]
+        await _enqueue_step(db, parts, "ENROUTE", 0)
+        await _enqueue_step(db, parts, "DELIVRD", 1)
+        dispatcher = CallbackDispatcher(db, settings, RetryPolicy.for_tests(give_up_after=30),
+                                        batch=200)
+        try:
+            await dispatcher.start()
+            await receiver.wait_for(3000, timeout=60)
+        finally:
+            await dispatcher.stop()
+    assert len(receiver.requests) == 3000
+    seen: dict[str, list[str]] = {}
+    for r in receiver.requests:
+        seen.setdefault(r.json["message_id"], []).append(r.json["status"])
+    assert all(statuses == ["ENROUTE", "DELIVRD"] for statuses in seen.values())
+    assert len(seen) == 1500
+    async with db.connect() as conn:
+        pending = (await conn.execute(
+            select(CallbackEvent.id).where(CallbackEvent.state != "delivered"))).all()
+    assert pending == []
+
+
+async def test_two_dispatchers_on_one_database_never_post_an_event_twice(
+    db: Database, settings: Settings
+) -> None:
+    await _setup(db)
+    other_db = Database(settings.database_url)  # as a second process would have
+    async with CallbackReceiver() as receiver:
+        parts = [(p, receiver.url) for p in range(1, 501)]
+        for step, status in enumerate(STEPS):
+            await _enqueue_step(db, parts, status, step)
+        dispatchers = [
+            CallbackDispatcher(database, settings, RetryPolicy.for_tests(), batch=50)
+            for database in (db, other_db)
+        ]
+        try:
+            for dispatcher in dispatchers:
+                await dispatcher.start()
+            await receiver.wait_for(len(parts) * len(STEPS), timeout=60)
+        finally:
+            for dispatcher in dispatchers:
+                await dispatcher.stop()
+            await other_db.dispose()
+    per_event = Counter(r.event_id for r in receiver.requests)
+    assert len(per_event) == len(parts) * len(STEPS)
+    assert set(per_event.values()) == {1}
+    assert all(d.delivered > 0 for d in dispatchers)  # both took part
+
+
+async def test_stop_records_the_posts_in_flight_and_gives_back_the_rest(
+    db: Database, settings: Settings
+) -> None:
+    await _setup(db)
+    few_posts = settings.model_copy(update={"callback_concurrency": 2})
+    async with CallbackReceiver(delay=0.2) as receiver:
+        await _enqueue_step(db, [(p, receiver.url) for p in range(1, 11)], "DELIVRD", 0)
+        dispatcher = CallbackDispatcher(db, few_posts, RetryPolicy.for_tests())
+        await dispatcher.start()
+        await receiver.wait_for(2)
+        await dispatcher.stop()
+    posted = {r.event_id for r in receiver.requests}
+    async with db.connect() as conn:
+        events = (await conn.execute(select(CallbackEvent))).all()
+    assert {e.event_id for e in events if e.state == "delivered"} == posted
+    waiting = [e for e in events if e.state == "pending"]
+    assert len(waiting) == 10 - len(posted)
+    assert all(e.lease_until is None and e.attempts == 0 for e in waiting)
