@@ -15,6 +15,7 @@ a receipt "id:1715004"), so a receipt carries the other spellings of its id in `
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ def receipt_status(stat: str | None) -> str:
     return _STAT_PREFIXES.get(stat.strip().upper()[:5], "UNKNOWN")
 
 
+@functools.lru_cache(maxsize=256)  # receipts of the same minute carry the same done date
 def parse_smpp_date(value: str | None) -> datetime | None:
     """A receipt date "YYMMDDhhmm" or "YYMMDDhhmmss", taken as UTC; None if malformed."""
     if not value:

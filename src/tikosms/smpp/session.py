@@ -146,6 +146,7 @@ class SmppSession:
         self._pending: dict[int, asyncio.Future[_Response]] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._out: list[bytes] = []  # PDUs for the next write (see _write)
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
         self._bound = False
@@ -273,6 +274,10 @@ class SmppSession:
         self._bound = False
         self.close_reason = reason
         if self._writer is not None:
+            out, self._out = self._out, []
+            if out:  # responses queued in this turn (deliver_sm_resp, unbind_resp) go out first
+                with contextlib.suppress(OSError, ConnectionError):
+                    self._writer.write(b"".join(out))
             self._writer.close()
         pending, self._pending = self._pending, {}
         for future in pending.values():
@@ -295,9 +300,9 @@ class SmppSession:
             pdu = encode_pdu(command, sequence, body)
         future: asyncio.Future[_Response] = asyncio.get_running_loop().create_future()
         self._pending[sequence] = future
+        self._write(pdu)
         try:
-            self._writer.write(pdu)
-            await self._writer.drain()
+            await self._writer.drain()  # back-pressure of the socket (the window bounds _out)
         except (OSError, ConnectionError) as exc:
             self._lose(f"write failed: {exc}")
         # One timer per request rather than asyncio.wait_for (a waiter future, a callback and a
@@ -326,7 +331,23 @@ class SmppSession:
 
     def _send(self, command: int, sequence: int, body: bytes = b"", status: int = 0) -> None:
         if self._writer is not None and not self._closed.is_set():
-            self._writer.write(encode_pdu(command, sequence, body, status))
+            self._write(encode_pdu(command, sequence, body, status))
+
+    def _write(self, pdu: bytes) -> None:
+        """Queue a PDU: those queued in one turn of the event loop go out in one write, one
+        system call rather than one per submit_sm or deliver_sm_resp. Order is kept."""
+        self._out.append(pdu)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if not out or self._writer is None or self._closed.is_set():
+            return
+        try:
+            self._writer.write(b"".join(out))
+        except (OSError, ConnectionError) as exc:
+            self._lose(f"write failed: {exc}")
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
