@@ -103,7 +103,7 @@ async def _claim(
             Part.due_at, Part.callback_url,
         )
     )
-    return sorted((ClaimedPart(*row) for row in result), key=lambda p: (p.due_at, p.id))
+    return sorted((ClaimedPart(*tuple(row)) for row in result), key=lambda p: (p.due_at, p.id))
 
 
 async def renew_leases(

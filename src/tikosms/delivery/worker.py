@@ -175,7 +175,7 @@ class DeliveryWorker:
         try:
             carrier_name, outcome = await self.router.submit(part)
             if outcome.result is SubmitResult.ACCEPTED:
-                assert outcome.carrier_message_id is not None
+                assert carrier_name is not None and outcome.carrier_message_id is not None
                 self.submitted += 1
                 await self._record("accepted", Accepted(part.part_id, carrier_name,
                                                         outcome.carrier_message_id, announced))
