@@ -249,10 +249,12 @@ class SmppCarrier:
         receipt = parse_receipt(pdu.short_message, pdu.tlvs, pdu.data_coding)
         if receipt is None:
             # Answering an error would only make the SMSC send it again, equally unreadable.
+            # the receipt's own "text:" field (the message's first characters) is not logged
+            head = bytes(pdu.short_message).split(b"text:")[0].split(b"Text:")[0]
             log.error(
-                "smpp receipt without message id carrier=%s text=%r",
+                "smpp receipt without message id carrier=%s receipt=%r",
                 self.name,
-                pdu.short_message[:200],
+                head[:160],
             )
             return Status.ESME_ROK
         if self._on_receipt is None:
