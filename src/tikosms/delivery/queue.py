@@ -86,15 +86,13 @@ async def _claim(
     conn: AsyncConnection, candidates: Select, limit: int, owner: str,  # type: ignore[type-arg]
     now: datetime, lease_until: datetime,
 ) -> list[ClaimedPart]:
+    """One statement: UPDATE ... WHERE id IN (the due candidates, SKIP LOCKED) RETURNING."""
     candidates = candidates.limit(limit)
     if conn.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
-    ids = [i for (i,) in await conn.execute(candidates)]
-    if not ids:
-        return []
     result = await conn.execute(
         update(Part)
-        .where(Part.id.in_(ids))
+        .where(Part.id.in_(candidates.scalar_subquery()))
         .values(lease_until=lease_until, lease_owner=owner, attempts=Part.attempts + 1,
                 updated_at=now)
         .returning(
