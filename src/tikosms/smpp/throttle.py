@@ -49,6 +49,8 @@ class TokenBucket:
 
     async def acquire(self) -> None:
         """Wait for one token. Waiters are served in order (one sleeps at a time)."""
+        if not self._lock.locked() and self.try_acquire() == 0.0:
+            return  # nobody waits and a token is there: no lock to take (the usual case)
         async with self._lock:
             while True:
                 delay = self.try_acquire()
