@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.accounts.service import AuthenticatedAccount, authenticate
 from tikosms.config import Settings
@@ -26,7 +27,12 @@ def get_settings(request: Request) -> Settings:
 async def current_account(request: Request) -> AuthenticatedAccount:
     db = get_db(request)
     async with db.connect() as conn:
-        account = await authenticate(conn, request.headers.get("authorization"))
+        return await authenticate_request(request, conn)
+
+
+async def authenticate_request(request: Request, conn: AsyncConnection) -> AuthenticatedAccount:
+    """The bearer token's account (401 otherwise), within its request rate (429 otherwise)."""
+    account = await authenticate(conn, request.headers.get("authorization"))
     limiter = request.app.state.rate_limiter
     if limiter is not None:
         limiter.check(account.id)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from tikosms import formats
-from tikosms.api.deps import CurrentAccount, Db, json_body, params
+from tikosms.api.deps import CurrentAccount, Db, authenticate_request, json_body, params
 from tikosms.api.responses import JSONResponse
 from tikosms.db.types import utcnow
 from tikosms.errors import MSG_CAMPAIGN_NOT_FOUND, MSG_MESSAGES_NOT_FOUND, NotFound
@@ -28,10 +28,7 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/message")
-async def post_message(request: Request, account: CurrentAccount, db: Db) -> Response:
-    raw = await request.body()
-    req = parse_single(await json_body(request, required=True))
-
+async def post_message(request: Request, db: Db) -> Response:
     def answer(result: SendResult) -> dict[str, Any]:
         return {
             "success": True,
@@ -42,15 +39,16 @@ async def post_message(request: Request, account: CurrentAccount, db: Db) -> Res
             "cost": formats.cost(result.cost),
         }
 
-    return await _send_once(request, db, account.id, "message", raw,
-                            lambda: prepare_single(db, account, req), answer)
+    async def prepare(conn: Any, account: Any, body: Any) -> PreparedSend:
+        return await prepare_single(conn, account, parse_single(body))
+
+    return await _send_once(request, db, "message", prepare, answer)
 
 
 @router.post("/messages")
-async def post_messages(request: Request, account: CurrentAccount, db: Db) -> Response:
-    raw = await request.body()
+async def post_messages(request: Request, db: Db) -> Response:
     now = utcnow()
-    req = parse_campaign(await json_body(request, required=True), now)
+    scheduled: list[Any] = [None]
 
     def answer(result: SendResult) -> dict[str, Any]:
         return {
@@ -63,28 +61,36 @@ async def post_messages(request: Request, account: CurrentAccount, db: Db) -> Re
             "parts": result.parts,
             "encoding": result.encoding,
             "cost": formats.cost(result.cost),
-            "scheduled_at": formats.message_time(req.scheduled_at),
+            "scheduled_at": formats.message_time(scheduled[0]),
         }
 
-    return await _send_once(request, db, account.id, "messages", raw,
-                            lambda: prepare_campaign(db, account, req, now), answer)
+    async def prepare(_conn: Any, account: Any, body: Any) -> PreparedSend:
+        req = parse_campaign(body, now)
+        scheduled[0] = req.scheduled_at
+        return await prepare_campaign(db, account, req, now)
+
+    return await _send_once(request, db, "messages", prepare, answer)
 
 
 async def _send_once(
-    request: Request, db: Any, account_id: int, endpoint: str, raw: bytes,
-    prepare: Callable[[], Awaitable[PreparedSend]],
+    request: Request, db: Any, endpoint: str,
+    prepare: Callable[[Any, Any, Any], Awaitable[PreparedSend]],
     answer: Callable[[SendResult], dict[str, Any]],
 ) -> Response:
-    """Check, price and store a send, honouring an Idempotency-Key if given: a replay is
-    answered before anything else is done, and the key is stored in the send's transaction."""
-    key = idempotency.check_key(request.headers.get("idempotency-key"))
-    digest = idempotency.body_hash(endpoint, raw) if key else ""
-    if key:
-        async with db.connect() as conn:
-            stored = await idempotency.lookup(conn, account_id, key, digest)
-        if stored is not None:
-            return _replay(stored)
-    prepared = await prepare()
+    """Authenticate, check, price and store a send. The reads share one connection (token,
+    idempotency key, numbering plan, rate); a replay of an Idempotency-Key is answered before
+    anything else is done, and the key is stored in the send's own transaction."""
+    async with db.connect() as conn:
+        account = await authenticate_request(request, conn)
+        raw = await request.body()
+        body = await json_body(request, required=True)
+        key = idempotency.check_key(request.headers.get("idempotency-key"))
+        digest = idempotency.body_hash(endpoint, raw) if key else ""
+        if key:
+            stored = await idempotency.lookup(conn, account.id, key, digest)
+            if stored is not None:
+                return _replay(stored)
+        prepared = await prepare(conn, account, body)
     payload = orjson.dumps(answer(prepared.result))
     idem = Idempotency(key, endpoint, digest) if key else None
     writers = request.app.state.send_writers
@@ -92,7 +98,7 @@ async def _send_once(
     if outcome == KEY_TAKEN:
         # the same key was committed by a concurrent request first: answer as it did
         async with db.connect() as conn:
-            stored = await idempotency.lookup(conn, account_id, key, digest)  # type: ignore[arg-type]
+            stored = await idempotency.lookup(conn, account.id, key, digest)  # type: ignore[arg-type]
         if stored is None:
             raise Invalid("This Idempotency-Key is in use by a request still in progress.",
                           code="idempotency_key_in_use")

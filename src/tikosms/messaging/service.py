@@ -14,6 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from tikosms.accounts import service as accounts
 from tikosms.db.engine import Database
 from tikosms.db.models import QUEUED, SCHEDULED
@@ -70,19 +72,18 @@ class PreparedSend:
 
 
 async def prepare_single(
-    db: Database, account: accounts.AuthenticatedAccount, req: SingleSend
+    conn: AsyncConnection, account: accounts.AuthenticatedAccount, req: SingleSend
 ) -> PreparedSend:
     """Resolve, split and price one message (reads only: no lock is held meanwhile)."""
     if account.status != "active":
         raise AccountSuspended()
-    async with db.connect() as conn:
-        plan = await numbering_plan(conn)
-        try:
-            dest = resolve(req.to, plan)
-        except InvalidNumber as exc:
-            raise InvalidNumberError(errors={"to": [str(exc)]}) from None
-        split = split_or_fail(req.message)
-        book = await load_rate_book(conn, account.id, [dest.mcc])
+    plan = await numbering_plan(conn)
+    try:
+        dest = resolve(req.to, plan)
+    except InvalidNumber as exc:
+        raise InvalidNumberError(errors={"to": [str(exc)]}) from None
+    split = split_or_fail(req.message)
+    book = await load_rate_book(conn, account.id, [dest.mcc])
     rate = book.find(dest.mcc, dest.mnc)
     if rate is None:
         raise NoRateForAccount()
