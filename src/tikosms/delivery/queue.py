@@ -48,18 +48,18 @@ def _due(now: datetime) -> list:  # type: ignore[type-arg]
 
 
 async def claim_due_parts(
-    conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float
+    conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float,
+    accounts: list[int] | None = None,
 ) -> list[ClaimedPart]:
+    """Claim up to `limit` due parts. `accounts`: the accounts with due campaign parts, when
+    the caller knows them (a recent `accounts_with_due_parts`); looked up otherwise."""
     lease_until = now + timedelta(seconds=lease_seconds)
     claimed = await _claim(conn, _candidates(now, priority=0), limit, owner, now, lease_until)
     room = limit - len(claimed)
     if room <= 0:
         return claimed
-    accounts = [
-        a for (a,) in await conn.execute(
-            select(Part.account_id).distinct().where(Part.priority == 1, *_due(now))
-        )
-    ]
+    if accounts is None:
+        accounts = await accounts_with_due_parts(conn, now)
     if not accounts:
         return claimed
     share = max(1, math.ceil(room / len(accounts)))
@@ -73,6 +73,14 @@ async def claim_due_parts(
         claimed += got
         room -= len(got)
     return claimed
+
+
+async def accounts_with_due_parts(conn: AsyncConnection, now: datetime) -> list[int]:
+    return [
+        a for (a,) in await conn.execute(
+            select(Part.account_id).distinct().where(Part.priority == 1, *_due(now))
+        )
+    ]
 
 
 def _candidates(now: datetime, priority: int, account_id: int | None = None) -> Select:  # type: ignore[type-arg]

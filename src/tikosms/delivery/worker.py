@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tri
 # (the fairness promise: one account's campaign never holds another's message back ~1 s).
 AHEAD_SECONDS = 0.4
 MIN_INFLIGHT = 64
+ACCOUNTS_REFRESH = 0.5  # seconds: a new account's campaign joins the rotation within this
 
 
 @dataclass(slots=True)
@@ -71,6 +73,8 @@ class DeliveryWorker:
         self.submitted = 0
         self._finished = 0  # submissions answered, for the throughput estimate
         self.target_inflight = min(max_inflight, 256)
+        self._accounts: list[int] = []
+        self._accounts_at = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -155,9 +159,17 @@ class DeliveryWorker:
         of its own or its campaign's): recording skips the callback work for the others."""
         now = utcnow()
         async with self.db.begin() as conn:
+            # the accounts with due campaign parts, looked up at most every ACCOUNTS_REFRESH s
+            # while claims come back full (a claim that comes back short looks again next time)
+            fresh = time.monotonic() - self._accounts_at < ACCOUNTS_REFRESH
+            if not fresh:
+                self._accounts = await queue.accounts_with_due_parts(conn, now)
+                self._accounts_at = time.monotonic()
             claimed = await queue.claim_due_parts(
-                conn, self.owner, limit, now, self.settings.lease_seconds
+                conn, self.owner, limit, now, self.settings.lease_seconds, self._accounts
             )
+            if len(claimed) < limit:
+                self._accounts_at = 0.0
             missing = {p.campaign_id for p in claimed} - self._senders.keys()
             if missing:
                 self._senders.update(await queue.senders(conn, missing))
