@@ -47,27 +47,24 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pg_template() -> Iterator[str]:
     assert PG_URL
     name = f"tikosms_tmpl_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    upgrade(str(make_url(PG_URL).set(database=name)))
+    yield name
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    async def create() -> None:
+
+def _admin(sql: str) -> None:
+    """One statement on the PostgreSQL server's own database (CREATE/DROP DATABASE)."""
+    assert PG_URL
+
+    async def go() -> None:
         conn = await asyncpg.connect(_asyncpg_dsn(PG_URL))
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(create())
-    upgrade(str(make_url(PG_URL).set(database=name)))
-    yield name
-    asyncio.run(_drop(name))
-
-
-async def _drop(name: str) -> None:
-    assert PG_URL
-    conn = await asyncpg.connect(_asyncpg_dsn(PG_URL))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    asyncio.run(go())
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -84,17 +81,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     assert PG_URL
     template = request.getfixturevalue("pg_template")
     name = f"tikosms_t_{uuid.uuid4().hex[:10]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(PG_URL))
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     yield str(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
-    asyncio.run(_drop(name))
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
