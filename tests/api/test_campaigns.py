@@ -157,3 +157,16 @@ async def test_a_402_in_a_group_commit_fails_only_that_send(
     assert rich.status_code == 200 and poor_answer.status_code == 402
     assert await balance(client, poor) == Decimal("0.01")
     assert await balance(client, customer) == Decimal("99.955")
+
+
+async def test_many_concurrent_campaigns_do_not_exhaust_the_connection_pool(
+    client: httpx.AsyncClient, customer: Customer
+) -> None:
+    import asyncio
+
+    answers = await asyncio.gather(*(
+        client.post("/v1/messages", headers=customer.headers, json={
+            "from": "Brand", "message": f"wave {i}", "recipients": ["380501234567"]})
+        for i in range(24)
+    ))
+    assert [a.status_code for a in answers] == [200] * 24

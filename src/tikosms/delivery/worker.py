@@ -67,6 +67,7 @@ class DeliveryWorker:
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._unrecorded: set[int] = set()  # parts answered by a carrier, not yet recorded
         self._records: asyncio.Queue[_Item] = asyncio.Queue()
         self._senders: dict[str, queue.Sender] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -215,6 +216,8 @@ class DeliveryWorker:
             self._room.set()
 
     async def _record(self, kind: str, value: Any) -> None:
+        # the part keeps its lease (renewed by the lease keeper) until its outcome is committed
+        self._unrecorded.add(value.part_id)
         await self._records.put(_Item(kind, value))
 
     # --- receipts ------------------------------------------------------------------------
@@ -260,6 +263,8 @@ class DeliveryWorker:
         for item in batch:
             if item.done is not None and not item.done.done():
                 item.done.set_result(None)
+            elif item.kind != "receipt":
+                self._unrecorded.discard(item.value.part_id)
         self.on_recorded()
 
     async def _pace(self, period: float = 0.25) -> None:
@@ -282,7 +287,8 @@ class DeliveryWorker:
         period = max(0.5, self.settings.lease_seconds / 3)
         while True:
             await asyncio.sleep(period)
-            ids = list(self._inflight)
+            # in flight with a carrier, or answered and waiting for the recorder
+            ids = list(self._inflight.keys() | self._unrecorded)
             if not ids:
                 continue
             try:

@@ -64,10 +64,10 @@ async def post_messages(request: Request, db: Db) -> Response:
             "scheduled_at": formats.message_time(scheduled[0]),
         }
 
-    async def prepare(_conn: Any, account: Any, body: Any) -> PreparedSend:
+    async def prepare(conn: Any, account: Any, body: Any) -> PreparedSend:
         req = parse_campaign(body, now)
         scheduled[0] = req.scheduled_at
-        return await prepare_campaign(db, account, req, now)
+        return await prepare_campaign(conn, account, req, now)
 
     return await _send_once(request, db, "messages", prepare, answer)
 

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.accounts import service as accounts
-from tikosms.db.engine import Database
 from tikosms.db.models import QUEUED, SCHEDULED
 from tikosms.db.types import from_micros, naive_utc, to_micros, utcnow
 from tikosms.errors import (
@@ -104,7 +103,8 @@ async def prepare_single(
 
 
 async def prepare_campaign(
-    db: Database, account: accounts.AuthenticatedAccount, req: CampaignSend, now: datetime,
+    conn: AsyncConnection, account: accounts.AuthenticatedAccount, req: CampaignSend,
+    now: datetime,
 ) -> PreparedSend:
     """Dedupe, validate, price and lay out a campaign (reads only; `store` then writes it).
 
@@ -114,8 +114,7 @@ async def prepare_campaign(
     if account.status != "active":
         raise AccountSuspended()
     split = split_or_fail(req.message)
-    async with db.connect() as conn:
-        plan = await numbering_plan(conn)
+    plan = await numbering_plan(conn)
     invalid: list[tuple[int, str, str]] = list(req.invalid)
     resolved = await resolve_many(req.numbers, plan)
     seen: set[str] = set()
@@ -132,8 +131,7 @@ async def prepare_campaign(
         accepted.append((index, *dest))
     del seen, resolved
 
-    async with db.connect() as conn:
-        book = await load_rate_book(conn, account.id, {a[2] for a in accepted})
+    book = await load_rate_book(conn, account.id, {a[2] for a in accepted})
     n_parts = len(split.parts)
     campaign_id = str(uuid.uuid4())
     scheduled = req.scheduled_at is not None

@@ -109,7 +109,8 @@ class SendWriter:
             if outcomes[i] is None:
                 by_account.setdefault(item.prepared.account_id, []).append(i)
         ledger: list[dict[str, Any]] = []
-        for account_id, indexes in by_account.items():
+        # accounts in id order: two batches (two API processes) never wait on each other's rows
+        for account_id, indexes in sorted(by_account.items()):
             costs = [batch[i].prepared.result.cost for i in indexes]
             whole = sum(costs, Decimal(0))
             final = await accounts_repo.change_balance(
