@@ -65,6 +65,7 @@ class Receipt:
     `status` is one of the SMPP receipt states the API shows: ACCEPTD, DELIVRD, UNDELIV,
     EXPIRED, REJECTD, DELETED, UNKNOWN (ENROUTE for an intermediate report).
     `alt_ids` are other spellings of the same id (hex vs decimal) to try when matching.
+    Message ids are unique per carrier only: a receipt matches parts its `carrier` took.
     """
 
     carrier_message_id: str
@@ -72,6 +73,7 @@ class Receipt:
     error_code: str | None = None
     done_at: datetime | None = None
     alt_ids: tuple[str, ...] = field(default=())
+    carrier: str | None = None  # set by the router: the carrier that reported it
 
 
 ReceiptHandler = Callable[[Receipt], Awaitable[None]]

@@ -9,6 +9,7 @@ configured at all, the built-in simulated carrier takes everything.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -109,8 +110,8 @@ class Router:
     async def start(self, on_receipt: ReceiptHandler, bind_wait: float = 5.0) -> None:
         """Start every carrier and give their binds a few seconds to come up, so the first
         parts claimed do not find every carrier still connecting."""
-        for carrier in self.carriers.values():
-            await carrier.start(on_receipt)
+        for name, carrier in self.carriers.items():
+            await carrier.start(_from_carrier(name, on_receipt))
         waits = [c.wait_bound() for c in self.carriers.values() if hasattr(c, "wait_bound")]
         if waits:
             _done, pending = await asyncio.wait(
@@ -165,6 +166,15 @@ class Router:
             await recover_simulated(db, sim)
 
 
+def _from_carrier(name: str, on_receipt: ReceiptHandler) -> ReceiptHandler:
+    """The handler a carrier gets: its receipts are stamped with its name."""
+
+    async def handle(receipt: Receipt) -> None:
+        await on_receipt(dataclasses.replace(receipt, carrier=name))
+
+    return handle
+
+
 async def recover_simulated(db: Database, sim: SimulatedCarrier, grace: float = 10.0) -> None:
     """Parts the simulated carrier accepted in a process that died never got their receipt:
     give them one now (the simulator's receipts live only in memory)."""
@@ -178,7 +188,8 @@ async def recover_simulated(db: Database, sim: SimulatedCarrier, grace: float = 
         )).all()
         if rows:
             await transitions.record_receipts(
-                conn, [Receipt(str(r[0]), "DELIVRD", None, now) for r in rows], now,
+                conn, [Receipt(str(r[0]), "DELIVRD", None, now, carrier=SIMULATED) for r in rows],
+                now,
                 keep_unmatched=False,
             )
     if rows:

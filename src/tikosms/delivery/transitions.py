@@ -61,11 +61,11 @@ _SQLITE_RECEIPTS = (
     "UPDATE parts SET status = ?, error_code = ?, delivered_at = ?, updated_at = ? "
     f"WHERE id = ? AND status NOT IN ({_FINAL_SQL})"
 )
-# (part id, carrier message id, status, whether a callback URL applies) of the parts with
-# one of the ids
+# (part id, carrier message id, status, whether a callback URL applies, carrier) of the parts
+# with one of the ids
 _PARTS_FOR_RECEIPTS_SQL = (
     "SELECT p.id, p.carrier_message_id, p.status, "
-    "(COALESCE(p.callback_url, '') <> '' OR COALESCE(c.callback_url, '') <> '') "
+    "(COALESCE(p.callback_url, '') <> '' OR COALESCE(c.callback_url, '') <> ''), p.carrier "
     "FROM parts p LEFT JOIN campaigns c ON c.id = p.campaign_id WHERE p.carrier_message_id "
 )
 _PARTS_FOR_RECEIPTS = {
@@ -193,7 +193,10 @@ async def record_receipts(
         before = chosen.get(r.carrier_message_id)
         if before is None or before.status not in FINAL_STATUSES:
             chosen[r.carrier_message_id] = r
-    found = await _select_by_ids(conn, _PARTS_FOR_RECEIPTS, list(chosen))
+    # ids are only unique per carrier (many SMSCs count from 1): a receipt matches the parts
+    # its own carrier took
+    found = [row[:4] for row in await _select_by_ids(conn, _PARTS_FOR_RECEIPTS, list(chosen))
+             if _same_carrier(chosen[row[1]], row[4])]
     matched = {row[1] for row in found}
     by_alt: dict[str, str] = {}  # alt spelling -> the receipt's own id
     for cid, r in chosen.items():
@@ -203,6 +206,8 @@ async def record_receipts(
     if by_alt:
         for row in await _select_by_ids(conn, _PARTS_FOR_RECEIPTS, list(by_alt)):
             cid = by_alt[row[1]]
+            if not _same_carrier(chosen[cid], row[4]):
+                continue
             matched.add(cid)
             found.append((row[0], cid, row[2], row[3]))
     changes: dict[int, tuple[str, str | None, datetime | None]] = {}
@@ -235,6 +240,10 @@ async def record_receipts(
             log.info("receipt before its submit was recorded: carrier_message_id=%s status=%s "
                      "(kept; applied when the submit is recorded)", r.carrier_message_id, r.status)
     return len(receipts) - len(unmatched)
+
+
+def _same_carrier(receipt: Receipt, part_carrier: str | None) -> bool:
+    return receipt.carrier is None or part_carrier is None or receipt.carrier == part_carrier
 
 
 async def finish_waiting(
