@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tikosms.config import Settings
 from tikosms.db.engine import Database
-from tikosms.db.models import ENROUTE, Part, PendingReceipt
+from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
 from tikosms.delivery import queue, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
@@ -310,9 +310,13 @@ class DeliveryWorker:
         now = utcnow()
         cutoff = now - timedelta(seconds=self.settings.queue_expiry_seconds)
         async with self.db.begin() as conn:
+            # counted from when sending was due to start (scheduled_at, else acceptance), not
+            # from due_at, which every retry pushes forward
+            started_long_ago = select(Campaign.id).where(
+                func.coalesce(Campaign.scheduled_at, Campaign.created_at) < cutoff)
             expired = await transitions.finish_waiting(
-                conn, (Part.due_at < cutoff) & (Part.lease_until.is_(None) |
-                                                (Part.lease_until < now)),
+                conn, Part.campaign_id.in_(started_long_ago) & (
+                    Part.lease_until.is_(None) | (Part.lease_until < now)),
                 "EXPIRED", now, "expired in the queue",
             )
             # receipts kept because they came before their submit was recorded elsewhere
