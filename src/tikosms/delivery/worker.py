@@ -44,6 +44,7 @@ NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tri
 # (the fairness promise: one account's campaign never holds another's message back ~1 s).
 AHEAD_SECONDS = 0.4
 MIN_INFLIGHT = 64
+SENDERS_CACHED = 50_000  # campaigns whose sender the worker keeps in memory
 ACCOUNTS_REFRESH = 0.5  # seconds: a new account's campaign joins the rotation within this
 
 
@@ -171,6 +172,8 @@ class DeliveryWorker:
             )
             if len(claimed) < limit:
                 self._accounts_at = 0.0
+            if len(self._senders) > SENDERS_CACHED:
+                self._senders.clear()  # bounded: one entry per campaign, and campaigns never end
             missing = {p.campaign_id for p in claimed} - self._senders.keys()
             if missing:
                 self._senders.update(await queue.senders(conn, missing))

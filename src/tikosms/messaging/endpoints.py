@@ -93,16 +93,19 @@ async def _send_once(
         prepared = await prepare(conn, account, body)
     payload = orjson.dumps(answer(prepared.result))
     idem = Idempotency(key, endpoint, digest) if key else None
-    writers = request.app.state.send_writers
-    outcome = await writers[endpoint].write(prepared, payload, idem)
+    writer = request.app.state.send_writers[endpoint]
+    outcome = await writer.write(prepared, payload, idem)
     if outcome == KEY_TAKEN:
-        # the same key was committed by a concurrent request first: answer as it did
+        # the same key was taken by a concurrent request first: answer as it did
         async with db.connect() as conn:
             stored = await idempotency.lookup(conn, account.id, key, digest)  # type: ignore[arg-type]
-        if stored is None:
+        if stored is not None:
+            return _replay(stored)
+        # that request was refused (402) and let the key go: this one is tried on its own
+        outcome = await writer.write(prepared, payload, idem)
+        if outcome == KEY_TAKEN:
             raise Invalid("This Idempotency-Key is in use by a request still in progress.",
                           code="idempotency_key_in_use")
-        return _replay(stored)
     request.app.state.wake_workers(prepared.result)
     return JSONResponse(payload)
 
