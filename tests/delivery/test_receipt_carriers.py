@@ -30,3 +30,24 @@ async def test_a_receipt_from_one_carrier_leaves_another_carriers_part_alone(
     async with db.connect() as conn:
         rows = dict((await conn.execute(select(Part.carrier, Part.status))).all())
     assert rows == {"smsc_a": "UNDELIV", "smsc_b": "ENROUTE"}
+
+
+async def test_an_early_receipt_waits_for_a_part_of_its_own_carrier(
+    client: httpx.AsyncClient, customer: Customer, db: Database
+) -> None:
+    from tikosms.delivery.transitions import Accepted, record_accepted
+
+    r = await client.post("/v1/message", headers=customer.headers, json={
+        "from": "Shop", "to": "380501234567", "message": "hi"})
+    async with db.connect() as conn:
+        part_id = (await conn.execute(select(Part.id).where(
+            Part.message_id == r.json()["message_id"]))).scalar_one()
+    async with db.begin() as conn:  # smsc_a reports id 77 before any submit is recorded
+        await record_receipts(conn, [Receipt("77", "DELIVRD", None, utcnow(),
+                                             carrier="smsc_a")], utcnow())
+    async with db.begin() as conn:  # smsc_b accepted our part as its own 77
+        await record_accepted(conn, [Accepted(part_id, "smsc_b", "77", callback=False)],
+                              utcnow())
+    async with db.connect() as conn:
+        status = (await conn.execute(select(Part.status).where(Part.id == part_id))).scalar_one()
+    assert status == "ENROUTE"  # smsc_a's receipt is not ours

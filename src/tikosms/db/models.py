@@ -193,6 +193,8 @@ class PendingReceipt(Base):
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the carrier that reported it (message ids are unique per carrier only)
+    carrier: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class CallbackEvent(Base):

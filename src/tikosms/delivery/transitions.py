@@ -141,7 +141,8 @@ async def record_accepted(conn: AsyncConnection, items: Sequence[Accepted], now:
         )
         await record_receipts(
             conn,
-            [Receipt(r.carrier_message_id, r.status, r.error_code, r.done_at) for r in early],
+            [Receipt(r.carrier_message_id, r.status, r.error_code, r.done_at, carrier=r.carrier)
+             for r in early],
             now,
             keep_unmatched=False,
         )
@@ -233,7 +234,7 @@ async def record_receipts(
 
         await conn.execute(insert(PendingReceipt), [
             {"carrier_message_id": cid, "status": r.status, "error_code": r.error_code,
-             "done_at": r.done_at, "received_at": now}
+             "done_at": r.done_at, "received_at": now, "carrier": r.carrier}
             for r in unmatched for cid in (r.carrier_message_id, *r.alt_ids)
         ])
         for r in unmatched:

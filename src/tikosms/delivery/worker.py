@@ -333,7 +333,8 @@ class DeliveryWorker:
                 rows = (await conn.execute(select(PendingReceipt).where(
                     PendingReceipt.carrier_message_id.in_([p[0] for p in pending])))).all()
                 await transitions.record_receipts(
-                    conn, [Receipt(r.carrier_message_id, r.status, r.error_code, r.done_at)
+                    conn, [Receipt(r.carrier_message_id, r.status, r.error_code, r.done_at,
+                                   carrier=r.carrier)
                            for r in rows], now, keep_unmatched=False)
                 from sqlalchemy import delete
                 await conn.execute(delete(PendingReceipt).where(

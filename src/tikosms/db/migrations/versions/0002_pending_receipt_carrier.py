@@ -1,0 +1,27 @@
+"""pending_receipts.carrier: message ids are unique per carrier only
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-25 11:45:00
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("pending_receipts", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("carrier", sa.String(length=64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("pending_receipts", schema=None) as batch_op:
+        batch_op.drop_column("carrier")
