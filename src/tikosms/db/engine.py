@@ -59,11 +59,6 @@ class Database:
                 await conn.execution_options(tikosms_readonly=True)
             yield conn
 
-    async def raw_driver_connection(self, conn: AsyncConnection) -> Any:
-        """The driver's own connection (asyncpg / aiosqlite) for bulk paths such as COPY."""
-        raw = await conn.get_raw_connection()
-        return raw.driver_connection
-
     async def dispose(self) -> None:
         await self.engine.dispose()
 

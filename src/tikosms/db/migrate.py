@@ -10,7 +10,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,7 +31,3 @@ def head_revision() -> str:
     head = script.get_current_head()
     assert head is not None
     return head
-
-
-def current_revision_sync(sync_conn: object) -> str | None:
-    return MigrationContext.configure(sync_conn).get_current_revision()  # type: ignore[arg-type]
