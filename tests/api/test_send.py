@@ -159,8 +159,8 @@ async def test_account_price_list_comes_before_the_default(db: Database,
 
     await add_rates(db)
     vip = await make_customer(db)
-    await add_rates(db, [RateRow(None, "255", "", "Ukraine", __import__("decimal").Decimal(
-        "0.01"), utcnow().replace(year=2020), None)], account_id=vip.account_id)
+    await add_rates(db, [RateRow(None, "255", "", "Ukraine", Decimal("0.01"),
+                                 utcnow().replace(year=2020), None)], account_id=vip.account_id)
     r = await client.post("/v1/message", headers=vip.headers, json={
         "from": "Shop", "to": "380501234567", "message": "hi"})
     assert r.json()["cost"] == "0.010"

@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 
 from tests.conftest import Customer, make_customer
 from tikosms.db.engine import Database
-from tikosms.db.models import Part
+from tikosms.db.models import Part, PendingReceipt
 from tikosms.db.types import utcnow
 from tikosms.delivery.carrier import Receipt
 from tikosms.delivery.transitions import record_receipts
@@ -50,4 +50,7 @@ async def test_an_early_receipt_waits_for_a_part_of_its_own_carrier(
                               utcnow())
     async with db.connect() as conn:
         status = (await conn.execute(select(Part.status).where(Part.id == part_id))).scalar_one()
-    assert status == "ENROUTE"  # smsc_a's receipt is not ours
+    assert status == "ENROUTE"  # smsc_a's receipt is not ours...
+    async with db.connect() as conn:  # ...and stays kept for smsc_a's own part 77
+        kept = (await conn.execute(select(PendingReceipt.carrier))).scalars().all()
+    assert kept == ["smsc_a"]

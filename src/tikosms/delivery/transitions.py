@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.accounts import service as accounts
@@ -131,21 +131,31 @@ async def record_accepted(conn: AsyncConnection, items: Sequence[Accepted], now:
     early_ids = await _select_by_ids(
         conn, _PENDING_RECEIPTS_FOR, [a.carrier_message_id for a in items])
     if early_ids:
-        early = (
-            await conn.execute(
-                select(PendingReceipt).where(PendingReceipt.id.in_([i for (i,) in early_ids]))
-            )
-        ).all()
-        await conn.execute(
-            delete(PendingReceipt).where(PendingReceipt.id.in_([r.id for r in early]))
+        carriers = {(a.carrier_message_id, a.carrier) for a in items}
+        await apply_pending_receipts(
+            conn, [i for (i,) in early_ids], now,
+            keep=lambda r: r.carrier is None or (r.carrier_message_id, r.carrier) in carriers,
         )
-        await record_receipts(
-            conn,
-            [Receipt(r.carrier_message_id, r.status, r.error_code, r.done_at, carrier=r.carrier)
-             for r in early],
-            now,
-            keep_unmatched=False,
-        )
+
+
+async def apply_pending_receipts(
+    conn: AsyncConnection, ids: Sequence[int], now: datetime,
+    keep: Callable[[Any], bool] = lambda _row: True,
+) -> int:
+    """Apply the kept receipts with these pending_receipts ids to their parts, and forget
+    them. Rows `keep` refuses (another carrier's receipt with the same id) stay pending."""
+    rows = [r for r in (await conn.execute(
+        select(PendingReceipt).where(PendingReceipt.id.in_(list(ids))))).all() if keep(r)]
+    if not rows:
+        return 0
+    await conn.execute(delete(PendingReceipt).where(PendingReceipt.id.in_([r.id for r in rows])))
+    return await record_receipts(
+        conn,
+        [Receipt(r.carrier_message_id, r.status, r.error_code, r.done_at, carrier=r.carrier)
+         for r in rows],
+        now,
+        keep_unmatched=False,
+    )
 
 
 async def record_rejected(conn: AsyncConnection, items: Sequence[Rejected], now: datetime
@@ -230,8 +240,6 @@ async def record_receipts(
         await enqueue_status_events(conn, rows, now)
     unmatched = [r for r in receipts if r.carrier_message_id not in matched]
     if unmatched and keep_unmatched:
-        from sqlalchemy import insert
-
         await conn.execute(insert(PendingReceipt), [
             {"carrier_message_id": cid, "status": r.status, "error_code": r.error_code,
              "done_at": r.done_at, "received_at": now, "carrier": r.carrier}

@@ -323,22 +323,16 @@ class DeliveryWorker:
                 "EXPIRED", now, "expired in the queue",
             )
             # receipts kept because they came before their submit was recorded elsewhere
+            # (another worker): applied once their part, of their own carrier, is ENROUTE
             pending = (await conn.execute(
-                select(PendingReceipt.carrier_message_id).join(
+                select(PendingReceipt.id).join(
                     Part, (Part.carrier_message_id == PendingReceipt.carrier_message_id)
                     & (Part.status == ENROUTE)
+                    & (PendingReceipt.carrier.is_(None) | (PendingReceipt.carrier == Part.carrier))
                 ).limit(1000)
             )).all()
             if pending:
-                rows = (await conn.execute(select(PendingReceipt).where(
-                    PendingReceipt.carrier_message_id.in_([p[0] for p in pending])))).all()
-                await transitions.record_receipts(
-                    conn, [Receipt(r.carrier_message_id, r.status, r.error_code, r.done_at,
-                                   carrier=r.carrier)
-                           for r in rows], now, keep_unmatched=False)
-                from sqlalchemy import delete
-                await conn.execute(delete(PendingReceipt).where(
-                    PendingReceipt.id.in_([r.id for r in rows])))
+                await transitions.apply_pending_receipts(conn, [p[0] for p in pending], now)
         if expired:
             log.warning("%d parts expired in the queue after %.0f h and were refunded",
                         len(expired), self.settings.queue_expiry_seconds / 3600)

@@ -42,10 +42,6 @@ def sqlite_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-async def insert_campaign(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    await conn.execute(insert(Campaign).values(**values))
-
-
 async def insert_campaigns(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> None:
     if values:
         await conn.execute(insert(Campaign), list(values))

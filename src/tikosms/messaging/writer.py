@@ -27,6 +27,7 @@ from tikosms.db.models import IdempotencyKey
 from tikosms.db.types import utcnow
 from tikosms.errors import PaymentRequired
 from tikosms.messaging import repository as repo
+from tikosms.messaging.idempotency import TTL
 from tikosms.messaging.service import PreparedSend
 
 log = logging.getLogger("tikosms.messaging")
@@ -159,8 +160,6 @@ async def _claim_key(conn: AsyncConnection, account_id: int, item: _Item, now: A
     """Insert the idempotency key with its answer; False when another request holds it."""
     assert item.idem is not None
     # an expired key may be reused: its old row goes first
-    from tikosms.messaging.idempotency import TTL
-
     await conn.execute(delete(IdempotencyKey).where(
         IdempotencyKey.account_id == account_id, IdempotencyKey.key == item.idem.key,
         IdempotencyKey.created_at < now - TTL))
