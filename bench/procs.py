@@ -163,7 +163,7 @@ class Process:
         spy = str(Path(PYTHON).parent / "py-spy")
         self.profiler = subprocess.Popen(
             [spy, "record", "--pid", str(self.pid), "--format", "raw", "--rate", "200",
-             "--nonblocking", "--output", str(target)],
+             "--nonblocking", "--subprocesses", "--output", str(target)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def __exit__(self, *exc: object) -> None:

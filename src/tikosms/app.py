@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tikosms.accounts.endpoints import router as balance_router
+from tikosms.accounts.service import TokenCache
 from tikosms.api.openapi import openapi_document
 from tikosms.api.ratelimit import AccountRateLimiter
 from tikosms.api.responses import JSONResponse
@@ -68,6 +69,7 @@ def create_app(
         AccountRateLimiter(settings.rate_limit_per_second)
         if settings.rate_limit_per_second > 0 else None
     )
+    app.state.token_cache = TokenCache()
     app.state.wake_workers = lambda _result=None: None  # replaced by the delivery workers
     if db is not None:
         _install_writers(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -164,6 +165,45 @@ async def test_account_price_list_comes_before_the_default(db: Database,
     r = await client.post("/v1/message", headers=vip.headers, json={
         "from": "Shop", "to": "380501234567", "message": "hi"})
     assert r.json()["cost"] == "0.010"
+
+
+async def test_a_new_price_list_applies_to_the_next_single_send(
+    db: Database, client: httpx.AsyncClient, database_url: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Single sends price from a cache of the rate rows: an import in this process clears it at
+    once; one made by another process counts once the cache is older than REFRESH_SECONDS."""
+    import subprocess
+    import sys
+
+    from tikosms.db.types import utcnow
+    from tikosms.rates import service as rates
+    from tikosms.rates.service import RateRow
+
+    await add_rates(db)
+    who = await make_customer(db)
+
+    async def cost() -> str:
+        r = await client.post("/v1/message", headers=who.headers, json={
+            "from": "Shop", "to": "380501234567", "message": "hi"})
+        assert r.status_code == 200, r.text
+        return str(r.json()["cost"])
+
+    assert await cost() == "0.045"
+    await add_rates(db, [RateRow(None, "255", "001", "Ukraine", Decimal("0.02"),
+                                 utcnow().replace(year=2021), None)], account_id=who.account_id)
+    assert await cost() == "0.020"  # imported in this process: no wait
+
+    prices = tmp_path / "prices.csv"
+    prices.write_text("mcc,mnc,country,rate,start_date,end_date\n255,01,Ukraine,0.03,2022-01-01,\n")
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).with_name("tikosms")), "--database-url", database_url,
+         "rates", "import", str(prices), "--account", str(who.account_id)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setattr(rates, "REFRESH_SECONDS", 0.0)  # as if 5 s had passed
+    assert await cost() == "0.030"  # the latest start wins
 
 
 async def test_concurrent_sends_never_overdraw(db: Database, client: httpx.AsyncClient) -> None:

@@ -158,6 +158,24 @@ async def test_suspended_account_gets_403_on_send_until_resumed(
     assert (await send(client, made["token"])).status_code == 200
 
 
+async def test_suspending_in_another_process_refuses_the_next_send_of_a_known_token(
+    client: httpx.AsyncClient, db: Database, database_url: str
+) -> None:
+    """The API keeps recently seen tokens in memory; the send's transaction checks the account
+    again, so a suspension made by another process counts from the next send."""
+    await add_rates(db)
+    made = await tikosms_json(database_url, "accounts", "create", "--name", "Acme",
+                              "--balance", "10")
+    assert (await send(client, made["token"])).status_code == 200  # the token is now cached
+    assert script(database_url, "accounts", "suspend", str(made["account_id"])).returncode == 0
+    refused = await send(client, made["token"])
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "account_suspended"
+    assert script(database_url, "accounts", "resume", str(made["account_id"])).returncode == 0
+    assert (await send(client, made["token"])).status_code == 200
+    assert await api_balance(client, made["token"]) == Decimal("10") - 2 * Decimal("0.045")
+
+
 # --- tokens --------------------------------------------------------------------------------
 
 async def test_a_second_token_works_and_a_revoked_one_gets_401(
@@ -180,6 +198,22 @@ async def test_a_second_token_works_and_a_revoked_one_gets_401(
     assert await api_balance(client, second["token"]) == Decimal(1)  # the other one still works
     listed = await tikosms_json(database_url, "tokens", "list", account)
     assert [t["revoked_at"] is not None for t in listed] == [True, False]
+
+
+async def test_a_token_revoked_by_another_process_is_refused_at_its_next_send(
+    client: httpx.AsyncClient, db: Database, database_url: str
+) -> None:
+    await add_rates(db)
+    made = await tikosms_json(database_url, "accounts", "create", "--name", "Acme",
+                              "--balance", "10")
+    second = await tikosms_json(database_url, "tokens", "create", str(made["account_id"]))
+    assert (await send(client, made["token"])).status_code == 200  # the token is now cached
+    assert script(database_url, "tokens", "revoke", str(made["token_id"])).returncode == 0
+    for _ in range(2):  # refused by the send's transaction, then not found in the cache
+        refused = await send(client, made["token"])
+        assert refused.status_code == 401
+        assert refused.json() == {"error": "User not authenticated"}
+    assert await api_balance(client, second["token"]) == Decimal("10") - Decimal("0.045")
 
 
 def test_revoking_a_revoked_token_is_an_error(database_url: str) -> None:

@@ -136,6 +136,7 @@ async def insert_token(
 async def token_by_hash(conn: AsyncConnection, token_hash: str) -> Row | None:
     result = await conn.execute(
         select(
+            ApiToken.id.label("token_id"),
             ApiToken.token_hash,
             ApiToken.revoked_at,
             Account.id.label("account_id"),
@@ -148,6 +149,18 @@ async def token_by_hash(conn: AsyncConnection, token_hash: str) -> Row | None:
         .where(ApiToken.token_hash == token_hash)
     )
     return result.first()
+
+
+async def token_states(
+    conn: AsyncConnection, token_ids: Sequence[int]
+) -> dict[int, tuple[bool, str]]:
+    """token id -> (revoked, the account's status), for the tokens that exist."""
+    result = await conn.execute(
+        select(ApiToken.id, ApiToken.revoked_at, Account.status)
+        .join(Account, Account.id == ApiToken.account_id)
+        .where(ApiToken.id.in_(token_ids))
+    )
+    return {r.id: (r.revoked_at is not None, r.status) for r in result}
 
 
 async def list_tokens(conn: AsyncConnection, account_id: int) -> Sequence[Row]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -29,6 +30,7 @@ class AuthenticatedAccount:
     currency: str
     status: str
     signing_secret: str
+    token_id: int = 0
 
 
 def hash_token(token: str) -> str:
@@ -92,27 +94,77 @@ async def revoke_token(conn: AsyncConnection, token_id: int) -> None:
         raise OperatorError(f"no active token with id {token_id} (see: tikosms tokens list ID)")
 
 
-async def authenticate(conn: AsyncConnection, authorization: str | None) -> AuthenticatedAccount:
-    """`Authorization: Bearer <token>` -> the account, or NotAuthenticated (401)."""
+class TokenCache:
+    """Tokens of active accounts seen in the last `seconds`, so that a send does not read its
+    token. Safe because a send's own transaction checks the token again (still not revoked, the
+    account still active: `repository.token_states`), so a revoked token or a suspended account
+    is refused at once all the same. Unknown tokens and suspended accounts are never cached."""
+
+    def __init__(self, seconds: float = 60.0, max_entries: int = 10_000) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, AuthenticatedAccount]] = {}
+
+    def get(self, digest: str) -> AuthenticatedAccount | None:
+        hit = self._entries.get(digest)
+        if hit is None:
+            return None
+        if time.monotonic() - hit[0] >= self.seconds:
+            del self._entries[digest]
+            return None
+        return hit[1]
+
+    def put(self, digest: str, account: AuthenticatedAccount) -> None:
+        if account.status != "active":
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic(), account)
+
+    def drop(self, authorization: str | None) -> None:
+        digest = _digest_of(authorization)
+        if digest is not None:
+            self._entries.pop(digest, None)
+
+
+def _digest_of(authorization: str | None) -> str | None:
+    """The SHA-256 of a well-formed bearer token, else None."""
     if not authorization:
-        raise NotAuthenticated()
+        return None
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > 200:
+        return None
+    return hash_token(token)
+
+
+async def authenticate(conn: AsyncConnection, authorization: str | None,
+                       cache: TokenCache | None = None) -> AuthenticatedAccount:
+    """`Authorization: Bearer <token>` -> the account, or NotAuthenticated (401). With `cache`,
+    a token seen recently is not read again (for sends only: they check it when written)."""
+    digest = _digest_of(authorization)
+    if digest is None:
         raise NotAuthenticated()
-    digest = hash_token(token)
+    if cache is not None:
+        hit = cache.get(digest)
+        if hit is not None:
+            return hit
     row = await repo.token_by_hash(conn, digest)
     if row is None or row.revoked_at is not None:
         raise NotAuthenticated()
     if not hmac.compare_digest(row.token_hash, digest):
         raise NotAuthenticated()
-    return AuthenticatedAccount(
+    account = AuthenticatedAccount(
         id=row.account_id,
         name=row.name,
         currency=row.currency,
         status=row.status,
         signing_secret=row.signing_secret,
+        token_id=row.token_id,
     )
+    if cache is not None:
+        cache.put(digest, account)
+    return account
 
 
 async def topup(conn: AsyncConnection, account_id: int, amount: Decimal, note: str | None = None

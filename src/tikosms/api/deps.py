@@ -30,9 +30,13 @@ async def current_account(request: Request) -> AuthenticatedAccount:
         return await authenticate_request(request, conn)
 
 
-async def authenticate_request(request: Request, conn: AsyncConnection) -> AuthenticatedAccount:
-    """The bearer token's account (401 otherwise), within its request rate (429 otherwise)."""
-    account = await authenticate(conn, request.headers.get("authorization"))
+async def authenticate_request(request: Request, conn: AsyncConnection, *, cached: bool = False
+                               ) -> AuthenticatedAccount:
+    """The bearer token's account (401 otherwise), within its request rate (429 otherwise).
+    `cached`: from the app's token cache when seen recently (sends, which check it again when
+    they are written)."""
+    cache = request.app.state.token_cache if cached else None
+    account = await authenticate(conn, request.headers.get("authorization"), cache)
     limiter = request.app.state.rate_limiter
     if limiter is not None:
         limiter.check(account.id)

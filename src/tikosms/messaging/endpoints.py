@@ -14,7 +14,13 @@ from tikosms import formats
 from tikosms.api.deps import CurrentAccount, Db, authenticate_request, json_body, params
 from tikosms.api.responses import JSONResponse
 from tikosms.db.types import utcnow
-from tikosms.errors import MSG_CAMPAIGN_NOT_FOUND, MSG_MESSAGES_NOT_FOUND, NotFound
+from tikosms.errors import (
+    MSG_CAMPAIGN_NOT_FOUND,
+    MSG_MESSAGES_NOT_FOUND,
+    AccountSuspended,
+    NotAuthenticated,
+    NotFound,
+)
 from tikosms.errors import ValidationFailed as Invalid
 from tikosms.messaging import idempotency
 from tikosms.messaging import repository as repo
@@ -81,7 +87,7 @@ async def _send_once(
     idempotency key, numbering plan, rate); a replay of an Idempotency-Key is answered before
     anything else is done, and the key is stored in the send's own transaction."""
     async with db.connect() as conn:
-        account = await authenticate_request(request, conn)
+        account = await authenticate_request(request, conn, cached=True)
         raw = await request.body()
         body = await json_body(request, required=True)
         key = idempotency.check_key(request.headers.get("idempotency-key"))
@@ -94,7 +100,11 @@ async def _send_once(
     payload = orjson.dumps(answer(prepared.result))
     idem = Idempotency(key, endpoint, digest) if key else None
     writer = request.app.state.send_writers[endpoint]
-    outcome = await writer.write(prepared, payload, idem)
+    try:
+        outcome = await writer.write(prepared, payload, idem)
+    except (NotAuthenticated, AccountSuspended):
+        request.app.state.token_cache.drop(request.headers.get("authorization"))
+        raise
     if outcome == KEY_TAKEN:
         # the same key was taken by a concurrent request first: answer as it did
         async with db.connect() as conn:

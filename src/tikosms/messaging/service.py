@@ -31,7 +31,7 @@ from tikosms.messaging.resolver import resolve_many
 from tikosms.messaging.schemas import CampaignSend, Sender, SingleSend
 from tikosms.numbering import numbering_plan
 from tikosms.numbers import Destination, InvalidNumber, resolve
-from tikosms.rates.service import load_rate_book
+from tikosms.rates.service import cached_rate_book, load_rate_book
 from tikosms.text import SplitText, split_text
 
 MAX_INVALID_LISTED = 100
@@ -68,6 +68,7 @@ class PreparedSend:
     campaign: dict[str, Any]
     rows: list[tuple[Any, ...]]
     result: SendResult
+    token_id: int = 0  # the API token it came with, checked again when it is written
 
 
 async def prepare_single(
@@ -82,7 +83,7 @@ async def prepare_single(
     except InvalidNumber as exc:
         raise InvalidNumberError(errors={"to": [str(exc)]}) from None
     split = split_or_fail(req.message)
-    book = await load_rate_book(conn, account.id, [dest.mcc])
+    book = await cached_rate_book(conn, account.id, dest.mcc)
     rate = book.find(dest.mcc, dest.mnc)
     if rate is None:
         raise NoRateForAccount()
@@ -99,7 +100,7 @@ async def prepare_single(
         req.callback_url, QUEUED, 0, now, now,
     )
     result = SendResult(campaign_id, [message_id], 1, len(split.parts), cost, split.encoding)
-    return PreparedSend(account.id, campaign, rows, result)
+    return PreparedSend(account.id, campaign, rows, result, account.token_id)
 
 
 async def prepare_campaign(
@@ -192,7 +193,7 @@ async def prepare_campaign(
         invalid_removed=len(invalid),
         scheduled=scheduled,
     )
-    return PreparedSend(account.id, campaign, rows, result)
+    return PreparedSend(account.id, campaign, rows, result, account.token_id)
 
 
 def new_ids(n: int) -> list[str]:

@@ -25,7 +25,7 @@ from tikosms.accounts import repository as accounts_repo
 from tikosms.db.engine import Database
 from tikosms.db.models import IdempotencyKey
 from tikosms.db.types import utcnow
-from tikosms.errors import PaymentRequired
+from tikosms.errors import AccountSuspended, NotAuthenticated, PaymentRequired
 from tikosms.messaging import repository as repo
 from tikosms.messaging.idempotency import TTL
 from tikosms.messaging.service import PreparedSend
@@ -99,9 +99,22 @@ class SendWriter:
     async def _write(self, conn: AsyncConnection, batch: list[_Item]) -> list[Any]:
         now = utcnow()
         outcomes: list[Any] = [None] * len(batch)
+        # the token was checked when the request came, perhaps from a cache: a token revoked or
+        # an account suspended since is refused here, in the transaction that would charge it
+        token_ids = sorted({item.prepared.token_id for item in batch if item.prepared.token_id})
+        if token_ids:
+            states = await accounts_repo.token_states(conn, token_ids)
+            for i, item in enumerate(batch):
+                if item.prepared.token_id:
+                    revoked, status = states.get(item.prepared.token_id, (True, ""))
+                    if revoked:
+                        outcomes[i] = NotAuthenticated()
+                    elif status != "active":
+                        outcomes[i] = AccountSuspended()
         for i, item in enumerate(batch):
             p = item.prepared
-            if item.idem is not None and not await _claim_key(conn, p.account_id, item, now):
+            if outcomes[i] is None and item.idem is not None \
+                    and not await _claim_key(conn, p.account_id, item, now):
                 outcomes[i] = KEY_TAKEN
         # reserve: one UPDATE per account for all its sends of the batch (the usual case);
         # when the sum does not fit, send by send, so that each gets its own answer

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +25,13 @@ from tikosms.errors import OperatorError
 
 CSV_HEADER = ["mcc", "mnc", "country", "rate", "start_date", "end_date"]
 OPEN_END = datetime(2100, 1, 1, tzinfo=UTC)
+
+# Single sends price from an in-process cache of the rate rows of (account, MCC): a price list
+# imported by another process (`tikosms rates import`) applies to them within this many seconds,
+# as the numbering plan does; an import in this process applies at once.
+REFRESH_SECONDS = 5.0
+MAX_CACHED = 50_000
+_cache: dict[tuple[Any, int, str], tuple[float, list[RateRow]]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,27 @@ async def load_rate_book(
     mcc_list = sorted(set(mccs))
     rows = await _select_rows(conn, account_id, mcc_list)
     return RateBook(rows, account_id, at or utcnow())
+
+
+async def cached_rate_book(
+    conn: AsyncConnection, account_id: int, mcc: str, at: datetime | None = None
+) -> RateBook:
+    """The rates of one MCC for a single send, read at most every `REFRESH_SECONDS`. The rows
+    are cached, not the choice: the window that holds `at` is chosen on every call."""
+    key = (conn.engine.url, account_id, mcc)
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is None or now - hit[0] >= REFRESH_SECONDS:
+        rows = await _select_rows(conn, account_id, [mcc])
+        if len(_cache) >= MAX_CACHED:
+            _cache.clear()
+        _cache[key] = hit = (now, rows)
+    return RateBook(hit[1], account_id, at or utcnow())
+
+
+def invalidate() -> None:
+    """Forget the cached rates (after a price list changed in this process)."""
+    _cache.clear()
 
 
 async def effective_rate(
@@ -197,6 +227,7 @@ async def import_rates(
             for r in rows
         ],
     )
+    invalidate()
     return len(rows)
 
 
@@ -204,7 +235,9 @@ async def clear_rates(conn: AsyncConnection, account_id: int | None) -> int:
     stmt = delete(Rate).where(
         Rate.account_id == account_id if account_id is not None else Rate.account_id.is_(None)
     )
-    return int((await conn.execute(stmt)).rowcount or 0)
+    deleted = int((await conn.execute(stmt)).rowcount or 0)
+    invalidate()
+    return deleted
 
 
 def export_csv(rows: Iterable[RateRow]) -> str:
