@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tikosms.numbers.parsing import fast_parse
+from tikosms.numbers.parsing import fast_parse, number_type
 
 TYPES = [phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE,
          phonenumbers.PhoneNumberType.TOLL_FREE, phonenumbers.PhoneNumberType.VOIP]
@@ -54,3 +54,36 @@ def test_numbers_that_need_the_full_parser_are_left_to_it(body: str) -> None:
     if body.startswith(("39", "44")):
         assert fast_parse(body) is None
     agree(body)
+
+
+ALL_TYPES = [t for t in vars(phonenumbers.PhoneNumberType).values() if isinstance(t, int)]
+EVERY_EXAMPLE = sorted({
+    (ex.country_code, ex.national_number)
+    for region in phonenumbers.SUPPORTED_REGIONS
+    for kind in ALL_TYPES
+    if (ex := phonenumbers.example_number_for_type(region, kind)) is not None
+})
+
+
+def same_type(country_code: int, national: str) -> None:
+    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
+    region = phonenumbers.region_code_for_number(number)
+    if region is None:
+        return  # parse refuses it before asking the type
+    assert number_type(number, region) == phonenumbers.number_type(number), (
+        country_code, national)
+
+
+@pytest.mark.parametrize(("country_code", "national"), EVERY_EXAMPLE)
+def test_number_type_agrees_with_phonenumbers_on_every_example(country_code: int,
+                                                               national: int) -> None:
+    same_type(country_code, str(national))
+
+
+@given(st.sampled_from(EVERY_EXAMPLE), st.from_regex(r"[0-9]{1,6}", fullmatch=True))
+def test_number_type_agrees_with_phonenumbers_on_other_tails(example: tuple[int, int],
+                                                             tail: str) -> None:
+    code, national = example
+    body = str(national)
+    changed = (body[: max(1, len(body) - len(tail))] + tail).lstrip("0") or "1"
+    same_type(code, changed)
