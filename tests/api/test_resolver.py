@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from tikosms.messaging import resolver
@@ -19,9 +20,13 @@ async def test_pool_resolution_matches_in_process_resolution() -> None:
     assert pooled[0] == ("380501000000", "255", "01", "25501")
 
 
-def test_message_ids_are_distinct_version_4_uuids() -> None:
+def test_message_ids_are_distinct_version_7_uuids_in_creation_order() -> None:
+    before = time.time()
     ids = new_ids(1000)
     assert len(set(ids)) == 1000
+    assert ids == sorted(ids)  # increasing: appended to the message_id index, not scattered
     for text in ids[:50]:
         parsed = uuid.UUID(text)
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+        assert abs(int(text.replace("-", "")[:12], 16) / 1000 - before) < 60  # Unix ms first
+    assert not set(ids) & set(new_ids(1000))  # another call starts elsewhere

@@ -54,3 +54,26 @@ async def test_an_early_receipt_waits_for_a_part_of_its_own_carrier(
     async with db.connect() as conn:  # ...and stays kept for smsc_a's own part 77
         kept = (await conn.execute(select(PendingReceipt.carrier))).scalars().all()
     assert kept == ["smsc_a"]
+
+
+async def test_receipts_find_their_parts_through_the_carrier_message_id_index(
+    db: Database
+) -> None:
+    """The index holds only parts a carrier has accepted (partial, so that a campaign's COPY does
+    not index 100,000 NULLs); the receipt lookup must still be able to use it, or every receipt
+    would scan the whole parts table."""
+    from tikosms.delivery.transitions import _PARTS_FOR_RECEIPTS
+
+    dialect = "postgresql" if db.is_postgres else "sqlite"
+    sql = _PARTS_FOR_RECEIPTS[dialect]
+    async with db.connect() as conn:
+        if db.is_postgres:
+            await conn.exec_driver_sql("SET enable_seqscan = off")  # a plan without the index
+            raw = (await conn.get_raw_connection()).driver_connection
+            plan = "\n".join(r[0] for r in await raw.fetch(  # type: ignore[union-attr]
+                "EXPLAIN " + sql, ["1000", "1001"]))
+            await conn.exec_driver_sql("RESET enable_seqscan")
+        else:
+            plan = "\n".join(str(r[-1]) for r in (await conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + sql, ('["1000", "1001"]',))).all())
+    assert "ix_parts_carrier_msgid" in plan, plan

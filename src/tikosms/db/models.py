@@ -149,7 +149,10 @@ class Part(Base):
             postgresql_where=text("status IN ('SCHEDULED', 'QUEUED')"),
             sqlite_where=text("status IN ('SCHEDULED', 'QUEUED')"),
         ),
-        Index("ix_parts_carrier_msgid", "carrier_message_id"),
+        # set when a carrier accepts the part: lookups say `carrier_message_id IS NOT NULL`
+        Index("ix_parts_carrier_msgid", "carrier_message_id",
+              postgresql_where=text("carrier_message_id IS NOT NULL"),
+              sqlite_where=text("carrier_message_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

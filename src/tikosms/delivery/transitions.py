@@ -66,7 +66,8 @@ _SQLITE_RECEIPTS = (
 _PARTS_FOR_RECEIPTS_SQL = (
     "SELECT p.id, p.carrier_message_id, p.status, "
     "(COALESCE(p.callback_url, '') <> '' OR COALESCE(c.callback_url, '') <> ''), p.carrier "
-    "FROM parts p LEFT JOIN campaigns c ON c.id = p.campaign_id WHERE p.carrier_message_id "
+    "FROM parts p LEFT JOIN campaigns c ON c.id = p.campaign_id "
+    "WHERE p.carrier_message_id IS NOT NULL AND p.carrier_message_id "  # the partial index
 )
 _PARTS_FOR_RECEIPTS = {
     "postgresql": _PARTS_FOR_RECEIPTS_SQL + "= ANY($1::varchar[])",

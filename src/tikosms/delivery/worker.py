@@ -327,6 +327,7 @@ class DeliveryWorker:
             pending = (await conn.execute(
                 select(PendingReceipt.id).join(
                     Part, (Part.carrier_message_id == PendingReceipt.carrier_message_id)
+                    & Part.carrier_message_id.is_not(None)  # the partial index
                     & (Part.status == ENROUTE)
                     & (PendingReceipt.carrier.is_(None) | (PendingReceipt.carrier == Part.carrier))
                 ).limit(1000)
