@@ -144,11 +144,12 @@ def bench_campaign(ctx: Context, *, write: bool = True, read: bool = True) -> li
             if answer.get("recipients") != n:
                 ctx.notes.append(f"campaign ({ctx.db_kind}): answer {str(answer)[:200]}")
             if write:
-                copy_seconds, copy_name = copy_ceiling(db, campaign_id)
+                copy_seconds, copy_name, bare_seconds = copy_ceiling(db, campaign_id)
                 figures += [
                     Figure("campaign", ctx.db_kind, f"{n:,} recipients: s to the 200", seconds,
                            copy_name, copy_seconds, "< 1.5 s, <= 4x COPY",
-                           seconds < 1.5 and seconds <= 4 * copy_seconds),
+                           seconds < 1.5 and seconds <= 4 * copy_seconds,
+                           note=f"{bare_seconds:.2f} s into a table without indexes"),
                     Figure("campaign", ctx.db_kind, "server peak RSS, MB", peak,
                            target="< 300 MB", met=peak < 300,
                            note=f"{before:.0f} MB before the request"),
@@ -182,38 +183,54 @@ def _read_back(ctx: Context, api: Process, url: str, account: BenchAccount, camp
             Figure("get_message", ctx.db_kind, "rows/s read", n / seconds)]
 
 
-def copy_ceiling(db: ScratchDb, campaign_id: str) -> tuple[float, str]:
-    """Seconds to bulk-write the campaign's own rows into an empty table shaped like `parts`:
-    asyncpg COPY on PostgreSQL, one executemany transaction on SQLite."""
+def copy_ceiling(db: ScratchDb, campaign_id: str) -> tuple[float, str, float]:
+    """Seconds to bulk-write the campaign's own rows into an empty table shaped like `parts`,
+    with its indexes (the gateway cannot skip them): asyncpg COPY on PostgreSQL, one
+    executemany transaction on SQLite. Also the same into a table without indexes."""
     if db.kind == "sqlite":
         assert db.path is not None
         conn = sqlite3.connect(db.path, timeout=30)
         try:
-            conn.execute("CREATE TABLE bench_copy AS SELECT * FROM parts WHERE 0")
             rows = conn.execute("SELECT * FROM parts WHERE campaign_id = ?",
                                 (campaign_id,)).fetchall()
             marks = ",".join("?" * len(rows[0]))
-            started = time.perf_counter()
-            with conn:
-                conn.executemany(f"INSERT INTO bench_copy VALUES ({marks})", rows)
-            return time.perf_counter() - started, "SQLite executemany of the same rows"
+            indexes = [sql for (sql,) in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'parts' "
+                "AND sql IS NOT NULL")]
+            seconds = []
+            for table, with_indexes in (("bench_copy", True), ("bench_bare", False)):
+                conn.execute(f"CREATE TABLE {table} AS SELECT * FROM parts WHERE 0")
+                if with_indexes:
+                    for sql in indexes:
+                        conn.execute(sql.replace(" ix_parts_", f" {table}_ix_")
+                                     .replace(" ON parts ", f" ON {table} "))
+                started = time.perf_counter()
+                with conn:
+                    conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+                seconds.append(time.perf_counter() - started)
+            return seconds[0], "SQLite executemany of the same rows (parts' indexes)", seconds[1]
         finally:
             conn.close()
 
-    async def go() -> float:
+    async def go() -> list[float]:
         conn = await asyncpg.connect(db.url)
         try:
-            await conn.execute("CREATE TABLE bench_copy (LIKE parts INCLUDING DEFAULTS)")
             rows = await conn.fetch("SELECT * FROM parts WHERE campaign_id = $1", campaign_id)
             records = [tuple(r) for r in rows]
             columns = list(rows[0].keys())
-            started = time.perf_counter()
-            await conn.copy_records_to_table("bench_copy", records=records, columns=columns)
-            return time.perf_counter() - started
+            seconds = []
+            for table, like in (("bench_copy", "INCLUDING ALL"),
+                                ("bench_bare", "INCLUDING DEFAULTS")):
+                await conn.execute(f"CREATE TABLE {table} (LIKE parts {like})")
+                started = time.perf_counter()
+                await conn.copy_records_to_table(table, records=records, columns=columns)
+                seconds.append(time.perf_counter() - started)
+            return seconds
         finally:
             await conn.close()
 
-    return asyncio.run(go()), "PostgreSQL COPY of the same rows"
+    with_indexes, bare = asyncio.run(go())
+    return with_indexes, "PostgreSQL COPY of the same rows (parts' indexes)", bare
 
 
 async def _get(url: str, account: BenchAccount) -> dict:
