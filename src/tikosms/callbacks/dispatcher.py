@@ -24,20 +24,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
 
-from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tikosms.callbacks import signing
+from tikosms.callbacks import repository, signing
+from tikosms.callbacks.repository import AttemptRecord, ClaimedEvent, PendingEvent
 from tikosms.callbacks.retry import RetryPolicy
 from tikosms.callbacks.sender import CallbackSender, DeliveryAttempt
 from tikosms.callbacks.ssrf import CallbackHostUnresolved, CallbackUrlError, check_callback_host
 from tikosms.config import Settings
 from tikosms.db.engine import Database
-from tikosms.db.models import Account, CallbackAttempt, CallbackEvent
 from tikosms.db.types import utcnow
 
 log = logging.getLogger("tikosms.callbacks")
@@ -48,17 +48,20 @@ HELD_BACK_GAP = timedelta(milliseconds=1)  # a held-back event is due this long 
 # can be missed when the claim holding it back runs in another process during that record.
 HELD_BACK_RECHECK = timedelta(seconds=5)
 START_MARGIN = 5.0  # seconds: a post starts only if it can time out this long before its lease ends
-WINDOW_PER_POST = 8  # events claimed and not yet recorded, per concurrent post
+WINDOW_PER_POST = 32  # events claimed and not yet recorded, per concurrent post
 IDLE_POLL = 0.5  # seconds between claims when nothing is due and nobody wakes us
 
-# "Pending" for queries by part: `state` through an expression, so that no index on it applies
-# and the planner takes `(part_id, id)`. Without statistics (a freshly filled table) both
-# SQLite and PostgreSQL may otherwise prefer `(state, next_attempt_at)`: every pending event.
-_PENDING_BY_PART = func.coalesce(CallbackEvent.state, "") == "pending"
 
-# An outcome: the attempt and whether to give up at once (a refused URL); None when the event
-# was not posted at all (stopping, or its lease too close to its end) and goes back to the queue.
-Outcome = tuple[DeliveryAttempt, bool] | None
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A claimed event back from posting: its attempt, or None when it was not posted (stopping,
+    its lease too close to its end, or the event before it to be retried) and goes back to the
+    queue, due at `due`."""
+
+    event: ClaimedEvent
+    record: AttemptRecord | None
+    due: datetime
 
 
 class CallbackDispatcher:
@@ -79,7 +82,7 @@ class CallbackDispatcher:
             allow_private=settings.callback_allow_private,
         )
         self._secrets: dict[int, str] = {}
-        self._finished: list[tuple[Row, Outcome]] = []  # posted (or given back), not recorded
+        self._finished: list[Finished] = []  # posted (or given back), not recorded
         self._progress = asyncio.Event()  # a post finished, or something may have become due
         self._in_window = 0  # claimed and not yet recorded
         self._sending: set[asyncio.Task[None]] = set()
@@ -108,13 +111,14 @@ class CallbackDispatcher:
         await self._sender.close()
 
     async def run_once(self) -> int:
-        """One claim, its posts and their record; the number of events posted."""
-        claimed, _ = await self._turn([], self.batch)
-        if not claimed:
+        """One claim, its posts and their record; the number of events claimed."""
+        chains, _ = await self._turn([], self.batch)
+        if not chains:
             return 0
-        outcomes = await asyncio.gather(*(self._send(row) for row in claimed))
-        await self._turn(list(zip(claimed, outcomes, strict=True)), 0)
-        return len(claimed)
+        await asyncio.gather(*(self._post_chain(chain, self._start_by()) for chain in chains))
+        finished, self._finished = self._finished, []
+        await self._turn(finished, 0)
+        return len(finished)
 
     async def _run(self) -> None:
         try:
@@ -145,207 +149,178 @@ class CallbackDispatcher:
                 continue
             self._progress.clear()
             try:
-                claimed, held_back = await self._turn(finished, want)
+                chains, held_back = await self._turn(finished, want)
             except Exception:
                 log.exception("callback bookkeeping failed; retrying in 1 s")
                 await asyncio.sleep(1)
                 continue
             del self._finished[:len(finished)]
-            self._in_window += len(claimed) - len(finished)
-            idle = want > 0 and not claimed and not held_back
-            start_by = time.monotonic() + self._lease.total_seconds() - (
-                self.settings.callback_timeout_seconds + START_MARGIN)
-            for row in claimed:
-                task = asyncio.create_task(self._post(row, start_by))
+            self._in_window += sum(len(chain) for chain in chains) - len(finished)
+            idle = want > 0 and not chains and not held_back
+            start_by = self._start_by()
+            for chain in chains:
+                task = asyncio.create_task(self._post_chain(chain, start_by))
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
 
-    async def _post(self, row: Row, start_by: float) -> None:
-        outcome: Outcome = None
+    def _start_by(self) -> float:
+        """The monotonic time after which an event claimed now must not be posted: its post
+        could then outlast its lease (another dispatcher could claim and post it too)."""
+        return time.monotonic() + self._lease.total_seconds() - (
+            self.settings.callback_timeout_seconds + START_MARGIN)
+
+    async def _post_chain(self, chain: Sequence[ClaimedEvent], start_by: float) -> None:
+        """Post a part's claimed events one after the other, each once the one before it has
+        ended (delivered, or given up). After a failure to be retried the rest go back to the
+        queue, due just after that retry; if one is not posted at all, neither are the rest."""
+        done = 0
         try:
-            async with self._posts:
-                # Not after stop(), nor so late that the lease could end during the post
-                # (another dispatcher could then claim the event and post it too).
-                if not self._stopping and time.monotonic() < start_by:
-                    outcome = await self._send(row)
+            held: datetime | None = None  # the rest wait until then
+            for event in chain:
+                record = None
+                if held is None:
+                    async with self._posts:
+                        if not self._stopping and time.monotonic() < start_by:
+                            record = await self._attempt(event)
+                if record is None:
+                    held = held or utcnow()
+                    self._finish(Finished(event, None, held))
+                else:
+                    if record.state == "pending":
+                        held = record.next_attempt_at + HELD_BACK_GAP
+                    self._finish(Finished(event, record, record.next_attempt_at))
+                done += 1
         finally:
-            self._finished.append((row, outcome))
-            self._progress.set()
+            if done < len(chain):  # cancelled: back to the queue
+                now = utcnow()
+                for event in chain[done:]:
+                    self._finish(Finished(event, None, now))
 
-    async def _turn(self, finished: Sequence[tuple[Row, Outcome]],
-                    want: int) -> tuple[Sequence[Row], int]:
-        """Record `finished`, then claim up to `want` events, in one transaction; returns the
-        claimed events and how many due ones were held back. Recording first lets the claim see
-        the events that finished posts have just released."""
-        claimed: Sequence[Row] = []
-        held_back = delivered = 0
-        async with self.db.begin() as conn:
-            if finished:
-                delivered = await self._record(conn, finished)
-            if want:
-                claimed, held_back = await self._claim(conn, want)
-        self.delivered += delivered
-        return claimed, held_back
+    def _finish(self, finished: Finished) -> None:
+        self._finished.append(finished)
+        self._progress.set()
 
-    async def _claim(self, conn: AsyncConnection, limit: int) -> tuple[Sequence[Row], int]:
-        """Lease up to `limit` due events that are first pending of their part; returns them
-        and how many due events were held back behind an earlier one."""
+    async def _attempt(self, event: ClaimedEvent) -> AttemptRecord:
+        """Post the event once; its record, with the next attempt decided."""
+        attempt, refused = await self._send(event)
         now = utcnow()
-        lease_until = now + self._lease
-        due = (
-            select(CallbackEvent.id, CallbackEvent.part_id)
-            .where(
-                CallbackEvent.state == "pending",
-                CallbackEvent.next_attempt_at <= now,
-                (CallbackEvent.lease_until.is_(None)) | (CallbackEvent.lease_until < now),
-            )
-            # Not by id too: the index alone gives this order, with no sort of the backlog.
-            .order_by(CallbackEvent.next_attempt_at)
-            .limit(limit)
-        )
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True, of=CallbackEvent)
-        candidates = (await conn.execute(due)).all()
-        if not candidates:
-            return [], 0
-        firsts = await _first_pending(conn, {c.part_id for c in candidates})
-        ready = [c.id for c in candidates if firsts[c.part_id] == c.id]
-        held_back = [c for c in candidates if firsts[c.part_id] != c.id]
-        if held_back:
-            await _hold_back(conn, held_back, firsts, set(ready), now)
-        if not ready:
-            return [], len(held_back)
-        claimed = (await conn.execute(
-            update(CallbackEvent).where(CallbackEvent.id.in_(ready))
-            .values(lease_until=lease_until, next_attempt_at=lease_until)
-            .returning(CallbackEvent.id, CallbackEvent.event_id, CallbackEvent.part_id,
-                       CallbackEvent.account_id, CallbackEvent.url, CallbackEvent.payload,
-                       CallbackEvent.attempts, CallbackEvent.created_at)
-        )).all()
-        missing = {r.account_id for r in claimed} - self._secrets.keys()
-        if missing:
-            for a in await conn.execute(select(Account.id, Account.signing_secret)
-                                        .where(Account.id.in_(missing))):
-                self._secrets[a.id] = a.signing_secret
-        return claimed, len(held_back)
+        made = event.attempts + 1
+        state, due = "delivered", now
+        if not attempt.ok:
+            retry = None if refused else self.policy.next_attempt_at(event.created_at, made, now)
+            if retry is None:
+                state = "failed"
+                log.warning("callback %s to %s given up after %d attempts: %s",
+                            event.event_id, event.url, made, attempt.error)
+            else:
+                state, due = "pending", retry
+                log.info("callback %s to %s failed (%s); attempt %d at %s", event.event_id,
+                         event.url, attempt.error, made + 1, retry.strftime("%H:%M:%S"))
+        return AttemptRecord(event.id, now, attempt.status, attempt.error,
+                             int(attempt.duration_ms), made, state, due)
 
-    async def _send(self, row: Row) -> tuple[DeliveryAttempt, bool]:
+    async def _send(self, event: ClaimedEvent) -> tuple[DeliveryAttempt, bool]:
         """Returns the attempt and whether to give up at once (a refused URL)."""
-        url: str = row.url
+        url = event.url
         try:
             await check_callback_host(url, self.settings.callback_allow_private)
         except CallbackHostUnresolved as exc:
             return DeliveryAttempt(False, None, f"cannot resolve host: {exc.reason}", 0.0), False
         except CallbackUrlError as exc:
             return DeliveryAttempt(False, None, f"callback refused: {exc.reason}", 0.0), True
-        body = row.payload.encode()
-        headers = signing.headers(self._secrets[row.account_id], row.event_id, int(time.time()),
-                                  body)
+        body = event.payload.encode()
+        headers = signing.headers(self._secrets[event.account_id], event.event_id,
+                                  int(time.time()), body)
         return await self._sender.post(url, body, headers), False
 
-    async def _record(self, conn: AsyncConnection,
-                      finished: Sequence[tuple[Row, Outcome]]) -> int:
-        """Attempts recorded, events finished, rescheduled or given back, and the next pending
-        event of each finished event's part made due; returns how many were delivered."""
+    async def _turn(self, finished: Sequence[Finished], want: int
+                    ) -> tuple[list[list[ClaimedEvent]], int]:
+        """Record `finished`, then claim up to `want` events, in one transaction; returns the
+        claimed chains and how many due events were held back. Recording first lets the claim
+        see the events that finished posts have just released."""
+        chains: list[list[ClaimedEvent]] = []
+        held_back = 0
+        async with self.db.begin() as conn:
+            if finished:
+                await _record(conn, finished)
+            if want:
+                chains, held_back = await self._claim(conn, want)
+        self.delivered += sum(
+            1 for f in finished if f.record is not None and f.record.state == "delivered")
+        return chains, held_back
+
+    async def _claim(self, conn: AsyncConnection, limit: int
+                     ) -> tuple[list[list[ClaimedEvent]], int]:
+        """Lease the chains of up to `limit` due events; returns them and how many due events
+        were held back behind an earlier one."""
         now = utcnow()
-        attempts, updates, given_back, done_parts = [], [], [], set()
-        delivered = 0
-        for row, outcome in finished:
-            if outcome is None:
-                given_back.append({"eid": row.id})
-                continue
-            attempt, refused = outcome
-            attempts.append({
-                "event_id": row.id, "attempted_at": now, "status_code": attempt.status,
-                "error": attempt.error, "duration_ms": int(attempt.duration_ms),
-            })
-            made = row.attempts + 1
-            state, ended, nxt = "pending", None, None
-            if attempt.ok:
-                state, ended = "delivered", now
-                delivered += 1
-            else:
-                nxt = None if refused else self.policy.next_attempt_at(row.created_at, made, now)
-                if nxt is None:
-                    state, ended = "failed", now
-                    log.warning("callback %s to %s given up after %d attempts: %s",
-                                row.event_id, row.url, made, attempt.error)
-                else:
-                    log.info("callback %s to %s failed (%s); attempt %d at %s", row.event_id,
-                             row.url, attempt.error, made + 1, nxt.strftime("%H:%M:%S"))
-            if ended is not None:
-                done_parts.add(row.part_id)
-            updates.append({
-                "eid": row.id, "made": made, "code": attempt.status, "err": attempt.error,
-                "st": state, "fin": ended, "nxt": nxt or now,
-            })
-        if updates:
-            await conn.execute(
-                update(CallbackEvent).where(CallbackEvent.id == bindparam("eid")).values(
-                    attempts=bindparam("made"), lease_until=None,
-                    last_status_code=bindparam("code"), last_error=bindparam("err"),
-                    state=bindparam("st"), finished_at=bindparam("fin"),
-                    next_attempt_at=bindparam("nxt"),
-                ),
-                updates,
-            )
-            await conn.execute(insert(CallbackAttempt), attempts)
-        if given_back:
-            await conn.execute(
-                update(CallbackEvent).where(CallbackEvent.id == bindparam("eid"))
-                .values(lease_until=None, next_attempt_at=now),
-                given_back,
-            )
-        if done_parts:
-            await _release_parts(conn, done_parts, now)
-        return delivered
+        candidates = await repository.due_events(conn, now, limit)
+        if not candidates:
+            return [], 0
+        pending = await repository.pending_of_parts(conn, list({p for _, p in candidates}))
+        chain_ids, held_back = plan_claim({i for i, _ in candidates}, pending, now)
+        await repository.set_due(conn, held_back)
+        if not chain_ids:
+            return [], len(held_back)
+        claimed = await repository.lease(conn, [i for c in chain_ids for i in c],
+                                         now + self._lease)
+        missing = {e.account_id for e in claimed} - self._secrets.keys()
+        if missing:
+            self._secrets.update(await repository.signing_secrets(conn, list(missing)))
+        by_part: dict[int, list[ClaimedEvent]] = {}
+        for event in sorted(claimed, key=lambda e: e.id):
+            by_part.setdefault(event.part_id, []).append(event)
+        return list(by_part.values()), len(held_back)
 
 
-async def _first_pending(conn: AsyncConnection, part_ids: Iterable[int]) -> dict[int, int]:
-    """The lowest pending event id of each part (index `(part_id, id)`)."""
-    rows = await conn.execute(
-        select(CallbackEvent.part_id, func.min(CallbackEvent.id))
-        .where(_PENDING_BY_PART, CallbackEvent.part_id.in_(list(part_ids)))
-        .group_by(CallbackEvent.part_id)
-    )
-    return {part_id: first for part_id, first in rows}
+def plan_claim(candidates: Collection[int], pending: Sequence[PendingEvent], now: datetime
+               ) -> tuple[list[list[int]], list[tuple[int, datetime]]]:
+    """Which events to lease, and which due ones to hold back until when.
 
-
-async def _hold_back(conn: AsyncConnection, held_back: Sequence[Row],
-                     firsts: dict[int, int], ready: set[int], now: datetime) -> None:
-    """Make each held-back event due just after its predecessor (its part's first pending one).
-
-    A predecessor waiting for a retry is due then; a leased one (claimed now or by another
-    dispatcher) is rechecked in a few seconds, and one due already (another dispatcher is
-    claiming it), right after now. `_record` makes the event due at once when its predecessor
-    finishes.
+    `candidates` are the due events this claim has locked; `pending`, every pending event of
+    their parts by part and id. A part whose first pending event is a candidate is leased as a
+    chain: that event and the pending ones after it, posted in order by one task (they wait
+    only for it, so an ENROUTE and its DELIVRD need one claim, not a hold-back and a release).
+    Any other candidate is held back, due just after the event before it: when that one is
+    due for a retry, or in a few seconds if it is leased (`_record` makes it due at once when
+    that one finishes), or right after now if it is due already (another dispatcher is
+    claiming it).
     """
-    others = {firsts[e.part_id] for e in held_back} - ready
     recheck = now + HELD_BACK_RECHECK
-    due_at = {pid: recheck for pid in ready}
-    if others:
-        for pid, due, leased in await conn.execute(
-            select(CallbackEvent.id, CallbackEvent.next_attempt_at, CallbackEvent.lease_until)
-            .where(CallbackEvent.id.in_(others))
-        ):
-            due_at[pid] = min(due, recheck) if leased is not None and leased > now else due
-    await conn.execute(
-        update(CallbackEvent).where(CallbackEvent.id == bindparam("eid"))
-        .values(next_attempt_at=bindparam("due")),
-        [{"eid": e.id, "due": max(due_at[firsts[e.part_id]], now) + HELD_BACK_GAP}
-         for e in held_back],
-    )
+    chains: list[list[int]] = []
+    held_back: list[tuple[int, datetime]] = []
+    for _, of_part in groupby(pending, key=lambda e: e.part_id):
+        events = list(of_part)
+        first = events[0]
+        chain: list[int] = []
+        if first.id in candidates:
+            for event in events:
+                if event.id != first.id and _leased(event, now):
+                    break  # another dispatcher's (never expected: it would hold the first)
+                chain.append(event.id)
+            chains.append(chain)
+            wait = recheck
+        elif _leased(first, now):
+            wait = min(first.next_attempt_at, recheck)
+        else:
+            wait = first.next_attempt_at
+        due = max(wait, now) + HELD_BACK_GAP
+        held_back += [(e.id, due) for e in events[len(chain):] if e.id in candidates]
+    return chains, held_back
 
 
-async def _release_parts(conn: AsyncConnection, part_ids: Iterable[int], now: datetime) -> None:
-    """Make the pending events of these parts due now: their predecessor has just finished.
+def _leased(event: PendingEvent, now: datetime) -> bool:
+    return event.lease_until is not None and event.lease_until > now
 
-    Only the first of each part will be posted; the next claim holds back the others again.
-    None of them waits for a retry (only a part's first pending event is ever attempted) nor is
-    leased (ours was the first), so all are set.
-    """
-    await conn.execute(
-        update(CallbackEvent)
-        .where(_PENDING_BY_PART, CallbackEvent.part_id.in_(list(part_ids)))
-        .values(next_attempt_at=now)
-    )
+
+async def _record(conn: AsyncConnection, finished: Sequence[Finished]) -> None:
+    """Attempts recorded, events finished, rescheduled or given back, and the next pending
+    event of each part whose event has ended made due."""
+    await repository.record_attempts(
+        conn, [f.record for f in finished if f.record is not None])
+    await repository.set_due(
+        conn, [(f.event.id, f.due) for f in finished if f.record is None], give_back=True)
+    ended = {f.event.part_id for f in finished
+             if f.record is not None and f.record.state != "pending"}
+    if ended:
+        await repository.release_parts(conn, list(ended), utcnow())
