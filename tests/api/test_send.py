@@ -219,3 +219,21 @@ async def test_concurrent_sends_never_overdraw(db: Database, client: httpx.Async
     assert codes.count(200) == 22
     assert codes.count(402) == 18
     assert await balance(client, who) == Decimal("1.00") - Decimal("0.045") * 22
+
+
+async def test_the_single_send_path_answers_other_methods_and_bad_bodies_in_the_envelope(
+    client: httpx.AsyncClient, customer: Customer
+) -> None:
+    """POST /v1/message is served ahead of FastAPI's routing; everything else about the path
+    still behaves as the rest of the API."""
+    r = await client.get("/v1/message", headers=customer.headers)
+    assert r.status_code == 405
+    assert r.json() == {"success": False, "error": "Method not allowed.", "code": "http_error"}
+    r = await client.post("/v1/message", headers=customer.headers, content=b"{not json")
+    assert r.status_code == 422
+    assert r.json()["success"] is False and r.json()["error"] == (
+        "The request body is not valid JSON.")
+    r = await client.post("/v1/message/", headers=customer.headers, json={})
+    assert r.status_code in (404, 307)  # not the send path: FastAPI's own answer
+    spec = (await client.get("/openapi.json")).json()
+    assert "post" in spec["paths"]["/v1/message"]

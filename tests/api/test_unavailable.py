@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+import pytest
 
 from tikosms.app import create_app
 from tikosms.config import Settings
@@ -17,13 +18,16 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_unreachable_database_is_503_with_retry_after() -> None:
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/balance"), ("POST", "/v1/message")])
+async def test_unreachable_database_is_503_with_retry_after(method: str, path: str) -> None:
+    """Also for POST /v1/message, which is served ahead of FastAPI's routing."""
     url = f"postgresql://postgres@127.0.0.1:{closed_port()}/nothing"
     db = Database(url)
     app = create_app(Settings(database_url=url), db)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        r = await client.get("/v1/balance", headers={"Authorization": "Bearer tk_x"})
+        r = await client.request(method, path, headers={"Authorization": "Bearer tk_x"},
+                                 json={"from": "Shop", "to": "380501234567", "message": "hi"})
     await db.dispose()
     assert r.status_code == 503
     assert r.headers["retry-after"] == "5"

@@ -14,18 +14,19 @@ from tikosms.db.engine import Database
 from tikosms.errors import ValidationFailed
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hand-off per request
     db: Database = request.app.state.db
     return db
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
 async def current_account(request: Request) -> AuthenticatedAccount:
-    db = get_db(request)
+    db: Database = request.app.state.db
     async with db.connect() as conn:
         return await authenticate_request(request, conn)
 

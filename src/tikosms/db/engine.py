@@ -59,8 +59,49 @@ class Database:
                 await conn.execution_options(tikosms_readonly=True)
             yield conn
 
+    def lazy_connect(self) -> LazyConnection:
+        """A read connection checked out only when a statement is run: a send whose token,
+        numbering plan and rates all come from caches needs none."""
+        return LazyConnection(self)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+class LazyConnection:
+    """Stands in for the AsyncConnection of `Database.connect()` (`async with`); the real one
+    is checked out from the pool on the first statement and returned when the block ends."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.engine = db.engine
+        self.dialect = db.engine.dialect
+        self._cm: Any = None
+        self._conn: AsyncConnection | None = None
+
+    async def _real(self) -> AsyncConnection:
+        if self._conn is None:
+            cm = self.db.connect()
+            self._conn = await cm.__aenter__()
+            self._cm = cm  # only once entered: a failed checkout has nothing to close
+        return self._conn
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await (await self._real()).execute(*args, **kwargs)
+
+    async def exec_driver_sql(self, *args: Any, **kwargs: Any) -> Any:
+        return await (await self._real()).exec_driver_sql(*args, **kwargs)
+
+    async def get_raw_connection(self) -> Any:
+        return await (await self._real()).get_raw_connection()
+
+    async def __aenter__(self) -> LazyConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._cm is not None:
+            cm, self._cm, self._conn = self._cm, None, None
+            await cm.__aexit__(*exc)
 
 
 def _create_engine(url: str, pool_size: int) -> AsyncEngine:

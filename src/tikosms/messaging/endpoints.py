@@ -35,20 +35,28 @@ router = APIRouter(prefix="/v1")
 
 @router.post("/message")
 async def post_message(request: Request, db: Db) -> Response:
-    def answer(result: SendResult) -> dict[str, Any]:
-        return {
-            "success": True,
-            "message_id": result.message_ids[0],
-            "campaign_id": result.campaign_id,
-            "parts": result.parts,
-            "encoding": result.encoding,
-            "cost": formats.cost(result.cost),
-        }
+    # served by app.SingleSendRoute before FastAPI sees it; kept for the OpenAPI routes
+    return await send_single(request, db)
 
-    async def prepare(conn: Any, account: Any, body: Any) -> PreparedSend:
-        return await prepare_single(conn, account, parse_single(body))
 
-    return await _send_once(request, db, "message", prepare, answer)
+def _single_answer(result: SendResult) -> dict[str, Any]:
+    return {
+        "success": True,
+        "message_id": result.message_ids[0],
+        "campaign_id": result.campaign_id,
+        "parts": result.parts,
+        "encoding": result.encoding,
+        "cost": formats.cost(result.cost),
+    }
+
+
+async def _prepare_single(conn: Any, account: Any, body: Any) -> PreparedSend:
+    return await prepare_single(conn, account, parse_single(body))
+
+
+async def send_single(request: Request, db: Any) -> Response:
+    """POST /v1/message."""
+    return await _send_once(request, db, "message", _prepare_single, _single_answer)
 
 
 @router.post("/messages")
@@ -86,7 +94,8 @@ async def _send_once(
     """Authenticate, check, price and store a send. The reads share one connection (token,
     idempotency key, numbering plan, rate); a replay of an Idempotency-Key is answered before
     anything else is done, and the key is stored in the send's own transaction."""
-    async with db.connect() as conn:
+    # the reads share one connection, checked out only if a cache misses
+    async with db.lazy_connect() as conn:
         account = await authenticate_request(request, conn, cached=True)
         raw = await request.body()
         body = await json_body(request, required=True)
