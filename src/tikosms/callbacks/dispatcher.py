@@ -50,6 +50,11 @@ HELD_BACK_RECHECK = timedelta(seconds=5)
 START_MARGIN = 5.0  # seconds: a post starts only if it can time out this long before its lease ends
 WINDOW_PER_POST = 32  # events claimed and not yet recorded, per concurrent post
 IDLE_POLL = 0.5  # seconds between claims when nothing is due and nobody wakes us
+# A callback URL's host check is reused this long (as aiohttp's DNS cache is): a lookup per
+# post would cost more than the post. An answer that changes meanwhile is still checked by the
+# sender's resolver, on the addresses it connects to.
+HOST_CHECK_TTL = 10.0  # seconds
+HOST_CHECKS_KEPT = 10_000  # URLs; past this many the cache starts again
 
 
 
@@ -82,6 +87,8 @@ class CallbackDispatcher:
             allow_private=settings.callback_allow_private,
         )
         self._secrets: dict[int, str] = {}
+        # URL -> (monotonic time of the check, the refusal or None)
+        self._host_checks: dict[str, tuple[float, CallbackUrlError | None]] = {}
         self._finished: list[Finished] = []  # posted (or given back), not recorded
         self._progress = asyncio.Event()  # a post finished, or something may have become due
         self._in_window = 0  # claimed and not yet recorded
@@ -223,7 +230,7 @@ class CallbackDispatcher:
         """Returns the attempt and whether to give up at once (a refused URL)."""
         url = event.url
         try:
-            await check_callback_host(url, self.settings.callback_allow_private)
+            await self._check_host(url)
         except CallbackHostUnresolved as exc:
             return DeliveryAttempt(False, None, f"cannot resolve host: {exc.reason}", 0.0), False
         except CallbackUrlError as exc:
@@ -232,6 +239,25 @@ class CallbackDispatcher:
         headers = signing.headers(self._secrets[event.account_id], event.event_id,
                                   int(time.time()), body)
         return await self._sender.post(url, body, headers), False
+
+    async def _check_host(self, url: str) -> None:
+        """`check_callback_host`, its answer kept for HOST_CHECK_TTL seconds (an unresolved
+        name is asked again each time)."""
+        now = time.monotonic()
+        checked = self._host_checks.get(url)
+        if checked is None or now - checked[0] > HOST_CHECK_TTL:
+            refusal = None
+            try:
+                await check_callback_host(url, self.settings.callback_allow_private)
+            except CallbackHostUnresolved:
+                raise
+            except CallbackUrlError as exc:
+                refusal = exc
+            if len(self._host_checks) >= HOST_CHECKS_KEPT:
+                self._host_checks.clear()
+            checked = self._host_checks[url] = (now, refusal)
+        if checked[1] is not None:
+            raise checked[1]
 
     async def _turn(self, finished: Sequence[Finished], want: int
                     ) -> tuple[list[list[ClaimedEvent]], int]:

@@ -12,11 +12,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms import formats
-from tikosms.db.models import FINAL_STATUSES, CallbackEvent, Campaign
+from tikosms.callbacks import repository
+from tikosms.db.models import FINAL_STATUSES
 
 EVENT_NAME = "message.status"
 
@@ -31,19 +31,11 @@ async def enqueue_status_events(
     parts = list(parts)
     if not parts:
         return 0
-    campaign_ids = {p["campaign_id"] for p in parts}
-    campaigns = {
-        row.id: row
-        for row in await conn.execute(
-            select(Campaign.id, Campaign.sender, Campaign.callback_url).where(
-                Campaign.id.in_(campaign_ids)
-            )
-        )
-    }
+    campaigns = await repository.campaign_senders(conn, list({p["campaign_id"] for p in parts}))
     rows = []
     for p in parts:
         campaign = campaigns.get(p["campaign_id"])
-        url = p.get("callback_url") or (campaign.callback_url if campaign else None)
+        url = p.get("callback_url") or (campaign[1] if campaign else None)
         if not url:
             continue
         event_id = str(uuid.uuid4())
@@ -55,7 +47,7 @@ async def enqueue_status_events(
             "message_id": p["message_id"],
             "campaign_id": p["campaign_id"],
             "to": p["to"],
-            "from": campaign.sender if campaign else None,
+            "from": campaign[0] if campaign else None,
             "status": p["status"],
             "part": p["part_no"],
             "total_parts": p["total_parts"],
@@ -66,19 +58,6 @@ async def enqueue_status_events(
             "client_ref": p.get("client_ref"),
             "error_code": p.get("error_code"),
         }
-        rows.append(
-            {
-                "event_id": event_id,
-                "part_id": p["id"],
-                "account_id": p["account_id"],
-                "url": url,
-                "payload": orjson.dumps(payload).decode(),
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": occurred_at,
-                "created_at": occurred_at,
-            }
-        )
-    if rows:
-        await conn.execute(insert(CallbackEvent), rows)
+        rows.append((event_id, p["id"], p["account_id"], url, orjson.dumps(payload).decode()))
+    await repository.insert_events(conn, rows, occurred_at)
     return len(rows)

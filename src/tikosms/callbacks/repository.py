@@ -1,6 +1,7 @@
-"""The dispatcher's SQL on the outbox, on the driver, for PostgreSQL and SQLite.
+"""The outbox's SQL, on the driver, for PostgreSQL and SQLite.
 
-The dispatcher's turn runs these for every event it posts; through SQLAlchemy Core the
+The worker queues an event for every status change and the dispatcher's turn runs these for
+every event it posts; through SQLAlchemy Core the
 statement compilation, expanding IN lists and per-row type processing cost more CPU than the
 database's own work (about 0.3 ms per event). Here lists go in as one parameter (an array on
 PostgreSQL, a JSON list read with `json_each` on SQLite), PostgreSQL updates many rows with
@@ -127,11 +128,50 @@ _RELEASE = {
     "postgresql": _RELEASE_SQL.format(now="$1", parts="= ANY($2::bigint[])"),
     "sqlite": _RELEASE_SQL.format(now=":now", parts="IN (SELECT value FROM json_each(:parts))"),
 }
+_PG_INSERT_EVENTS = (
+    "INSERT INTO callback_events (event_id, part_id, account_id, url, payload, state, attempts, "
+    "next_attempt_at, created_at) "
+    "SELECT v.*, 'pending', 0, $6::timestamp, $6::timestamp "
+    "FROM unnest($1::varchar[], $2::bigint[], $3::int[], $4::text[], $5::text[]) "
+    "AS v(event_id, part_id, account_id, url, payload)"
+)
+_SQLITE_INSERT_EVENTS = (
+    "INSERT INTO callback_events (event_id, part_id, account_id, url, payload, state, attempts, "
+    "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
+)
+_CAMPAIGNS = {
+    "postgresql": "SELECT id, sender, callback_url FROM campaigns WHERE id = ANY($1::varchar[])",
+    "sqlite": "SELECT id, sender, callback_url FROM campaigns "
+              "WHERE id IN (SELECT value FROM json_each(?))",
+}
 _SECRETS = {
     "postgresql": "SELECT id, signing_secret FROM accounts WHERE id = ANY($1::int[])",
     "sqlite": "SELECT id, signing_secret FROM accounts "
               "WHERE id IN (SELECT value FROM json_each(?))",
 }
+
+
+async def insert_events(conn: AsyncConnection,
+                        rows: Sequence[tuple[str, int, int, str, str]], at: datetime) -> None:
+    """New pending events, due at `at`: (event_id, part_id, account_id, url, payload) each,
+    written in this order (ids follow it: a part's events are posted in id order)."""
+    if not rows:
+        return
+    if _is_pg(conn):
+        await conn.exec_driver_sql(_PG_INSERT_EVENTS, (
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+            [r[3] for r in rows], [r[4] for r in rows], _naive(at)))
+    else:
+        when = _text(at)
+        await conn.exec_driver_sql(_SQLITE_INSERT_EVENTS,  # type: ignore[arg-type]
+                                   [(*r, when, when) for r in rows])
+
+
+async def campaign_senders(conn: AsyncConnection, campaign_ids: Sequence[str]
+                           ) -> dict[str, tuple[str, str | None]]:
+    """(sender, callback_url) by campaign id."""
+    return {i: (sender, url) for i, sender, url in
+            await _run_with_list(conn, _CAMPAIGNS, campaign_ids)}
 
 
 async def due_events(conn: AsyncConnection, now: datetime, limit: int) -> list[tuple[int, int]]:
@@ -228,8 +268,8 @@ async def signing_secrets(conn: AsyncConnection, account_ids: Sequence[int]) -> 
     return {i: secret for i, secret in await _run_with_list(conn, _SECRETS, account_ids)}
 
 
-async def _run_with_list(conn: AsyncConnection, sql: dict[str, str], ids: Sequence[int]
-                         ) -> list[Any]:
+async def _run_with_list(conn: AsyncConnection, sql: dict[str, str],
+                         ids: Sequence[int] | Sequence[str]) -> list[Any]:
     if _is_pg(conn):
         result = await conn.exec_driver_sql(sql["postgresql"], (list(ids),))
     else:
@@ -255,5 +295,5 @@ def _aware(value: datetime | str) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
-def _json(ids: Sequence[int]) -> str:
+def _json(ids: Sequence[int] | Sequence[str]) -> str:
     return orjson.dumps(list(ids)).decode()
