@@ -6,17 +6,20 @@ their side either). Several processes can dispatch from one PostgreSQL without s
 twice at the same time: a claim locks its rows (`FOR UPDATE SKIP LOCKED`) and leases them.
 
 The claim is an index range scan on `(state, next_attempt_at)` whatever the backlog: due events
-first, then, for their parts only, the lowest pending id per part (index `(part_id, id)`). An
-event with an earlier pending event is not sent but held back: its `next_attempt_at` moves to
-just after its predecessor's, so it does not come back every round; when the predecessor
-finishes, `_record` makes its part's pending events due at once. A leased event's
+first, then, for their parts only, the pending events of each part (index `(part_id, id)`). A
+part whose first pending event is due is leased as a chain, that event and the pending ones
+after it, posted in order by one poster (`plan_claim`). Any other due event is held back: its
+`next_attempt_at` moves to just after its predecessor's, so it does not come back every round;
+when the predecessor finishes, `_record` makes its part's pending events due at once. A leased
+event's
 `next_attempt_at` is its lease's end, so events in flight leave the due range too, and an event
 claimed by a process that died comes back when the lease runs out.
 
-Posts stream: `callback_concurrency` posts run at once, each event its own task, while one loop
-takes turns with the database: each turn records the posts finished since the last one and
-claims what the window of events in flight has room for, in one transaction. The receiver does
-not wait while we talk to the database, nor a round for its slowest post.
+Posts stream: `callback_concurrency` posters each post one claimed chain (a part's pending events,
+in order) at a time, while one loop takes turns with the database: each turn records the posts
+finished since the last one and claims what the window of events in flight has room for, in one
+transaction. The receiver does not wait while we talk to the database, nor a round for its
+slowest post. The turn's SQL runs on the driver (`tikosms.callbacks.repository`).
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ class CallbackDispatcher:
         # A lease outlasts a few timeouts, so an event waiting for a free post slot keeps it.
         self._lease = max(LEASE, timedelta(seconds=3 * settings.callback_timeout_seconds))
         self._window = WINDOW_PER_POST * settings.callback_concurrency
-        self._posts = asyncio.Semaphore(settings.callback_concurrency)
+        # claimed chains waiting for one of the `callback_concurrency` posters
+        self._to_post: asyncio.Queue[tuple[Sequence[ClaimedEvent], float]] = asyncio.Queue()
         self._sender = CallbackSender(
             timeout=settings.callback_timeout_seconds, limit=settings.callback_concurrency,
             limit_per_host=settings.callback_concurrency,
@@ -92,11 +96,13 @@ class CallbackDispatcher:
         self._finished: list[Finished] = []  # posted (or given back), not recorded
         self._progress = asyncio.Event()  # a post finished, or something may have become due
         self._in_window = 0  # claimed and not yet recorded
-        self._sending: set[asyncio.Task[None]] = set()
+        self._posters: list[asyncio.Task[None]] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
+        self._posters = [asyncio.create_task(self._poster(), name=f"callbacks-post-{i}")
+                         for i in range(self.settings.callback_concurrency)]
         self._task = asyncio.create_task(self._run(), name="callbacks")
 
     def wake(self) -> None:
@@ -131,9 +137,9 @@ class CallbackDispatcher:
         try:
             await self._keep_books()
         finally:
-            for task in self._sending:
+            for task in self._posters:
                 task.cancel()
-            await asyncio.gather(*self._sending, return_exceptions=True)
+            await asyncio.gather(*self._posters, return_exceptions=True)
 
     async def _keep_books(self) -> None:
         """The one loop that talks to the database: each turn records the posts finished since
@@ -166,15 +172,20 @@ class CallbackDispatcher:
             idle = want > 0 and not chains and not held_back
             start_by = self._start_by()
             for chain in chains:
-                task = asyncio.create_task(self._post_chain(chain, start_by))
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
+                self._to_post.put_nowait((chain, start_by))
 
     def _start_by(self) -> float:
         """The monotonic time after which an event claimed now must not be posted: its post
         could then outlast its lease (another dispatcher could claim and post it too)."""
         return time.monotonic() + self._lease.total_seconds() - (
             self.settings.callback_timeout_seconds + START_MARGIN)
+
+    async def _poster(self) -> None:
+        """One of `callback_concurrency` tasks posting claimed chains, one post at a time (a
+        task per chain, waiting on a semaphore, costs more CPU than the post's own Python)."""
+        while True:
+            chain, start_by = await self._to_post.get()
+            await self._post_chain(chain, start_by)
 
     async def _post_chain(self, chain: Sequence[ClaimedEvent], start_by: float) -> None:
         """Post a part's claimed events one after the other, each once the one before it has
@@ -185,10 +196,8 @@ class CallbackDispatcher:
             held: datetime | None = None  # the rest wait until then
             for event in chain:
                 record = None
-                if held is None:
-                    async with self._posts:
-                        if not self._stopping and time.monotonic() < start_by:
-                            record = await self._attempt(event)
+                if held is None and not self._stopping and time.monotonic() < start_by:
+                    record = await self._attempt(event)
                 if record is None:
                     held = held or utcnow()
                     self._finish(Finished(event, None, held))
