@@ -210,15 +210,34 @@ async def test_concurrent_sends_never_overdraw(db: Database, client: httpx.Async
     await add_rates(db)
     who = await make_customer(db, balance="1.00")  # room for 22 sends at 0.045
 
-    async def send(i: int) -> int:
-        r = await client.post("/v1/message", headers=who.headers, json={
+    async def send(i: int) -> httpx.Response:
+        return await client.post("/v1/message", headers=who.headers, json={
             "from": "Shop", "to": f"38050{1000000 + i}", "message": "hi"})
-        return r.status_code
 
-    codes = await asyncio.gather(*(send(i) for i in range(40)))
+    answers = await asyncio.gather(*(send(i) for i in range(40)))
+    codes = [r.status_code for r in answers]
     assert codes.count(200) == 22
     assert codes.count(402) == 18
     assert await balance(client, who) == Decimal("1.00") - Decimal("0.045") * 22
+
+    # the ledger: the opening top-up, then one reserve per accepted send, each with its
+    # campaign and the balance it left; its sum is the balance
+    from sqlalchemy import select
+
+    from tikosms.db.models import LedgerEntry
+
+    async with db.connect() as conn:
+        ledger = (await conn.execute(select(LedgerEntry).where(
+            LedgerEntry.account_id == who.account_id).order_by(LedgerEntry.id))).all()
+    assert [e.reason for e in ledger] == ["topup"] + ["reserve"] * 22
+    assert {e.campaign_id for e in ledger[1:]} == {
+        r.json()["campaign_id"] for r in answers if r.status_code == 200}
+    running = Decimal("1.00")
+    for entry in ledger[1:]:
+        assert entry.amount == Decimal("-0.045")
+        running += entry.amount
+        assert entry.balance_after == running
+    assert sum(e.amount for e in ledger) == await balance(client, who)
 
 
 async def test_the_single_send_path_answers_other_methods_and_bad_bodies_in_the_envelope(

@@ -105,12 +105,6 @@ async def change_balance(
     return None if value is None else Decimal(value)
 
 
-async def insert_ledger_rows(conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
-    """Ledger rows for balance changes already made with change_balance, in one statement."""
-    if rows:
-        await conn.execute(insert(LedgerEntry), rows)
-
-
 async def ledger_for(conn: AsyncConnection, account_id: int, limit: int = 50) -> Sequence[Row]:
     return (
         await conn.execute(
@@ -149,18 +143,6 @@ async def token_by_hash(conn: AsyncConnection, token_hash: str) -> Row | None:
         .where(ApiToken.token_hash == token_hash)
     )
     return result.first()
-
-
-async def token_states(
-    conn: AsyncConnection, token_ids: Sequence[int]
-) -> dict[int, tuple[bool, str]]:
-    """token id -> (revoked, the account's status), for the tokens that exist."""
-    result = await conn.execute(
-        select(ApiToken.id, ApiToken.revoked_at, Account.status)
-        .join(Account, Account.id == ApiToken.account_id)
-        .where(ApiToken.id.in_(token_ids))
-    )
-    return {r.id: (r.revoked_at is not None, r.status) for r in result}
 
 
 async def list_tokens(conn: AsyncConnection, account_id: int) -> Sequence[Row]:

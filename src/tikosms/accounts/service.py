@@ -96,9 +96,10 @@ async def revoke_token(conn: AsyncConnection, token_id: int) -> None:
 
 class TokenCache:
     """Tokens of active accounts seen in the last `seconds`, so that a send does not read its
-    token. Safe because a send's own transaction checks the token again (still not revoked, the
-    account still active: `repository.token_states`), so a revoked token or a suspended account
-    is refused at once all the same. Unknown tokens and suspended accounts are never cached."""
+    token. Safe because a send's own transaction checks the token again (still not revoked,
+    the account still active: `messaging.batch_sql.token_states`), so a revoked token or a
+    suspended account is refused at once all the same. Unknown tokens and suspended accounts
+    are never cached."""
 
     def __init__(self, seconds: float = 60.0, max_entries: int = 10_000) -> None:
         self.seconds = seconds

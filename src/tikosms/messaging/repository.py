@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.models import Campaign, Part
@@ -30,9 +30,15 @@ TIME_INDEXES = tuple(PART_COLUMNS.index(c) for c in ("due_at", "created_at", "up
 # off for many rows; a single message's few parts go as a plain INSERT
 COPY_THRESHOLD = 50
 _COLS = ", ".join(f'"{c}"' for c in PART_COLUMNS)
+_PART_PG_TYPES = (
+    "varchar", "varchar", "int", "smallint", "smallint", "varchar", "text", "smallint", "varchar",
+    "bigint", "varchar", "text", "varchar", "smallint", "timestamp", "smallint", "int",
+    "timestamp", "timestamp",
+)
+# one statement over arrays (a column of the rows each), not one bind per row
 _PG_INSERT = (
-    f"INSERT INTO parts ({_COLS}) VALUES "
-    f"({', '.join(f'${i}' for i in range(1, len(PART_COLUMNS) + 1))})"
+    f"INSERT INTO parts ({_COLS}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_PART_PG_TYPES, start=1)) + ")"
 )
 _SQLITE_INSERT = f"INSERT INTO parts ({_COLS}) VALUES ({', '.join('?' for _ in PART_COLUMNS)})"
 
@@ -42,18 +48,13 @@ def sqlite_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-async def insert_campaigns(conn: AsyncConnection, values: Sequence[dict[str, Any]]) -> None:
-    if values:
-        await conn.execute(insert(Campaign), list(values))
-
-
 async def bulk_insert_parts(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Rows in PART_COLUMNS order; cost in micro-units (int), times naive UTC datetimes."""
     if not rows:
         return
     if conn.dialect.name == "postgresql":
         if len(rows) < COPY_THRESHOLD:
-            await conn.exec_driver_sql(_PG_INSERT, rows)  # type: ignore[arg-type]
+            await conn.exec_driver_sql(_PG_INSERT, tuple(list(c) for c in zip(*rows, strict=True)))
             return
         raw = await conn.get_raw_connection()
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]

@@ -21,11 +21,11 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tikosms.accounts import repository as accounts_repo
 from tikosms.db.engine import Database
 from tikosms.db.models import IdempotencyKey
 from tikosms.db.types import utcnow
 from tikosms.errors import AccountSuspended, NotAuthenticated, PaymentRequired
+from tikosms.messaging import batch_sql
 from tikosms.messaging import repository as repo
 from tikosms.messaging.idempotency import TTL
 from tikosms.messaging.service import PreparedSend
@@ -103,7 +103,7 @@ class SendWriter:
         # an account suspended since is refused here, in the transaction that would charge it
         token_ids = sorted({item.prepared.token_id for item in batch if item.prepared.token_id})
         if token_ids:
-            states = await accounts_repo.token_states(conn, token_ids)
+            states = await batch_sql.token_states(conn, token_ids)
             for i, item in enumerate(batch):
                 if item.prepared.token_id:
                     revoked, status = states.get(item.prepared.token_id, (True, ""))
@@ -127,8 +127,7 @@ class SendWriter:
         for account_id, indexes in sorted(by_account.items()):
             costs = [batch[i].prepared.result.cost for i in indexes]
             whole = sum(costs, Decimal(0))
-            final = await accounts_repo.change_balance(
-                conn, account_id, -whole, now, enforce_credit_limit=True)
+            final = await batch_sql.reserve(conn, account_id, whole, now)
             if final is not None:
                 after = final + whole
                 for i, cost in zip(indexes, costs, strict=True):
@@ -137,8 +136,7 @@ class SendWriter:
                     outcomes[i] = STORED
                 continue
             for i, cost in zip(indexes, costs, strict=True):
-                balance = await accounts_repo.change_balance(
-                    conn, account_id, -cost, now, enforce_credit_limit=True)
+                balance = await batch_sql.reserve(conn, account_id, cost, now)
                 if balance is None:
                     await _release_key(conn, batch[i])
                     outcomes[i] = PaymentRequired()
@@ -147,8 +145,8 @@ class SendWriter:
                     outcomes[i] = STORED
         stored = [batch[i].prepared for i, o in enumerate(outcomes) if o == STORED]
         if stored:
-            await accounts_repo.insert_ledger_rows(conn, ledger)
-            await repo.insert_campaigns(conn, [p.campaign for p in stored])
+            await batch_sql.insert_ledger(conn, ledger)
+            await batch_sql.insert_campaigns(conn, [p.campaign for p in stored])
             await repo.bulk_insert_parts(conn, [row for p in stored for row in p.rows])
         return outcomes
 

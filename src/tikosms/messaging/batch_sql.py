@@ -1,0 +1,129 @@
+"""Driver-level SQL for the group commit of sends (`writer.SendWriter`).
+
+At thousands of one-time codes a second, SQLAlchemy Core's statement building and result
+processing cost more than the database itself. The writer's statements are written here once
+per dialect and run with `exec_driver_sql`: on PostgreSQL every multi-row INSERT is one
+statement over arrays (`unnest`), on SQLite an executemany. Money is bound in micro-units and
+times as naive UTC, as the column types (`db.types`) store them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tikosms.db.types import from_micros, naive_utc, to_micros
+from tikosms.messaging.repository import sqlite_time
+
+_TOKEN_STATES = {
+    "postgresql": "SELECT t.id, t.revoked_at IS NOT NULL, a.status FROM api_tokens t "
+                  "JOIN accounts a ON a.id = t.account_id WHERE t.id = ANY($1::int[])",
+    "sqlite": "SELECT t.id, t.revoked_at IS NOT NULL, a.status FROM api_tokens t "
+              "JOIN accounts a ON a.id = t.account_id "
+              "WHERE t.id IN (SELECT value FROM json_each(?))",
+}
+
+_RESERVE = (
+    "UPDATE accounts SET balance = balance - {p1}, balance_updated_at = {p2} "
+    "WHERE id = {p3} AND balance - {p1} >= -credit_limit RETURNING balance"
+)
+_RESERVE_SQL = {
+    "postgresql": _RESERVE.format(p1="$1::bigint", p2="$2::timestamp", p3="$3"),
+    "sqlite": _RESERVE.format(p1="?1", p2="?2", p3="?3"),
+}
+
+LEDGER_COLUMNS = ("account_id", "amount", "balance_after", "reason", "campaign_id", "note",
+                  "created_at")
+_LEDGER_PG_TYPES = ("int", "bigint", "bigint", "varchar", "varchar", "varchar", "timestamp")
+
+CAMPAIGN_COLUMNS = (
+    "id", "account_id", "kind", "sender", "sender_type", "message", "recipients",
+    "duplicates_removed", "invalid_removed", "total_parts", "cost", "callback_url",
+    "scheduled_at", "concurrency", "status", "created_at", "updated_at",
+)
+_CAMPAIGN_PG_TYPES = (
+    "varchar", "int", "varchar", "varchar", "varchar", "text", "int", "int", "int", "int",
+    "bigint", "text", "timestamp", "smallint", "varchar", "timestamp", "timestamp",
+)
+_CAMPAIGN_MONEY = frozenset({"cost"})
+_CAMPAIGN_TIMES = frozenset({"scheduled_at", "created_at", "updated_at"})
+
+
+def _insert_sql(table: str, columns: Sequence[str], pg_types: Sequence[str]) -> dict[str, str]:
+    cols = ", ".join(f'"{c}"' for c in columns)
+    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(pg_types, start=1))
+    return {
+        "postgresql": f"INSERT INTO {table} ({cols}) SELECT * FROM unnest({arrays})",
+        "sqlite": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in columns)})",
+    }
+
+
+_INSERT_LEDGER = _insert_sql("ledger_entries", LEDGER_COLUMNS, _LEDGER_PG_TYPES)
+_INSERT_CAMPAIGNS = _insert_sql("campaigns", CAMPAIGN_COLUMNS, _CAMPAIGN_PG_TYPES)
+
+
+async def token_states(conn: AsyncConnection, token_ids: Sequence[int]
+                       ) -> dict[int, tuple[bool, str]]:
+    """token id -> (revoked, the account's status), for the tokens that exist."""
+    dialect = conn.dialect.name
+    param: Any = list(token_ids) if dialect == "postgresql" \
+        else orjson.dumps(list(token_ids)).decode()
+    result = await conn.exec_driver_sql(_TOKEN_STATES[dialect], (param,))
+    rows: list[tuple[Any, ...]] = [tuple(r) for r in result]
+    return {int(r[0]): (bool(r[1]), str(r[2])) for r in rows}
+
+
+async def reserve(conn: AsyncConnection, account_id: int, amount: Decimal, now: datetime
+                  ) -> Decimal | None:
+    """Take `amount` from the balance if the credit limit allows it: the balance after, or
+    None (nothing changed). One conditional UPDATE, which holds the row lock until commit."""
+    dialect = conn.dialect.name
+    when: Any = naive_utc(now) if dialect == "postgresql" else sqlite_time(naive_utc(now))
+    result = await conn.exec_driver_sql(_RESERVE_SQL[dialect],
+                                        (to_micros(amount), when, account_id))
+    row = result.first()
+    return None if row is None else from_micros(int(row[0]))
+
+
+async def insert_ledger(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Ledger rows (LEDGER_COLUMNS; money as Decimal, times aware) for reserves already made."""
+    if not rows:
+        return
+    values = [tuple(_cell(c, r[c], c in ("amount", "balance_after"), c == "created_at",
+                          conn) for c in LEDGER_COLUMNS) for r in rows]
+    await _insert_many(conn, _INSERT_LEDGER, values)
+
+
+async def insert_campaigns(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Campaign rows (CAMPAIGN_COLUMNS; money as Decimal, times aware)."""
+    if not rows:
+        return
+    values = [tuple(_cell(c, r[c], c in _CAMPAIGN_MONEY, c in _CAMPAIGN_TIMES, conn)
+                    for c in CAMPAIGN_COLUMNS) for r in rows]
+    await _insert_many(conn, _INSERT_CAMPAIGNS, values)
+
+
+def _cell(_name: str, value: Any, money: bool, time: bool, conn: AsyncConnection) -> Any:
+    if value is None:
+        return None
+    if money:
+        return to_micros(value)
+    if time:
+        value = naive_utc(value)
+        return value if conn.dialect.name == "postgresql" else sqlite_time(value)
+    return value
+
+
+async def _insert_many(conn: AsyncConnection, sql: dict[str, str],
+                       values: list[tuple[Any, ...]]) -> None:
+    if conn.dialect.name == "postgresql":
+        # one statement: a column of the rows per array parameter
+        columns = tuple(list(col) for col in zip(*values, strict=True))
+        await conn.exec_driver_sql(sql["postgresql"], columns)
+    else:
+        await conn.exec_driver_sql(sql["sqlite"], values)  # type: ignore[arg-type]
