@@ -256,3 +256,28 @@ async def test_the_single_send_path_answers_other_methods_and_bad_bodies_in_the_
     assert r.status_code in (404, 307)  # not the send path: FastAPI's own answer
     spec = (await client.get("/openapi.json")).json()
     assert "post" in spec["paths"]["/v1/message"]
+
+
+async def test_cached_rates_follow_the_window_in_force(db: Database) -> None:
+    """The rate cache keeps the rows, and the row in force changes when a window starts or
+    ends, as when the price list is read afresh."""
+    from datetime import timedelta
+
+    from tikosms.db.types import utcnow
+    from tikosms.rates.service import RateRow, cached_rate_book
+
+    now = utcnow()
+    await add_rates(db, [
+        RateRow(None, "255", "001", "Ukraine", Decimal("0.04"), now - timedelta(days=1), None),
+        RateRow(None, "255", "001", "Ukraine", Decimal("0.05"), now + timedelta(hours=1),
+                now + timedelta(hours=2)),
+    ])
+    async with db.connect() as conn:
+        async def price(at: timedelta) -> Decimal | None:
+            rate = (await cached_rate_book(conn, 1, "255", now + at)).find("255", "01")
+            return None if rate is None else rate.rate
+
+        assert await price(timedelta(0)) == Decimal("0.04")
+        assert await price(timedelta(minutes=61)) == Decimal("0.05")  # the later start wins
+        assert await price(timedelta(minutes=121)) == Decimal("0.04")  # its window has ended
+        assert await price(timedelta(minutes=61)) == Decimal("0.05")  # a clock set back

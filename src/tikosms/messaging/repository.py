@@ -27,8 +27,8 @@ TIME_INDEXES = tuple(PART_COLUMNS.index(c) for c in ("due_at", "created_at", "up
 
 
 # COPY asks the server for the table's column types first: one more round trip that only pays
-# off for many rows; a single message's few parts go as a plain INSERT
-COPY_THRESHOLD = 50
+# off for many rows; up to this many go as one INSERT over arrays
+COPY_THRESHOLD = 2000
 _COLS = ", ".join(f'"{c}"' for c in PART_COLUMNS)
 _PART_PG_TYPES = (
     "varchar", "varchar", "int", "smallint", "smallint", "varchar", "text", "smallint", "varchar",

@@ -31,7 +31,10 @@ OPEN_END = datetime(2100, 1, 1, tzinfo=UTC)
 # as the numbering plan does; an import in this process applies at once.
 REFRESH_SECONDS = 5.0
 MAX_CACHED = 50_000
-_cache: dict[tuple[Any, int, str], tuple[float, list[RateRow]]] = {}
+# (account, MCC) -> (read at, rows, the book built from them, the time it was built for, the
+# next time its choice may change)
+_cache: dict[tuple[Any, int, str],
+             tuple[float, list[RateRow], RateBook, datetime, datetime]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +101,29 @@ async def load_rate_book(
 async def cached_rate_book(
     conn: AsyncConnection, account_id: int, mcc: str, at: datetime | None = None
 ) -> RateBook:
-    """The rates of one MCC for a single send, read at most every `REFRESH_SECONDS`. The rows
-    are cached, not the choice: the window that holds `at` is chosen on every call."""
+    """The rates of one MCC for a single send, read at most every `REFRESH_SECONDS`. The book
+    is kept until the next start or end of one of its rows: the row in force is the one whose
+    window holds `at`, as when it is read afresh."""
     key = (conn.engine.url, account_id, mcc)
     now = time.monotonic()
+    at = at or utcnow()
     hit = _cache.get(key)
     if hit is None or now - hit[0] >= REFRESH_SECONDS:
         rows = await _select_rows(conn, account_id, [mcc])
         if len(_cache) >= MAX_CACHED:
             _cache.clear()
-        _cache[key] = hit = (now, rows)
-    return RateBook(hit[1], account_id, at or utcnow())
+        hit = (now, rows, RateBook(rows, account_id, at), at, _next_change(rows, at))
+        _cache[key] = hit
+    elif not hit[3] <= at < hit[4]:
+        hit = (hit[0], hit[1], RateBook(hit[1], account_id, at), at, _next_change(hit[1], at))
+        _cache[key] = hit
+    return hit[2]
+
+
+def _next_change(rows: Iterable[RateRow], at: datetime) -> datetime:
+    """The first start or end of a row's window after `at` (when the choice may change)."""
+    times = [t for r in rows for t in (r.start_date, r.end_date) if t is not None and t > at]
+    return min(times, default=OPEN_END)
 
 
 def invalidate() -> None:
