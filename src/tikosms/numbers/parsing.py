@@ -92,21 +92,35 @@ def fast_parse(body: str) -> phonenumbers.PhoneNumber | None:
     that the country's national-prefix-for-parsing rule matches (it may strip or transform
     digits). A test checks both agree over every region's example numbers.
     """
+    lead = _country_code(body[:3])
+    if lead is None:
+        return None
+    size, code, prefix = lead
+    rest = body[size:]
+    if len(rest) < 2 or rest[0] == "0" or len(rest) > 17:
+        return None
+    if prefix is not None and prefix.match(rest):
+        return None
+    return phonenumbers.PhoneNumber(country_code=code, national_number=int(rest))
+
+
+@functools.lru_cache(maxsize=1100)
+def _country_code(lead: str) -> tuple[int, int, re.Pattern[str] | None] | None:
+    """For the first three digits of an international number: the length of its country code,
+    the code, and the country's national-prefix-for-parsing pattern; None when no code matches
+    or the code has no metadata (the full parser decides)."""
     for size in (1, 2, 3):
-        code = int(body[:size])
+        if len(lead) < size:
+            return None
+        code = int(lead[:size])
         regions = COUNTRY_CODE_TO_REGION_CODE.get(code)
         if regions is None:
             continue
-        rest = body[size:]
-        if len(rest) < 2 or rest[0] == "0" or len(rest) > 17:
-            return None
         meta = PhoneMetadata.metadata_for_region_or_calling_code(code, regions[0])
         if meta is None:
             return None
         prefix = meta.national_prefix_for_parsing
-        if prefix and _prefix_matcher(prefix).match(rest):
-            return None
-        return phonenumbers.PhoneNumber(country_code=code, national_number=int(rest))
+        return size, code, _prefix_matcher(prefix) if prefix else None
     return None
 
 
