@@ -282,7 +282,9 @@ def _is_pg(conn: AsyncConnection) -> bool:
 
 
 def _naive(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None)
+    if value.tzinfo is not UTC:  # ours are UTC already (utcnow, or read back as UTC)
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None)
 
 
 def _text(value: datetime) -> str:
