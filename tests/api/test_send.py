@@ -238,6 +238,15 @@ async def test_concurrent_sends_never_overdraw(db: Database, client: httpx.Async
         running += entry.amount
         assert entry.balance_after == running
     assert sum(e.amount for e in ledger) == await balance(client, who)
+    # the refused sends left nothing behind (in a batch, rows are written before the reserve)
+    from tikosms.db.models import Campaign, Part
+
+    async with db.connect() as conn:
+        campaigns = (await conn.execute(select(Campaign.id).where(
+            Campaign.account_id == who.account_id))).scalars().all()
+        parts = (await conn.execute(select(Part.campaign_id).where(
+            Part.account_id == who.account_id))).scalars().all()
+    assert sorted(campaigns) == sorted(parts) == sorted(e.campaign_id for e in ledger[1:])
 
 
 async def test_the_single_send_path_answers_other_methods_and_bad_bodies_in_the_envelope(

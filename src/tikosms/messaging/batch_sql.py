@@ -90,6 +90,23 @@ async def reserve(conn: AsyncConnection, account_id: int, amount: Decimal, now: 
     return None if row is None else from_micros(int(row[0]))
 
 
+_DELETE_SENDS = {
+    "postgresql": ("DELETE FROM parts WHERE campaign_id = ANY($1::varchar[])",
+                   "DELETE FROM campaigns WHERE id = ANY($1::varchar[])"),
+    "sqlite": ("DELETE FROM parts WHERE campaign_id IN (SELECT value FROM json_each(?))",
+               "DELETE FROM campaigns WHERE id IN (SELECT value FROM json_each(?))"),
+}
+
+
+async def delete_campaigns(conn: AsyncConnection, campaign_ids: Sequence[str]) -> None:
+    """Take back the rows of sends written in this transaction and then refused (402)."""
+    dialect = conn.dialect.name
+    param: Any = list(campaign_ids) if dialect == "postgresql" \
+        else orjson.dumps(list(campaign_ids)).decode()
+    for sql in _DELETE_SENDS[dialect]:
+        await conn.exec_driver_sql(sql, (param,))
+
+
 async def insert_ledger(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Ledger rows (LEDGER_COLUMNS; money as Decimal, times aware) for reserves already made."""
     if not rows:
