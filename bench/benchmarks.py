@@ -76,9 +76,9 @@ class Context:
 def bench_single(ctx: Context) -> list[Figure]:
     body = json.dumps({"from": "TikoBench", "to": "380501234567", "message": "bench code 1234"})
     # One API process on both databases: on 2 cores shared with the load generator and
-    # PostgreSQL, a second process only splits the group commit into smaller batches that wait
-    # on each other's lock of the account row (measured: 1,865/s with 2, 2,613/s with 1, and
-    # 0.30 vs 0.21 ms of API CPU per send). The ceiling is served the same way.
+    # PostgreSQL, a second process splits the group commit into smaller batches that take turns
+    # on the account row (measured: 2,913/s with 2, 3,560/s with 1, the same 0.20 ms of API CPU
+    # per send). The ceiling is served the same way.
     processes = 1
     with procs.scratch_database(ctx.db_kind, ctx.workdir) as db:
         account = procs.create_account(db, ctx.workdir)
