@@ -74,7 +74,7 @@ class Finished:
 
 class CallbackDispatcher:
     def __init__(self, db: Database, settings: Settings, policy: RetryPolicy | None = None,
-                 batch: int = 500) -> None:
+                 batch: int = 2000) -> None:
         self.db = db
         self.settings = settings
         self.policy = policy or RetryPolicy()

@@ -177,7 +177,7 @@ async def _read_some(response: aiohttp.ClientResponse) -> None:
     """Read the answer's body up to MAX_RESPONSE_BYTES, so that a short answer leaves the
     connection reusable; a longer one is dropped with its connection when released."""
     remaining = MAX_RESPONSE_BYTES
-    while remaining > 0:
+    while remaining > 0 and not response.content.at_eof():  # a short answer: one read
         chunk = await response.content.read(remaining)
         if not chunk:
             return
