@@ -84,13 +84,17 @@ def bench_single(ctx: Context) -> list[Figure]:
         account = procs.create_account(db, ctx.workdir)
         port = procs.free_port()
         with Process([procs.TIKOSMS, "api"], ctx.log("api"),
-                     procs.gateway_env(db, port, api_processes=processes), port):
+                     procs.gateway_env(db, port, api_processes=processes), port) as api:
+            before = procs.cpu_seconds(api.pid)
             gw = loadgen(f"http://{procs.HOST}:{port}/v1/message", body, ctx.sizes.single_seconds,
                          headers=[f"Authorization: Bearer {account.token}"], vary_to=True)
+            gw_cpu = procs.cpu_seconds(api.pid) - before
     port = procs.free_port()
     with Process([procs.PYTHON, str(procs.BENCH / "bare_app.py"), str(port), str(processes)],
-                 ctx.log("bare"), port=port):
+                 ctx.log("bare"), port=port) as bare_app:
+        before = procs.cpu_seconds(bare_app.pid)
         bare = loadgen(f"http://{procs.HOST}:{port}/v1/message", body, ctx.sizes.single_seconds)
+        bare_cpu = procs.cpu_seconds(bare_app.pid) - before
     if gw["errors"] or set(gw["statuses"]) - {"200"}:
         ctx.notes.append(f"single ({ctx.db_kind}): statuses {gw['statuses']}, "
                          f"errors {gw['errors']} {gw.get('error_kinds', {})} (not in the "
@@ -102,6 +106,10 @@ def bench_single(ctx: Context) -> list[Figure]:
         Figure("single", ctx.db_kind, "p50 latency, ms", gw["p50_ms"], bare_name, bare["p50_ms"]),
         Figure("single", ctx.db_kind, "p99 latency, ms", gw["p99_ms"], bare_name, bare["p99_ms"],
                "< 50 ms", gw["p99_ms"] < 50),
+        # CPU per request drifts far less than rates on a shared machine
+        Figure("single", ctx.db_kind, "server CPU per accepted send, ms",
+               1000 * gw_cpu / max(1, gw["sent"]), bare_name,
+               1000 * bare_cpu / max(1, bare["sent"])),
     ]
 
 

@@ -6,7 +6,8 @@
 Each of `concurrency` tasks sends its next request as soon as the last is answered, over one
 aiohttp session (a keep-alive pool of `concurrency` connections), until the time or the count is
 spent. The first `--warmup` seconds are sent but not counted. Prints one JSON line:
-{"requests", "ok", "errors", "seconds", "rate", "p50_ms", "p99_ms", "statuses"}.
+{"requests", "sent" (warm-up included), "ok", "errors", "seconds", "rate", "p50_ms", "p99_ms",
+"statuses"}.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 \
             if latencies else 0.0
 
-    return {"requests": len(latencies), "ok": ok, "errors": errors, "seconds": seconds,
+    return {"requests": len(latencies), "sent": sent, "ok": ok, "errors": errors,
+            "seconds": seconds,
             "rate": ok / seconds if seconds > 0 else 0.0, "p50_ms": pct(0.50),
             "p99_ms": pct(0.99), "statuses": {str(k): v for k, v in statuses.items()},
             "error_kinds": dict(error_kinds)}

@@ -250,6 +250,28 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live descendants (a server's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids, todo = [], [pid]
+    while todo:  # the whole tree: a supervisor's workers are its children
+        p = todo.pop()
+        pids.append(p)
+        try:
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir()
+                     for c in (t / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def _status_kb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
