@@ -127,7 +127,7 @@ async def record_accepted(conn: AsyncConnection, items: Sequence[Accepted], now:
     announced = [a.part_id for a in items if a.callback]
     if announced:
         rows = [r for r in await _parts(conn, announced) if r["status"] == ENROUTE]
-        await enqueue_status_events(conn, rows, now)
+        await _announce(conn, rows, now)
     # receipts that arrived before we stored the carrier's message id
     early_ids = await _select_by_ids(
         conn, _PENDING_RECEIPTS_FOR, [a.carrier_message_id for a in items])
@@ -175,7 +175,7 @@ async def record_rejected(conn: AsyncConnection, items: Sequence[Rejected], now:
     rows = await _parts(conn, [r.part_id for r in items])
     rows = [r for r in rows if r["status"] == "REJECTD"]
     await refund_parts(conn, rows, "rejected at submission")
-    await enqueue_status_events(conn, rows, now)
+    await _announce(conn, rows, now)
 
 
 async def record_retries(conn: AsyncConnection, items: Sequence[Retry], now: datetime) -> None:
@@ -238,7 +238,7 @@ async def record_receipts(
         await _apply_receipts(conn, changes, now)
     if announced:
         rows = [p for p in await _parts(conn, announced) if p["status"] == changes[p["id"]][0]]
-        await enqueue_status_events(conn, rows, now)
+        await _announce(conn, rows, now)
     unmatched = [r for r in receipts if r.carrier_message_id not in matched]
     if unmatched and keep_unmatched:
         await conn.execute(insert(PendingReceipt), [
@@ -250,6 +250,18 @@ async def record_receipts(
             log.info("receipt before its submit was recorded: carrier_message_id=%s status=%s "
                      "(kept; applied when the submit is recorded)", r.carrier_message_id, r.status)
     return len(receipts) - len(unmatched)
+
+
+EVENTS_WRITTEN = "tikosms_events_written"  # conn.info key: status events in this transaction
+
+
+async def _announce(conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime) -> None:
+    """Callback events for the status changes of `rows`; counted in `conn.info` so that the
+    worker wakes the callback dispatcher only when there is something to post."""
+    if rows:
+        written = await enqueue_status_events(conn, rows, now)
+        if written:
+            conn.info[EVENTS_WRITTEN] = conn.info.get(EVENTS_WRITTEN, 0) + written
 
 
 def _same_carrier(receipt: Receipt, part_carrier: str | None) -> bool:
@@ -268,7 +280,7 @@ async def finish_waiting(
     )
     rows = [dict(r) for r in result.mappings()]
     await refund_parts(conn, rows, note)
-    await enqueue_status_events(conn, rows, now)
+    await _announce(conn, rows, now)
     return rows
 
 

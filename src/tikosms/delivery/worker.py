@@ -257,6 +257,8 @@ class DeliveryWorker:
                         conn, [i.value for i in batch if i.kind == "retry"], now)
                     await transitions.record_receipts(
                         conn, [i.value for i in batch if i.kind == "receipt"], now)
+                    # kept with the pooled connection: taken now, whatever happens next
+                    events = conn.info.pop(transitions.EVENTS_WRITTEN, 0)
                 break
             except Exception as exc:
                 log.error("recording %d delivery results failed (%s); retrying in %.1f s",
@@ -268,7 +270,8 @@ class DeliveryWorker:
                 item.done.set_result(None)
             elif item.kind != "receipt":
                 self._unrecorded.discard(item.value.part_id)
-        self.on_recorded()
+        if events:
+            self.on_recorded()  # the callback dispatcher has something to post
 
     async def _pace(self, period: float = 0.25) -> None:
         """Keep about AHEAD_SECONDS of measured throughput in flight, no more.
