@@ -19,6 +19,7 @@ connection cannot lead the request inside.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import socket
 import time
@@ -158,19 +159,26 @@ class _PublicOnlyResolver(AbstractResolver):
 
 
 def _refuse_internal_literal(url: str) -> None:
+    reason = _literal_refusal(url)
+    if reason is not None:
+        raise CallbackUrlRefused(f"callback refused: {reason}")
+
+
+@functools.lru_cache(maxsize=4096)  # a customer's URL is posted to again and again
+def _literal_refusal(url: str) -> str | None:
+    """Why the URL's host, an internal IP literal, is refused; None for a name or a public
+    address (the resolver checks names)."""
     try:
         host = urlsplit(url).hostname
     except ValueError:
-        return  # aiohttp reports the bad URL
+        return None  # aiohttp reports the bad URL
     if host is None:
-        return
+        return None
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return  # a name: the resolver checks it
-    reason = refusal_reason(address)
-    if reason is not None:
-        raise CallbackUrlRefused(f"callback refused: {reason}")
+        return None  # a name: the resolver checks it
+    return refusal_reason(address)
 
 
 async def _read_some(response: aiohttp.ClientResponse) -> None:
