@@ -21,6 +21,7 @@ Errors (all `SessionError`):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -113,7 +114,10 @@ _Response = tuple[Header, bytes]
 class SmppSession:
     """A bound ESME connection. `await open()`, then `submit()`; `unbind()` to finish.
 
-    At most `window` submit_sm await their response at once; further submits wait for a slot.
+    At most `window` submit_sm await their response at once; further submits wait in a queue
+    and the next one goes out as soon as a response frees its slot, in the same turn of the
+    event loop that read the response (the window stays full: with an SMSC that answers after
+    20 ms, the window, not the loop's turns, bounds the rate).
     """
 
     def __init__(
@@ -136,7 +140,11 @@ class SmppSession:
         self.bind_type = bind_type
         self.label = label or f"{host}:{port}"
         self._bind = bind
-        self._window = asyncio.Semaphore(window)
+        self._window = window
+        # submit_sm waiting for a slot, and those sent: sequence -> (future, response timer)
+        self._queue: collections.deque[tuple[SubmitFields, asyncio.Future[_Response]]] = (
+            collections.deque())
+        self._submits: dict[int, tuple[asyncio.Future[_Response], asyncio.TimerHandle]] = {}
         self._response_timeout = response_timeout
         self._connect_timeout = connect_timeout
         self._enquire_link_interval = enquire_link_interval
@@ -153,7 +161,6 @@ class SmppSession:
         self._closing = False
         self._closed = asyncio.Event()
         self.close_reason = ""
-        self._waiting = 0
         self._unbinding = False
 
     # -- state --------------------------------------------------------------------------------
@@ -169,12 +176,12 @@ class SmppSession:
     @property
     def in_flight(self) -> int:
         """submit_sm sent and awaiting their response (other requests included)."""
-        return len(self._pending)
+        return len(self._pending) + len(self._submits)
 
     @property
     def load(self) -> int:
         """In flight plus waiting for a window slot: what least-loaded selection compares."""
-        return len(self._pending) + self._waiting
+        return self.in_flight + len(self._queue)
 
     async def wait_closed(self) -> str:
         """Wait until the connection has ended; returns why."""
@@ -220,19 +227,50 @@ class SmppSession:
         """Send one submit_sm and await its response (waits first for a window slot)."""
         if not self.can_submit:
             raise SessionLost(f"session {self.label} is not bound to submit", sent=False)
-        self._waiting += 1
-        try:
-            await self._window.acquire()
-        finally:
-            self._waiting -= 1
-        try:
-            if not self.can_submit:
-                raise SessionLost(f"session {self.label} ended before sending", sent=False)
-            header, body = await self._request(Command.SUBMIT_SM, fields)
-        finally:
-            self._window.release()
+        future: asyncio.Future[_Response] = asyncio.get_running_loop().create_future()
+        self._queue.append((fields, future))
+        self._pump()
+        header, body = await future
         message_id = read_c_string(body)[0] if body else None
         return SubmitResponse(header.command_status, message_id or None)
+
+    def _pump(self) -> None:
+        """Send queued submit_sm while the window has room (called as a slot frees)."""
+        if not self._queue or len(self._submits) >= self._window:
+            return
+        if not self.can_submit or self._writer is None:
+            self._fail_queued(f"session {self.label} ended before sending")
+            return
+        loop = asyncio.get_running_loop()
+        while self._queue and len(self._submits) < self._window:
+            fields, future = self._queue.popleft()
+            if future.done():
+                continue  # its caller gave up (cancelled) before it was sent
+            sequence = self._next_sequence()
+            try:
+                pdu = _encode_submit(fields, sequence)
+            except Exception as exc:  # the caller's error, not the session's
+                future.set_exception(exc)
+                continue
+            # one timer per request rather than asyncio.wait_for (a waiter future, a callback
+            # and a timer per request: a few percent of the worker's CPU)
+            timer = loop.call_later(self._response_timeout, self._expire_submit, sequence)
+            self._submits[sequence] = (future, timer)
+            self._write(pdu)
+
+    def _fail_queued(self, why: str) -> None:
+        queued, self._queue = self._queue, collections.deque()
+        for _fields, future in queued:
+            if not future.done():
+                future.set_exception(SessionLost(why, sent=False))
+
+    def _expire_submit(self, sequence: int) -> None:
+        entry = self._submits.pop(sequence, None)
+        if entry is not None:
+            if not entry[0].done():
+                entry[0].set_exception(ResponseTimeout(
+                    f"no response to submit_sm within {self._response_timeout:g} s"))
+            self._pump()
 
     # -- unbind / close -----------------------------------------------------------------------
 
@@ -245,7 +283,9 @@ class SmppSession:
         self._bound = False  # no new submits from here on
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_timeout
+        self._fail_queued(f"session {self.label} unbinding before sending")
         waiting = [f for f in self._pending.values() if not f.done()]
+        waiting += [f for f, _timer in self._submits.values() if not f.done()]
         waiting_on: list[asyncio.Future[Any]] = [*waiting, *self._deliveries]
         if waiting_on:
             await asyncio.wait(waiting_on, timeout=max(0.0, deadline - loop.time()))
@@ -280,9 +320,13 @@ class SmppSession:
                     self._writer.write(b"".join(out))
             self._writer.close()
         pending, self._pending = self._pending, {}
-        for future in pending.values():
+        submits, self._submits = self._submits, {}
+        for future in [*pending.values(), *(f for f, _timer in submits.values())]:
             if not future.done():
                 future.set_exception(SessionLost(f"session {self.label} lost: {reason}", sent=True))
+        for _future, timer in submits.values():
+            timer.cancel()
+        self._fail_queued(f"session {self.label} lost before sending: {reason}")
         self._closed.set()
         log.info("smpp session closed session=%s reason=%s", self.label, reason)
         if self._on_lost is not None:
@@ -376,6 +420,13 @@ class SmppSession:
     def _dispatch(self, header: Header, raw_header: bytes, body: bytes) -> None:
         command = header.command_id
         if command & RESPONSE_BIT:  # a response (generic_nack included) to one of our requests
+            entry = self._submits.pop(header.sequence_number, None)
+            if entry is not None:
+                entry[1].cancel()
+                if not entry[0].done():
+                    entry[0].set_result((header, body))
+                self._pump()  # the freed slot is used in this very turn
+                return
             future = self._pending.pop(header.sequence_number, None)
             if future is not None and not future.done():
                 future.set_result((header, body))
