@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from decimal import Decimal
 from typing import Any
@@ -135,6 +136,7 @@ def worker() -> None:
         db = Database(settings.database_url, settings.database_pool_size)
         try:
             async with delivery(db, settings):
+                gc.freeze()  # startup's objects live as long as the process: not scanned again
                 click.echo("TikoSMS worker running (SIGTERM to stop)", err=True)
                 await stop.wait()
                 click.echo("stopping: finishing submissions in flight...", err=True)
