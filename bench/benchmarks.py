@@ -358,9 +358,11 @@ def wait_until_final(db: ScratchDb, since: float, timeout: float) -> tuple[float
 
 
 @contextmanager
-def gateway(ctx: Context, db: ScratchDb, label: str, **extra: object) -> Iterator[str]:
+def gateway(ctx: Context, db: ScratchDb, label: str, *, split_worker: bool = False,
+            **extra: object) -> Iterator[str]:
     """The embedded default (`tikosms serve`) on SQLite; `tikosms api` + `tikosms worker` on
-    PostgreSQL, as production runs them. Yields the API's base URL."""
+    PostgreSQL, as production runs them (`split_worker`: `worker --only delivery` and
+    `worker --only callbacks`, one process each). Yields the API's base URL."""
     port = procs.free_port()
     env = procs.gateway_env(db, port, **extra)
     with ExitStack() as stack:
@@ -370,8 +372,11 @@ def gateway(ctx: Context, db: ScratchDb, label: str, **extra: object) -> Iterato
         else:
             stack.enter_context(Process([procs.TIKOSMS, "api"], ctx.log(f"{label}-api"),
                                         env, port))
-            stack.enter_context(Process([procs.TIKOSMS, "worker"], ctx.log(f"{label}-worker"),
-                                        env))
+            sides = [["--only", "delivery"], ["--only", "callbacks"]] if split_worker else [[]]
+            for side in sides:
+                name = f"{label}-worker" + (f"-{side[1]}" if side else "")
+                stack.enter_context(Process([procs.TIKOSMS, "worker", *side], ctx.log(name),
+                                            env))
         yield f"http://{procs.HOST}:{port}"
 
 
@@ -422,7 +427,8 @@ def bench_callbacks(ctx: Context) -> list[Figure]:
                  ctx.log("receiver"), port=rport):
         with procs.scratch_database(ctx.db_kind, ctx.workdir) as db:
             account = procs.create_account(db, ctx.workdir)
-            with gateway(ctx, db, "callbacks", sim_receipt_delay_ms=0,
+            # PostgreSQL: callbacks posted by a process of their own, beside delivery
+            with gateway(ctx, db, "callbacks", split_worker=True, sim_receipt_delay_ms=0,
                          callback_allow_private=True) as base:
                 body = {"from": "TikoBench", "message": "Your code is 123456",
                         "recipients": procs.recipients(n), "callback_url": f"{receiver_url}/cb"}

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     callback_concurrency: int = Field(default=64, ge=1, le=1000)
     # first retry delay (seconds); doubles per attempt up to an hour; given up after 36 hours
     callback_retry_initial_seconds: float = Field(default=5.0, gt=0)
+    # `tikosms worker --only callbacks` looks for due callbacks this often when idle (no worker
+    # in its process wakes it)
+    callback_poll_seconds: float = Field(default=0.2, gt=0, le=60)
 
     # log format: "text" (key=value) or "json". Logs name parts, messages, campaigns and
     # carriers by id; phone numbers and message text are never logged.

@@ -33,6 +33,36 @@ async def delivery(db: Database, settings: Settings) -> AsyncIterator[DeliveryWo
         await dispatcher.stop()
 
 
+@asynccontextmanager
+async def callbacks_only(db: Database, settings: Settings) -> AsyncIterator[CallbackDispatcher]:
+    """The callback dispatcher alone (`tikosms worker --only callbacks`): on a machine with
+    cores to spare, posting callbacks runs beside delivery instead of sharing its process. It
+    is not woken by a worker in another process: it looks for due callbacks every
+    `callback_poll_seconds` when it has nothing to do."""
+    dispatcher = CallbackDispatcher(
+        db, settings, RetryPolicy(initial=settings.callback_retry_initial_seconds),
+        idle_poll=settings.callback_poll_seconds,
+    )
+    await dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop()
+
+
+@asynccontextmanager
+async def parts_only(db: Database, settings: Settings) -> AsyncIterator[DeliveryWorker]:
+    """The delivery worker alone (`tikosms worker --only delivery`): the callbacks its status
+    changes queue are posted by a `--only callbacks` process."""
+    router = await Router.from_database(db, settings)
+    worker = DeliveryWorker(db, settings, router)
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+
+
 def app_background(settings: Settings) -> Any:
     """For create_app(background=...): run delivery inside the API process (`tikosms serve`)."""
 

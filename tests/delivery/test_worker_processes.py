@@ -66,14 +66,14 @@ def start_worker(pg_url: str, tmp_path: Path) -> Iterator[Callable[..., Worker]]
     """Start `tikosms worker` processes on the test database; all are killed at the end."""
     started: list[Worker] = []
 
-    def start(name: str, **settings: str) -> Worker:
+    def start(name: str, *args: str, **settings: str) -> Worker:
         log = tmp_path / f"{name}.log"
         env = {**os.environ, "TIKOSMS_DATABASE_URL": pg_url,
                "TIKOSMS_SIM_RECEIPT_DELAY_MS": "20", "TIKOSMS_IDLE_POLL_SECONDS": "0.05",
                **{f"TIKOSMS_{k.upper()}": v for k, v in settings.items()}}
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("tikosms")), "worker"],
+                [str(Path(sys.executable).with_name("tikosms")), "worker", *args],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )
         worker = Worker(name, process, log)
@@ -258,3 +258,29 @@ async def claim_as_a_dead_worker(db: Database, n: int) -> None:
     async with db.begin() as conn:
         claimed = await queue.claim_due_parts(conn, "dead-worker", n, utcnow(), 3)
     assert len(claimed) == n
+
+
+async def test_delivery_and_callbacks_in_processes_of_their_own(
+    client: httpx.AsyncClient, db: Database, start_worker: Callable[..., Worker]
+) -> None:
+    """`worker --only delivery` sends the parts, `worker --only callbacks` posts every status
+    change (no worker in its process wakes it: it finds them by itself)."""
+    from tests.callbacks.receiver import CallbackReceiver
+
+    who = await rich_customer(db)
+    parts = start_worker("parts", "--only", "delivery", callback_allow_private="true")
+    posts = start_worker("posts", "--only", "callbacks", callback_allow_private="true")
+    for w in (parts, posts):
+        await wait_until_running(w)
+    async with CallbackReceiver() as receiver:
+        r = await client.post("/v1/messages", headers=who.headers, json={
+            "from": "Brand", "message": "sale", "callback_url": receiver.url,
+            "recipients": [f"38050{1000000 + i}" for i in range(200)]})
+        assert r.status_code == 200, r.text
+        await wait_until_all(db, r.json()["campaign_id"], "DELIVRD", 200)
+        await receiver.wait_for(400, timeout=60)  # ENROUTE and DELIVRD for each part
+        statuses_posted = Counter(c.json["status"] for c in receiver.requests)
+    assert statuses_posted == {"ENROUTE": 200, "DELIVRD": 200}
+    assert [await stop(w) for w in (parts, posts)] == [0, 0]
+    assert parts.submitted() == 200
+    assert "callbacks only" in posts.output() and "callbacks only" not in parts.output()

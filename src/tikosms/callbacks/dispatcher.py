@@ -74,8 +74,9 @@ class Finished:
 
 class CallbackDispatcher:
     def __init__(self, db: Database, settings: Settings, policy: RetryPolicy | None = None,
-                 batch: int = 2000) -> None:
+                 batch: int = 2000, idle_poll: float = IDLE_POLL) -> None:
         self.db = db
+        self.idle_poll = idle_poll  # seconds between claims when nothing is due
         self.settings = settings
         self.policy = policy or RetryPolicy()
         self.batch = batch  # events claimed, and posts recorded, per transaction, at most
@@ -155,7 +156,8 @@ class CallbackDispatcher:
             if not finished and (want == 0 or idle):
                 self._progress.clear()
                 try:
-                    await asyncio.wait_for(self._progress.wait(), IDLE_POLL if want else None)
+                    await asyncio.wait_for(self._progress.wait(),
+                                           self.idle_poll if want else None)
                 except TimeoutError:
                     pass
                 idle = False

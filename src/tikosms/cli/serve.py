@@ -120,13 +120,19 @@ def _serve_processes(settings: Settings, processes: int) -> None:
 
 
 @cli.command("worker")
-def worker() -> None:
-    """Delivery alone: claims parts, talks to carriers, sends callbacks. Run several on
-    PostgreSQL; SIGTERM releases the claims and exits within a few seconds."""
+@click.option("--only", type=click.Choice(["delivery", "callbacks"]), default=None,
+              help="run one side: parts to carriers, or callbacks to customers (default both)")
+def worker(only: str | None) -> None:
+    """Delivery: claims parts, talks to carriers, sends callbacks. Run several on PostgreSQL;
+    SIGTERM releases the claims and exits within a few seconds. With cores to spare, run the
+    two sides in processes of their own: `worker --only delivery` and `worker --only callbacks`.
+    """
     from tikosms.db.engine import Database
-    from tikosms.runtime import delivery
+    from tikosms.runtime import callbacks_only, delivery, parts_only
 
     settings = _prepare(False)
+    side = {None: delivery, "delivery": parts_only, "callbacks": callbacks_only}[only]
+    what = {None: "", "delivery": ", delivery only", "callbacks": ", callbacks only"}[only]
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -135,11 +141,11 @@ def worker() -> None:
             loop.add_signal_handler(sig, stop.set)
         db = Database(settings.database_url, settings.database_pool_size)
         try:
-            async with delivery(db, settings):
+            async with side(db, settings):
                 gc.freeze()  # startup's objects live as long as the process: not scanned again
-                click.echo("TikoSMS worker running (SIGTERM to stop)", err=True)
+                click.echo(f"TikoSMS worker running{what} (SIGTERM to stop)", err=True)
                 await stop.wait()
-                click.echo("stopping: finishing submissions in flight...", err=True)
+                click.echo("stopping: finishing what is in flight...", err=True)
         finally:
             await db.dispose()
 
