@@ -155,6 +155,7 @@ class SmppSession:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._out: list[bytes] = []  # PDUs for the next write (see _write)
+        self._unsent: set[int] = set()  # sequences of submit_sm still in _out, not yet written
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
         self._bound = False
@@ -256,6 +257,7 @@ class SmppSession:
             # and a timer per request: a few percent of the worker's CPU)
             timer = loop.call_later(self._response_timeout, self._expire_submit, sequence)
             self._submits[sequence] = (future, timer)
+            self._unsent.add(sequence)
             self._write(pdu)
 
     def _fail_queued(self, why: str) -> None:
@@ -313,19 +315,30 @@ class SmppSession:
         self._closing = True
         self._bound = False
         self.close_reason = reason
+        # submit_sm queued in this turn but not written: never sent (another bind may take them)
+        unsent, self._unsent = self._unsent, set()
         if self._writer is not None:
             out, self._out = self._out, []
-            if out:  # responses queued in this turn (deliver_sm_resp, unbind_resp) go out first
+            # responses queued in this turn (deliver_sm_resp, unbind_resp) go out first; the
+            # unsent submit_sm do not: the SMSC has unbound or gone
+            out = [pdu for pdu in out if _sequence_of(pdu) not in unsent
+                   or int.from_bytes(pdu[4:8], "big") != Command.SUBMIT_SM]
+            if out:
                 with contextlib.suppress(OSError, ConnectionError):
                     self._writer.write(b"".join(out))
             self._writer.close()
         pending, self._pending = self._pending, {}
         submits, self._submits = self._submits, {}
-        for future in [*pending.values(), *(f for f, _timer in submits.values())]:
+        for sequence, (future, timer) in submits.items():
+            timer.cancel()
+            if not future.done():
+                future.set_exception(
+                    SessionLost(f"session {self.label} ended before sending: {reason}",
+                                sent=False) if sequence in unsent else
+                    SessionLost(f"session {self.label} lost: {reason}", sent=True))
+        for future in pending.values():
             if not future.done():
                 future.set_exception(SessionLost(f"session {self.label} lost: {reason}", sent=True))
-        for _future, timer in submits.values():
-            timer.cancel()
         self._fail_queued(f"session {self.label} lost before sending: {reason}")
         self._closed.set()
         log.info("smpp session closed session=%s reason=%s", self.label, reason)
@@ -386,6 +399,7 @@ class SmppSession:
 
     def _flush(self) -> None:
         out, self._out = self._out, []
+        self._unsent.clear()
         if not out or self._writer is None or self._closed.is_set():
             return
         try:
@@ -480,6 +494,10 @@ class SmppSession:
                 return
             except SessionLost:
                 return
+
+
+def _sequence_of(pdu: bytes) -> int:
+    return int.from_bytes(pdu[12:16], "big")
 
 
 def _encode_submit(fields: SubmitFields, sequence: int) -> bytes:
