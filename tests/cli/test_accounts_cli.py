@@ -216,6 +216,26 @@ async def test_a_token_revoked_by_another_process_is_refused_at_its_next_send(
     assert await api_balance(client, second["token"]) == Decimal("10") - Decimal("0.045")
 
 
+async def test_a_revoked_known_token_gets_401_for_replays_and_bad_requests_too(
+    client: httpx.AsyncClient, db: Database, database_url: str
+) -> None:
+    """Answers that never reach the send's transaction (an Idempotency-Key replay, a 422)
+    check a token from the cache again: a revoked token learns nothing more."""
+    await add_rates(db)
+    made = await tikosms_json(database_url, "accounts", "create", "--name", "Acme",
+                              "--balance", "10")
+    headers = {**bearer(made["token"]), "Idempotency-Key": "order-1"}
+    body = {"from": "Shop", "to": "380501234567", "message": "code 1234"}
+    assert (await client.post("/v1/message", headers=headers, json=body)).status_code == 200
+    assert script(database_url, "tokens", "revoke", str(made["token_id"])).returncode == 0
+    replay = await client.post("/v1/message", headers=headers, json=body)
+    assert replay.status_code == 401 and "idempotent-replayed" not in replay.headers
+    bad = await client.post("/v1/message", headers=bearer(made["token"]),
+                            json={**body, "to": "12"})
+    assert bad.status_code == 401
+    assert bad.json() == {"error": "User not authenticated"}
+
+
 def test_revoking_a_revoked_token_is_an_error(database_url: str) -> None:
     assert invoke(database_url, "accounts", "create", "--name", "Acme").exit_code == 0
     assert invoke(database_url, "tokens", "revoke", "1").exit_code == 0

@@ -87,3 +87,12 @@ def test_number_type_agrees_with_phonenumbers_on_other_tails(example: tuple[int,
     body = str(national)
     changed = (body[: max(1, len(body) - len(tail))] + tail).lstrip("0") or "1"
     same_type(code, changed)
+
+
+@pytest.mark.parametrize("raw", ["+012025550123", "000442079460000", "+0380501234567"])
+def test_a_number_whose_country_code_would_start_with_0_is_refused(raw: str) -> None:
+    """int("01...") is 1: such a number must not pass as +1 (or "0044..." after "00" as +44)."""
+    from tikosms.numbers.parsing import InvalidNumber, parse
+
+    with pytest.raises(InvalidNumber):
+        parse(raw)

@@ -249,6 +249,7 @@ class DeliveryWorker:
             try:
                 now = utcnow()
                 async with self.db.begin() as conn:
+                    conn.info.pop(transitions.EVENTS_WRITTEN, None)  # left by another caller
                     await transitions.record_accepted(
                         conn, [i.value for i in batch if i.kind == "accepted"], now)
                     await transitions.record_rejected(

@@ -28,9 +28,12 @@ _TOKEN_STATES = {
               "WHERE t.id IN (SELECT value FROM json_each(?))",
 }
 
+# `status = 'active'` here too: a suspension committed after `token_states` read the account
+# still stops the charge (the send is then refused with 402)
 _RESERVE = (
     "UPDATE accounts SET balance = balance - {p1}, balance_updated_at = {p2} "
-    "WHERE id = {p3} AND balance - {p1} >= -credit_limit RETURNING balance"
+    "WHERE id = {p3} AND status = 'active' AND balance - {p1} >= -credit_limit "
+    "RETURNING balance"
 )
 _RESERVE_SQL = {
     "postgresql": _RESERVE.format(p1="$1::bigint", p2="$2::timestamp", p3="$3"),

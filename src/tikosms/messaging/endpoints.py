@@ -20,9 +20,10 @@ from tikosms.errors import (
     AccountSuspended,
     NotAuthenticated,
     NotFound,
+    TikoError,
 )
 from tikosms.errors import ValidationFailed as Invalid
-from tikosms.messaging import idempotency
+from tikosms.messaging import batch_sql, idempotency
 from tikosms.messaging import repository as repo
 from tikosms.messaging.cancel import cancel_campaign
 from tikosms.messaging.schemas import parse_campaign, parse_single
@@ -97,15 +98,22 @@ async def _send_once(
     # the reads share one connection, checked out only if a cache misses
     async with db.lazy_connect() as conn:
         account = await authenticate_request(request, conn, cached=True)
-        raw = await request.body()
-        body = await json_body(request, required=True)
-        key = idempotency.check_key(request.headers.get("idempotency-key"))
-        digest = idempotency.body_hash(endpoint, raw) if key else ""
-        if key:
-            stored = await idempotency.lookup(conn, account.id, key, digest)
-            if stored is not None:
-                return _replay(stored)
-        prepared = await prepare(conn, account, body)
+        try:
+            raw = await request.body()
+            body = await json_body(request, required=True)
+            key = idempotency.check_key(request.headers.get("idempotency-key"))
+            digest = idempotency.body_hash(endpoint, raw) if key else ""
+            if key:
+                stored = await idempotency.lookup(conn, account.id, key, digest)
+                if stored is not None:
+                    await _still_allowed(request, conn, account)
+                    return _replay(stored)
+            prepared = await prepare(conn, account, body)
+        except TikoError:
+            # answered without the writer, which checks the token again for a send: a token
+            # from the cache is checked here first (revoked: 401, not the request's error)
+            await _still_allowed(request, conn, account)
+            raise
     payload = orjson.dumps(answer(prepared.result))
     idem = Idempotency(key, endpoint, digest) if key else None
     writer = request.app.state.send_writers[endpoint]
@@ -127,6 +135,17 @@ async def _send_once(
                           code="idempotency_key_in_use")
     request.app.state.wake_workers(prepared.result)
     return JSONResponse(payload)
+
+
+async def _still_allowed(request: Request, conn: Any, account: Any) -> None:
+    """401 / 403 if the token was revoked or the account suspended since it was cached."""
+    if not account.token_id:
+        return
+    revoked, status = (await batch_sql.token_states(conn, [account.token_id])).get(
+        account.token_id, (True, ""))
+    if revoked or status != "active":
+        request.app.state.token_cache.drop(request.headers.get("authorization"))
+        raise NotAuthenticated() if revoked else AccountSuspended()
 
 
 def _replay(stored: idempotency.StoredAnswer) -> Response:

@@ -92,6 +92,8 @@ def fast_parse(body: str) -> phonenumbers.PhoneNumber | None:
     that the country's national-prefix-for-parsing rule matches (it may strip or transform
     digits). A test checks both agree over every region's example numbers.
     """
+    if body[0] == "0":
+        return None  # no country code starts with 0: phonenumbers refuses it, and says why
     lead = _country_code(body[:3])
     if lead is None:
         return None
