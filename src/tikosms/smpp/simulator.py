@@ -129,6 +129,8 @@ class SmscSimulator:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._receipt_tasks: set[asyncio.Task[None]] = set()
+        self._outstanding = 0  # receipts sent without a task, awaiting their deliver_sm_resp
+        self._stopping = False
         self._changed = asyncio.Event()
         self._throttle_window_start = 0.0
         self._throttle_count = 0
@@ -141,7 +143,7 @@ class SmscSimulator:
 
     @property
     def receipts_pending(self) -> int:
-        return len(self._receipt_tasks)
+        return len(self._receipt_tasks) + self._outstanding
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.config.host, self.config.port)
@@ -149,6 +151,7 @@ class SmscSimulator:
         log.info("smsc simulator listening host=%s port=%s", self.config.host, self._port)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for connection in list(self._connections):
@@ -213,12 +216,41 @@ class SmscSimulator:
         return f"{next(self._ids):x}"
 
     def _schedule_receipt(self, receipt: _PendingReceipt) -> None:
-        task = asyncio.ensure_future(self._deliver_receipt(receipt))
+        if self.config.receipt_delay_ms <= 0:
+            # at once, without a task per receipt (the common case in benchmarks): a task only
+            # if it must wait for a receiver or be delivered again
+            connection = self._receiver_now(receipt.system_id)
+            if connection is not None:
+                future = connection.send_receipt_nowait(receipt)
+                self._outstanding += 1
+                future.add_done_callback(lambda f: self._receipt_answered(receipt, f))
+                return
+        self._spawn_delivery(receipt)
+
+    def _receipt_answered(self, receipt: _PendingReceipt, future: asyncio.Future[int]) -> None:
+        self._outstanding -= 1
+        if not future.cancelled() and future.result() == Status.ESME_ROK:
+            self.counters.receipts_acked += 1
+            self._notify()
+            return
+        self.counters.receipts_failed += 1
+        self._notify()
+        if not self._stopping:
+            self._spawn_delivery(receipt, retry=True)
+
+    def _spawn_delivery(self, receipt: _PendingReceipt, retry: bool = False) -> None:
+        task = asyncio.ensure_future(self._deliver_receipt(receipt, retry))
         self._receipt_tasks.add(task)
         task.add_done_callback(self._receipt_tasks.discard)
 
-    async def _deliver_receipt(self, receipt: _PendingReceipt) -> None:
-        if self.config.receipt_delay_ms > 0:
+    def _receiver_now(self, system_id: str) -> _Connection | None:
+        candidates = [c for c in self._connections if c.can_receive and c.system_id == system_id]
+        return min(candidates, key=lambda c: len(c.pending)) if candidates else None
+
+    async def _deliver_receipt(self, receipt: _PendingReceipt, retry: bool = False) -> None:
+        if retry:
+            await asyncio.sleep(self.config.receipt_retry_ms / 1000)  # an SMSC's resend timer
+        elif self.config.receipt_delay_ms > 0:
             await asyncio.sleep(self.config.receipt_delay_ms / 1000)  # the simulated network
         while True:
             connection = await self._receiver_for(receipt.system_id)
@@ -255,6 +287,7 @@ class _Connection:
         self.pending: dict[int, asyncio.Future[int]] = {}  # our deliver_sm awaiting resp
         self.unanswered: set[int] = set()  # their submit_sm awaiting our resp
         self._sequence = itertools.count(1)
+        self._out: list[bytes] = []  # PDUs for the next write
 
     @property
     def can_receive(self) -> bool:
@@ -286,6 +319,9 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
+        out, self._out = self._out, []
+        if out and not self.writer.transport.is_closing():  # e.g. an unbind_resp: sent first
+            self.writer.write(b"".join(out))
         self.writer.close()
         counters = self.sim.counters
         counters.dropped_submits += len(self.unanswered)
@@ -297,8 +333,20 @@ class _Connection:
         self.pending.clear()
 
     def send(self, command: int, sequence: int, body: bytes = b"", status: int = 0) -> None:
-        if not self.closed:
-            self.writer.write(encode_pdu(command, sequence, body, status))
+        self.send_raw(encode_pdu(command, sequence, body, status))
+
+    def send_raw(self, pdu: bytes) -> None:
+        """PDUs queued in one turn of the event loop go out in one write (one system call)."""
+        if self.closed:
+            return
+        self._out.append(pdu)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and not self.closed:
+            self.writer.write(b"".join(out))
 
     def _dispatch(self, header: Header, raw: bytes, body: bytes) -> None:
         command = header.command_id
@@ -415,9 +463,7 @@ class _Connection:
             self.send(Command.SUBMIT_SM_RESP, sequence, status=status)
         sim._notify()
 
-    async def send_receipt(self, receipt: _PendingReceipt) -> int:
-        """Send one receipt; its deliver_sm_resp status (-1: connection lost or no answer)."""
-        sequence = next(self._sequence)
+    def _receipt_pdu(self, receipt: _PendingReceipt, sequence: int) -> bytes:
         done_at = datetime.now(UTC)
         delivered = receipt.state == "DELIVRD"
         error = 0 if delivered else 1  # GSM "unknown subscriber"
@@ -426,7 +472,7 @@ class _Connection:
             f"submit date:{receipt.submitted_at:%y%m%d%H%M} done date:{done_at:%y%m%d%H%M} "
             f"stat:{receipt.state} err:{error:03d} text:{receipt.text}"
         )
-        pdu = smpp34.DeliverSm(
+        return smpp34.DeliverSm(
             receipt.source_addr,
             receipt.destination_addr,
             text.encode("ascii", errors="replace"),
@@ -441,9 +487,32 @@ class _Connection:
             ],
             sequence_number=sequence,
         ).encode()
+
+    def send_receipt_nowait(self, receipt: _PendingReceipt) -> asyncio.Future[int]:
+        """Send one receipt; a future of its deliver_sm_resp status (-1: connection lost or
+        no answer within the response timeout)."""
+        sequence = next(self._sequence)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending[sequence] = future
-        self.writer.write(pdu)
+        self.send_raw(self._receipt_pdu(receipt, sequence))
+        self.sim.counters.receipts_sent += 1
+        timer = asyncio.get_running_loop().call_later(
+            self.sim.config.response_timeout, self._unanswered_receipt, sequence)
+        future.add_done_callback(lambda _f: timer.cancel())
+        return future
+
+    def _unanswered_receipt(self, sequence: int) -> None:
+        future = self.pending.pop(sequence, None)
+        if future is not None and not future.done():
+            future.set_result(-1)
+
+    async def send_receipt(self, receipt: _PendingReceipt) -> int:
+        """Send one receipt; its deliver_sm_resp status (-1: connection lost or no answer)."""
+        sequence = next(self._sequence)
+        pdu = self._receipt_pdu(receipt, sequence)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending[sequence] = future
+        self.send_raw(pdu)
         self.sim.counters.receipts_sent += 1
         try:
             return await asyncio.wait_for(future, self.sim.config.response_timeout)
