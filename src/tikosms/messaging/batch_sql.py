@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tikosms.db.types import from_micros, naive_utc, to_micros
+from tikosms.db.types import naive_utc
 from tikosms.messaging.repository import sqlite_time
 
 _TOKEN_STATES = {
@@ -43,6 +42,7 @@ _RESERVE_SQL = {
 LEDGER_COLUMNS = ("account_id", "amount", "balance_after", "reason", "campaign_id", "note",
                   "created_at")
 _LEDGER_PG_TYPES = ("int", "bigint", "bigint", "varchar", "varchar", "varchar", "timestamp")
+_LEDGER_TIMES = (LEDGER_COLUMNS.index("created_at"),)
 
 CAMPAIGN_COLUMNS = (
     "id", "account_id", "kind", "sender", "sender_type", "message", "recipients",
@@ -53,8 +53,8 @@ _CAMPAIGN_PG_TYPES = (
     "varchar", "int", "varchar", "varchar", "varchar", "text", "int", "int", "int", "int",
     "bigint", "text", "timestamp", "smallint", "varchar", "timestamp", "timestamp",
 )
-_CAMPAIGN_MONEY = frozenset({"cost"})
-_CAMPAIGN_TIMES = frozenset({"scheduled_at", "created_at", "updated_at"})
+_CAMPAIGN_TIMES = tuple(CAMPAIGN_COLUMNS.index(c)
+                        for c in ("scheduled_at", "created_at", "updated_at"))
 
 
 def _insert_sql(table: str, columns: Sequence[str], pg_types: Sequence[str]) -> dict[str, str]:
@@ -81,16 +81,16 @@ async def token_states(conn: AsyncConnection, token_ids: Sequence[int]
     return {int(r[0]): (bool(r[1]), str(r[2])) for r in rows}
 
 
-async def reserve(conn: AsyncConnection, account_id: int, amount: Decimal, now: datetime
-                  ) -> Decimal | None:
-    """Take `amount` from the balance if the credit limit allows it: the balance after, or
-    None (nothing changed). One conditional UPDATE, which holds the row lock until commit."""
+async def reserve(conn: AsyncConnection, account_id: int, micros: int, now: datetime
+                  ) -> int | None:
+    """Take `micros` (micro-units) from the balance if the credit limit allows it: the balance
+    after, in micro-units, or None (nothing changed). One conditional UPDATE, which holds the
+    row lock until commit."""
     dialect = conn.dialect.name
     when: Any = naive_utc(now) if dialect == "postgresql" else sqlite_time(naive_utc(now))
-    result = await conn.exec_driver_sql(_RESERVE_SQL[dialect],
-                                        (to_micros(amount), when, account_id))
+    result = await conn.exec_driver_sql(_RESERVE_SQL[dialect], (micros, when, account_id))
     row = result.first()
-    return None if row is None else from_micros(int(row[0]))
+    return None if row is None else int(row[0])
 
 
 _DELETE_SENDS = {
@@ -110,40 +110,27 @@ async def delete_campaigns(conn: AsyncConnection, campaign_ids: Sequence[str]) -
         await conn.exec_driver_sql(sql, (param,))
 
 
-async def insert_ledger(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Ledger rows (LEDGER_COLUMNS; money as Decimal, times aware) for reserves already made."""
-    if not rows:
-        return
-    values = [tuple(_cell(c, r[c], c in ("amount", "balance_after"), c == "created_at",
-                          conn) for c in LEDGER_COLUMNS) for r in rows]
-    await _insert_many(conn, _INSERT_LEDGER, values)
+async def insert_ledger(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Ledger rows (LEDGER_COLUMNS; money in micro-units, times naive UTC) for reserves
+    already made."""
+    await _insert_many(conn, _INSERT_LEDGER, rows, _LEDGER_TIMES)
 
 
-async def insert_campaigns(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Campaign rows (CAMPAIGN_COLUMNS; money as Decimal, times aware)."""
-    if not rows:
-        return
-    values = [tuple(_cell(c, r[c], c in _CAMPAIGN_MONEY, c in _CAMPAIGN_TIMES, conn)
-                    for c in CAMPAIGN_COLUMNS) for r in rows]
-    await _insert_many(conn, _INSERT_CAMPAIGNS, values)
-
-
-def _cell(_name: str, value: Any, money: bool, time: bool, conn: AsyncConnection) -> Any:
-    if value is None:
-        return None
-    if money:
-        return to_micros(value)
-    if time:
-        value = naive_utc(value)
-        return value if conn.dialect.name == "postgresql" else sqlite_time(value)
-    return value
+async def insert_campaigns(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Campaign rows (CAMPAIGN_COLUMNS; money in micro-units, times naive UTC)."""
+    await _insert_many(conn, _INSERT_CAMPAIGNS, rows, _CAMPAIGN_TIMES)
 
 
 async def _insert_many(conn: AsyncConnection, sql: dict[str, str],
-                       values: list[tuple[Any, ...]]) -> None:
+                       rows: Sequence[tuple[Any, ...]], times: tuple[int, ...]) -> None:
+    if not rows:
+        return
     if conn.dialect.name == "postgresql":
         # one statement: a column of the rows per array parameter
-        columns = tuple(list(col) for col in zip(*values, strict=True))
+        columns = tuple(list(col) for col in zip(*rows, strict=True))
         await conn.exec_driver_sql(sql["postgresql"], columns)
-    else:
-        await conn.exec_driver_sql(sql["sqlite"], values)  # type: ignore[arg-type]
+        return
+    # SQLite keeps times as SQLAlchemy writes them (text with microseconds)
+    values = [tuple(sqlite_time(v) if i in times and v is not None else v
+                    for i, v in enumerate(row)) for row in rows]
+    await conn.exec_driver_sql(sql["sqlite"], values)  # type: ignore[arg-type]

@@ -65,7 +65,7 @@ class PreparedSend:
     """A send checked, priced and laid out, ready to be stored in one transaction."""
 
     account_id: int
-    campaign: dict[str, Any]
+    campaign: tuple[Any, ...]  # batch_sql.CAMPAIGN_COLUMNS
     rows: list[tuple[Any, ...]]
     result: SendResult
     token_id: int = 0  # the API token it came with, checked again when it is written
@@ -227,15 +227,16 @@ def _campaign_values(
     recipients: int, total_parts: int, cost: Decimal, callback_url: str | None,
     scheduled_at: datetime | None, concurrency: int, now: datetime,
     duplicates_removed: int = 0, invalid_removed: int = 0,
-) -> dict[str, Any]:
-    return {
-        "id": campaign_id, "account_id": account_id, "kind": kind, "sender": sender.value,
-        "sender_type": sender.type, "message": message, "recipients": recipients,
-        "duplicates_removed": duplicates_removed, "invalid_removed": invalid_removed,
-        "total_parts": total_parts, "cost": cost, "callback_url": callback_url,
-        "scheduled_at": scheduled_at, "concurrency": concurrency, "status": "active",
-        "created_at": now, "updated_at": now,
-    }
+) -> tuple[Any, ...]:
+    """The campaign's row in `batch_sql.CAMPAIGN_COLUMNS` order, as stored: money in
+    micro-units, times naive UTC."""
+    now_n = naive_utc(now)
+    return (
+        campaign_id, account_id, kind, sender.value, sender.type, message, recipients,
+        duplicates_removed, invalid_removed, total_parts, to_micros(cost), callback_url,
+        None if scheduled_at is None else naive_utc(scheduled_at), concurrency, "active",
+        now_n, now_n,
+    )
 
 
 def _part_rows(

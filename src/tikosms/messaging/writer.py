@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.engine import Database
 from tikosms.db.models import IdempotencyKey
-from tikosms.db.types import utcnow
+from tikosms.db.types import naive_utc, to_micros, utcnow
 from tikosms.errors import AccountSuspended, NotAuthenticated, PaymentRequired
 from tikosms.messaging import batch_sql
 from tikosms.messaging import repository as repo
@@ -129,17 +129,18 @@ class SendWriter:
         by_account: dict[int, list[int]] = {}
         for i in candidates:
             by_account.setdefault(batch[i].prepared.account_id, []).append(i)
-        ledger: list[dict[str, Any]] = []
+        ledger: list[tuple[Any, ...]] = []
+        now_n = naive_utc(now)
         # accounts in id order: two batches (two API processes) never wait on each other's rows
         for account_id, indexes in sorted(by_account.items()):
-            costs = [batch[i].prepared.result.cost for i in indexes]
-            whole = sum(costs, Decimal(0))
+            costs = [to_micros(batch[i].prepared.result.cost) for i in indexes]  # micro-units
+            whole = sum(costs)
             final = await batch_sql.reserve(conn, account_id, whole, now)
             if final is not None:
                 after = final + whole
                 for i, cost in zip(indexes, costs, strict=True):
                     after -= cost
-                    ledger.append(_ledger_row(batch[i].prepared, after, now))
+                    ledger.append(_ledger_row(batch[i].prepared, cost, after, now_n))
                     outcomes[i] = STORED
                 continue
             for i, cost in zip(indexes, costs, strict=True):
@@ -148,7 +149,7 @@ class SendWriter:
                     await _release_key(conn, batch[i])
                     outcomes[i] = PaymentRequired()
                 else:
-                    ledger.append(_ledger_row(batch[i].prepared, balance, now))
+                    ledger.append(_ledger_row(batch[i].prepared, cost, balance, now_n))
                     outcomes[i] = STORED
         stored = [batch[i].prepared for i in candidates if outcomes[i] == STORED]
         if rows_first and len(stored) < len(candidates):
@@ -168,12 +169,10 @@ class SendWriter:
             await repo.bulk_insert_parts(conn, [row for p in sends for row in p.rows])
 
 
-def _ledger_row(p: PreparedSend, balance_after: Any, now: Any) -> dict[str, Any]:
-    return {
-        "account_id": p.account_id, "amount": -p.result.cost, "balance_after": balance_after,
-        "reason": "reserve", "campaign_id": p.result.campaign_id, "note": None,
-        "created_at": now,
-    }
+def _ledger_row(p: PreparedSend, cost: int, balance_after: int, now: datetime
+                ) -> tuple[Any, ...]:
+    """A reserve's ledger row (batch_sql.LEDGER_COLUMNS): micro-units, naive UTC."""
+    return (p.account_id, -cost, balance_after, "reserve", p.result.campaign_id, None, now)
 
 
 async def _release_key(conn: AsyncConnection, item: _Item) -> None:
