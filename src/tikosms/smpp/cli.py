@@ -84,7 +84,12 @@ def smsc_sim(
         seed=seed,
         record_submits=False,  # a long run would keep every submit_sm in memory
     )
-    asyncio.run(_serve(config, stats_interval, duration))
+    try:
+        import uvloop  # as the gateway runs: the simulator should not be the slower side
+    except ImportError:  # pragma: no cover - uvloop is not on Windows
+        asyncio.run(_serve(config, stats_interval, duration))
+    else:
+        uvloop.run(_serve(config, stats_interval, duration))
 
 
 async def _serve(config: SimulatorConfig, stats_interval: float, duration: float) -> None:
