@@ -413,20 +413,35 @@ class SmppSession:
         task.add_done_callback(self._tasks.discard)
 
     async def _read_loop(self) -> None:
+        """Read what the socket has, handle every whole PDU in it, then write what that
+        produced at once (the next submit_sm of each freed window slot goes out in this turn,
+        not the next)."""
         assert self._reader is not None
         reason = "connection closed by peer"
+        buffer = b""
         try:
             while True:
-                raw_header = await self._reader.readexactly(HEADER_SIZE)
-                header = parse_header(raw_header)
-                if not HEADER_SIZE <= header.command_length <= MAX_PDU_SIZE:
-                    reason = f"bad command_length {header.command_length}"
+                data = await self._reader.read(READ_CHUNK)
+                if not data:
+                    if self._unbinding:
+                        reason = "unbound"
                     break
-                body = await self._reader.readexactly(header.command_length - HEADER_SIZE)
-                self._dispatch(header, raw_header, body)
-        except asyncio.IncompleteReadError:
-            if self._unbinding:
-                reason = "unbound"
+                buffer = buffer + data if buffer else data
+                start, end = 0, len(buffer)
+                while end - start >= HEADER_SIZE:
+                    header = parse_header(buffer[start:start + HEADER_SIZE])
+                    length = header.command_length
+                    if not HEADER_SIZE <= length <= MAX_PDU_SIZE:
+                        reason = f"bad command_length {length}"
+                        self._lose(reason)
+                        return
+                    if end - start < length:
+                        break
+                    self._dispatch(header, buffer[start:start + HEADER_SIZE],
+                                   buffer[start + HEADER_SIZE:start + length])
+                    start += length
+                buffer = buffer[start:]
+                self._flush()
         except (OSError, ConnectionError) as exc:
             reason = f"connection error: {exc}"
         self._lose(reason)
@@ -494,6 +509,9 @@ class SmppSession:
                 return
             except SessionLost:
                 return
+
+
+READ_CHUNK = 256 * 1024  # bytes asked of the socket per read
 
 
 def _sequence_of(pdu: bytes) -> int:
