@@ -7,6 +7,7 @@ Sends read the plan from a cache refreshed every `REFRESH_SECONDS`, so an import
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,11 +17,11 @@ from tikosms.numbers import NumberingPlan
 
 REFRESH_SECONDS = 5.0
 
-_cache: dict[str, tuple[float, NumberingPlan | None]] = {}
+_cache: dict[Any, tuple[float, NumberingPlan | None]] = {}
 
 
 async def numbering_plan(conn: AsyncConnection) -> NumberingPlan | None:
-    key = str(conn.engine.url)
+    key = conn.engine.url  # hashable; rendering it as text per send cost more than the lookup
     hit = _cache.get(key)
     now = time.monotonic()
     if hit is not None and now - hit[0] < REFRESH_SECONDS:

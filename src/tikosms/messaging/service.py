@@ -6,11 +6,12 @@ in the same transaction, so a request is either accepted whole (and paid) or cha
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.accounts import service as accounts
 from tikosms.db.models import QUEUED, SCHEDULED
-from tikosms.db.types import from_micros, naive_utc, to_micros, utcnow
+from tikosms.db.types import from_micros, naive_utc, to_micros
 from tikosms.errors import (
     MSG_INVALID_NUMBER,
     MSG_NO_RATE_FOR_ACCOUNT,
@@ -87,7 +88,7 @@ async def prepare_single(
     rate = book.find(dest.mcc, dest.mnc)
     if rate is None:
         raise NoRateForAccount()
-    now = utcnow()
+    now = naive_utc_now()
     campaign_id, message_id = new_ids(2)
     cost = rate.rate * len(split.parts)
     campaign = _campaign_values(
@@ -195,6 +196,19 @@ async def prepare_campaign(
     return PreparedSend(account.id, campaign, rows, result, account.token_id)
 
 
+def naive_utc_now() -> datetime:
+    """Now as the database keeps times: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _naive(value: datetime) -> datetime:
+    return value if value.tzinfo is None else naive_utc(value)
+
+
+# a price list has few distinct rates: their micro-units are worked out once
+_micros = functools.lru_cache(maxsize=4096)(to_micros)
+
+
 def new_ids(n: int) -> list[str]:
     """n new ids: version 7 UUIDs (RFC 9562: Unix milliseconds, then 74 bits that start at a
     random value and count up), drawn at once.
@@ -230,10 +244,10 @@ def _campaign_values(
 ) -> tuple[Any, ...]:
     """The campaign's row in `batch_sql.CAMPAIGN_COLUMNS` order, as stored: money in
     micro-units, times naive UTC."""
-    now_n = naive_utc(now)
+    now_n = _naive(now)
     return (
         campaign_id, account_id, kind, sender.value, sender.type, message, recipients,
-        duplicates_removed, invalid_removed, total_parts, to_micros(cost), callback_url,
+        duplicates_removed, invalid_removed, total_parts, _micros(cost), callback_url,
         None if scheduled_at is None else naive_utc(scheduled_at), concurrency, "active",
         now_n, now_n,
     )
@@ -245,8 +259,8 @@ def _part_rows(
     priority: int, due: datetime, now: datetime,
 ) -> list[tuple[Any, ...]]:
     total = len(split.parts)
-    cost = to_micros(rate)
-    due_n, now_n = naive_utc(due), naive_utc(now)
+    cost = _micros(rate)
+    due_n, now_n = _naive(due), _naive(now)
     # one reference number shared by the parts of a message (16 bits; 8-bit UDH uses the low byte)
     ref = secrets.randbelow(65536) if total > 1 else 0
     return [
