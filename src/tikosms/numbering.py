@@ -21,7 +21,7 @@ _cache: dict[Any, tuple[float, NumberingPlan | None]] = {}
 
 
 async def numbering_plan(conn: AsyncConnection) -> NumberingPlan | None:
-    key = conn.engine.url  # hashable; rendering it as text per send cost more than the lookup
+    key = conn.engine  # the engine itself: a URL hashes by rendering itself as text
     hit = _cache.get(key)
     now = time.monotonic()
     if hit is not None and now - hit[0] < REFRESH_SECONDS:

@@ -104,7 +104,7 @@ async def cached_rate_book(
     """The rates of one MCC for a single send, read at most every `REFRESH_SECONDS`. The book
     is kept until the next start or end of one of its rows: the row in force is the one whose
     window holds `at`, as when it is read afresh."""
-    key = (conn.engine.url, account_id, mcc)
+    key = (conn.engine, account_id, mcc)  # the engine: a URL hashes by rendering itself
     now = time.monotonic()
     at = at or utcnow()
     hit = _cache.get(key)
