@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.types import naive_utc
-from tikosms.messaging.repository import sqlite_time
+from tikosms.messaging.repository import PART_COLUMNS, PART_PG_TYPES, bulk_insert_parts, sqlite_time
 
 _TOKEN_STATES = {
     "postgresql": "SELECT t.id, t.revoked_at IS NOT NULL, a.status FROM api_tokens t "
@@ -68,6 +68,88 @@ def _insert_sql(table: str, columns: Sequence[str], pg_types: Sequence[str]) -> 
 
 _INSERT_LEDGER = _insert_sql("ledger_entries", LEDGER_COLUMNS, _LEDGER_PG_TYPES)
 _INSERT_CAMPAIGNS = _insert_sql("campaigns", CAMPAIGN_COLUMNS, _CAMPAIGN_PG_TYPES)
+
+
+def _unnest(first: int, pg_types: Sequence[str]) -> str:
+    return ", ".join(f"${i}::{t}[]" for i, t in enumerate(pg_types, start=first))
+
+
+def _cols(columns: Sequence[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+# PostgreSQL: a batch's campaigns and parts written, and its tokens checked, in one round trip
+# (data-modifying WITH parts run whatever the main query reads)
+_N_CAMPAIGN = len(CAMPAIGN_COLUMNS)
+_INSERT_SENDS_PG = (
+    f"WITH c AS (INSERT INTO campaigns ({_cols(CAMPAIGN_COLUMNS)}) "
+    f"SELECT * FROM unnest({_unnest(1, _CAMPAIGN_PG_TYPES)})), "
+    f"p AS (INSERT INTO parts ({_cols(PART_COLUMNS)}) "
+    f"SELECT * FROM unnest({_unnest(_N_CAMPAIGN + 1, PART_PG_TYPES)})) "
+    "SELECT t.id, t.revoked_at IS NOT NULL, a.status FROM api_tokens t "
+    "JOIN accounts a ON a.id = t.account_id "
+    f"WHERE t.id = ANY(${_N_CAMPAIGN + len(PART_COLUMNS) + 1}::int[])"
+)
+
+# PostgreSQL: one account's reserve and the ledger rows of its sends in one round trip; no row
+# comes back when the balance (or the account's status) does not allow it. `rest`: what the
+# later sends of the batch take, so that each row's balance_after is the balance it left.
+_RESERVE_LEDGER_PG = (
+    "WITH r AS (UPDATE accounts SET balance = balance - $1::bigint, "
+    "balance_updated_at = $2::timestamp "
+    "WHERE id = $3 AND status = 'active' AND balance - $1::bigint >= -credit_limit "
+    "RETURNING balance) "
+    f"INSERT INTO ledger_entries ({_cols(LEDGER_COLUMNS)}) "
+    "SELECT $3, -c.cost, r.balance + c.rest, 'reserve', c.cid, NULL, $2::timestamp "
+    "FROM r, unnest($4::bigint[], $5::bigint[], $6::varchar[]) WITH ORDINALITY "
+    "AS c(cost, rest, cid, n) ORDER BY c.n RETURNING 1"
+)
+
+
+async def insert_sends(conn: AsyncConnection, campaigns: Sequence[tuple[Any, ...]],
+                       parts: Sequence[tuple[Any, ...]], token_ids: Sequence[int]
+                       ) -> dict[int, tuple[bool, str]]:
+    """Write the sends' campaigns and parts, and return `token_states(token_ids)`."""
+    if conn.dialect.name != "postgresql":
+        await insert_campaigns(conn, campaigns)
+        await bulk_insert_parts(conn, parts)
+        return await token_states(conn, token_ids) if token_ids else {}
+    params = (*_columns(campaigns, _N_CAMPAIGN), *_columns(parts, len(PART_COLUMNS)),
+              list(token_ids))
+    result = await conn.exec_driver_sql(_INSERT_SENDS_PG, params)
+    rows: list[tuple[Any, ...]] = [tuple(r) for r in result]
+    return {int(r[0]): (bool(r[1]), str(r[2])) for r in rows}
+
+
+async def reserve_with_ledger(conn: AsyncConnection, account_id: int, costs: Sequence[int],
+                              campaign_ids: Sequence[str], now: datetime) -> bool:
+    """Take the sum of `costs` (micro-units) from the balance if the credit limit allows it,
+    with a `reserve` ledger row per send; False (nothing changed) when it does not. The
+    UPDATE holds the account row until commit."""
+    whole = sum(costs)
+    rests, taken = [], 0
+    for cost in costs:
+        taken += cost
+        rests.append(whole - taken)
+    if conn.dialect.name == "postgresql":
+        result = await conn.exec_driver_sql(_RESERVE_LEDGER_PG, (
+            whole, naive_utc(now), account_id, list(costs), rests, list(campaign_ids)))
+        return len(result.all()) == len(costs)
+    final = await reserve(conn, account_id, whole, now)
+    if final is None:
+        return False
+    now_n = naive_utc(now)
+    await insert_ledger(conn, [
+        (account_id, -cost, final + rest, "reserve", cid, None, now_n)
+        for cost, rest, cid in zip(costs, rests, campaign_ids, strict=True)])
+    return True
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """The rows as one list per column (the arrays of an unnest)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 async def token_states(conn: AsyncConnection, token_ids: Sequence[int]

@@ -30,7 +30,7 @@ TIME_INDEXES = tuple(PART_COLUMNS.index(c) for c in ("due_at", "created_at", "up
 # off for many rows; up to this many go as one INSERT over arrays
 COPY_THRESHOLD = 2000
 _COLS = ", ".join(f'"{c}"' for c in PART_COLUMNS)
-_PART_PG_TYPES = (
+PART_PG_TYPES = (
     "varchar", "varchar", "int", "smallint", "smallint", "varchar", "text", "smallint", "varchar",
     "bigint", "varchar", "text", "varchar", "smallint", "timestamp", "smallint", "int",
     "timestamp", "timestamp",
@@ -38,7 +38,7 @@ _PART_PG_TYPES = (
 # one statement over arrays (a column of the rows each), not one bind per row
 _PG_INSERT = (
     f"INSERT INTO parts ({_COLS}) SELECT * FROM unnest("
-    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_PART_PG_TYPES, start=1)) + ")"
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(PART_PG_TYPES, start=1)) + ")"
 )
 _SQLITE_INSERT = f"INSERT INTO parts ({_COLS}) VALUES ({', '.join('?' for _ in PART_COLUMNS)})"
 

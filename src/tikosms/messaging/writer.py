@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete
@@ -23,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.engine import Database
 from tikosms.db.models import IdempotencyKey
-from tikosms.db.types import naive_utc, to_micros, utcnow
+from tikosms.db.types import to_micros, utcnow
 from tikosms.errors import AccountSuspended, NotAuthenticated, PaymentRequired
 from tikosms.messaging import batch_sql
 from tikosms.messaging import repository as repo
@@ -98,81 +97,71 @@ class SendWriter:
                     item.done.set_result(outcome)
 
     async def _write(self, conn: AsyncConnection, batch: list[_Item]) -> list[Any]:
+        """One batch in few round trips (PostgreSQL: the rows and the token check in one
+        statement, then one statement per account that reserves and writes the ledger)."""
         now = utcnow()
         outcomes: list[Any] = [None] * len(batch)
-        # the token was checked when the request came, perhaps from a cache: a token revoked or
-        # an account suspended since is refused here, in the transaction that would charge it
-        token_ids = sorted({item.prepared.token_id for item in batch if item.prepared.token_id})
-        if token_ids:
-            states = await batch_sql.token_states(conn, token_ids)
-            for i, item in enumerate(batch):
-                if item.prepared.token_id:
-                    revoked, status = states.get(item.prepared.token_id, (True, ""))
-                    if revoked:
-                        outcomes[i] = NotAuthenticated()
-                    elif status != "active":
-                        outcomes[i] = AccountSuspended()
         for i, item in enumerate(batch):
             p = item.prepared
-            if outcomes[i] is None and item.idem is not None \
-                    and not await _claim_key(conn, p.account_id, item, now):
+            if item.idem is not None and not await _claim_key(conn, p.account_id, item, now):
                 outcomes[i] = KEY_TAKEN
         candidates = [i for i, o in enumerate(outcomes) if o is None]
+        if not candidates:
+            return outcomes
+        sends = [batch[i].prepared for i in candidates]
+        token_ids = sorted({p.token_id for p in sends if p.token_id})
         # The rows first and the balance last: the account row stays locked from its UPDATE to
         # the commit, so the fewer statements after it, the less two API processes wait on each
         # other. A large campaign reserves first, so that a 402 does not write 100,000 rows.
-        rows_first = sum(len(batch[i].prepared.rows) for i in candidates) <= ROWS_FIRST_LIMIT
+        rows_first = sum(len(p.rows) for p in sends) <= ROWS_FIRST_LIMIT
         if rows_first:
-            await self._insert_rows(conn, [batch[i].prepared for i in candidates])
-        # reserve: one UPDATE per account for all its sends of the batch (the usual case);
+            states = await batch_sql.insert_sends(
+                conn, [p.campaign for p in sends], [row for p in sends for row in p.rows],
+                token_ids)
+        else:
+            states = await batch_sql.token_states(conn, token_ids) if token_ids else {}
+        # the token was checked when the request came, perhaps from a cache: a token revoked or
+        # an account suspended since is refused here, in the transaction that would charge it
+        for i in candidates:
+            token_id = batch[i].prepared.token_id
+            if token_id:
+                revoked, status = states.get(token_id, (True, ""))
+                if revoked:
+                    outcomes[i] = NotAuthenticated()
+                elif status != "active":
+                    outcomes[i] = AccountSuspended()
+        # reserve: one statement per account for all its sends of the batch (the usual case);
         # when the sum does not fit, send by send, so that each gets its own answer
         by_account: dict[int, list[int]] = {}
         for i in candidates:
-            by_account.setdefault(batch[i].prepared.account_id, []).append(i)
-        ledger: list[tuple[Any, ...]] = []
-        now_n = naive_utc(now)
+            if outcomes[i] is None:
+                by_account.setdefault(batch[i].prepared.account_id, []).append(i)
         # accounts in id order: two batches (two API processes) never wait on each other's rows
         for account_id, indexes in sorted(by_account.items()):
             costs = [to_micros(batch[i].prepared.result.cost) for i in indexes]  # micro-units
-            whole = sum(costs)
-            final = await batch_sql.reserve(conn, account_id, whole, now)
-            if final is not None:
-                after = final + whole
-                for i, cost in zip(indexes, costs, strict=True):
-                    after -= cost
-                    ledger.append(_ledger_row(batch[i].prepared, cost, after, now_n))
+            ids = [batch[i].prepared.result.campaign_id for i in indexes]
+            if await batch_sql.reserve_with_ledger(conn, account_id, costs, ids, now):
+                for i in indexes:
                     outcomes[i] = STORED
                 continue
-            for i, cost in zip(indexes, costs, strict=True):
-                balance = await batch_sql.reserve(conn, account_id, cost, now)
-                if balance is None:
-                    await _release_key(conn, batch[i])
-                    outcomes[i] = PaymentRequired()
-                else:
-                    ledger.append(_ledger_row(batch[i].prepared, cost, balance, now_n))
+            for i, cost, campaign_id in zip(indexes, costs, ids, strict=True):
+                if await batch_sql.reserve_with_ledger(conn, account_id, [cost], [campaign_id],
+                                                       now):
                     outcomes[i] = STORED
-        stored = [batch[i].prepared for i in candidates if outcomes[i] == STORED]
-        if rows_first and len(stored) < len(candidates):
-            refused = [batch[i].prepared.result.campaign_id for i in candidates
-                       if outcomes[i] != STORED]
-            await batch_sql.delete_campaigns(conn, refused)
+                else:
+                    outcomes[i] = PaymentRequired()
+        refused = [i for i in candidates if outcomes[i] != STORED]
+        for i in refused:
+            await _release_key(conn, batch[i])  # a refused send may be retried with its key
+        if rows_first and refused:
+            await batch_sql.delete_campaigns(
+                conn, [batch[i].prepared.result.campaign_id for i in refused])
         if not rows_first:
-            await self._insert_rows(conn, stored)
-        await batch_sql.insert_ledger(conn, ledger)
+            stored = [batch[i].prepared for i in candidates if outcomes[i] == STORED]
+            if stored:
+                await batch_sql.insert_campaigns(conn, [p.campaign for p in stored])
+                await repo.bulk_insert_parts(conn, [row for p in stored for row in p.rows])
         return outcomes
-
-
-    @staticmethod
-    async def _insert_rows(conn: AsyncConnection, sends: list[PreparedSend]) -> None:
-        if sends:
-            await batch_sql.insert_campaigns(conn, [p.campaign for p in sends])
-            await repo.bulk_insert_parts(conn, [row for p in sends for row in p.rows])
-
-
-def _ledger_row(p: PreparedSend, cost: int, balance_after: int, now: datetime
-                ) -> tuple[Any, ...]:
-    """A reserve's ledger row (batch_sql.LEDGER_COLUMNS): micro-units, naive UTC."""
-    return (p.account_id, -cost, balance_after, "reserve", p.result.campaign_id, None, now)
 
 
 async def _release_key(conn: AsyncConnection, item: _Item) -> None:
