@@ -284,3 +284,23 @@ async def test_delivery_and_callbacks_in_processes_of_their_own(
     assert [await stop(w) for w in (parts, posts)] == [0, 0]
     assert parts.submitted() == 200
     assert "callbacks only" in posts.output() and "callbacks only" not in parts.output()
+
+
+async def test_a_send_wakes_a_worker_of_another_process_at_once(
+    client: httpx.AsyncClient, db: Database, start_worker: Callable[..., Worker]
+) -> None:
+    """The send's transaction notifies the workers (LISTEN/NOTIFY): a worker that would poll
+    again only in 60 s delivers the message within seconds."""
+    who = await rich_customer(db)
+    worker = start_worker("w", idle_poll_seconds="60")
+    await wait_until_running(worker)
+    await asyncio.sleep(1.0)  # the worker's first claims are done: it now waits for 60 s
+    r = await client.post("/v1/message", headers=who.headers, json={
+        "from": "Shop", "to": "380501234567", "message": "code 1234"})
+    assert r.status_code == 200, r.text
+
+    async def delivered() -> bool:
+        return (await statuses(db, r.json()["campaign_id"]))["DELIVRD"] == 1
+
+    await wait_for(delivered, 10.0, "the message was not delivered before the next poll")
+    assert await stop(worker) == 0

@@ -33,6 +33,7 @@ from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
 from tikosms.delivery import queue, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
+from tikosms.delivery.notify import PartsListener
 from tikosms.delivery.routing import Router
 from tikosms.delivery.transitions import Accepted, Rejected, Retry
 
@@ -77,6 +78,7 @@ class DeliveryWorker:
         self.target_inflight = min(max_inflight, 256)
         self._accounts: list[int] = []
         self._accounts_at = 0.0
+        self.listener: PartsListener | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -90,6 +92,9 @@ class DeliveryWorker:
         ]
         for task in self._tasks:
             task.add_done_callback(_report_death)
+        if self.db.is_postgres:  # sends accepted by other processes wake this one at once
+            self.listener = PartsListener(self.db.url, self.wake)
+            self.listener.start()
         log.info("delivery worker %s started: carriers=%s", self.owner, self.router.describe())
 
     def wake(self) -> None:
@@ -103,6 +108,8 @@ class DeliveryWorker:
         self._stopping.set()
         self._wake.set()
         self._room.set()
+        if self.listener is not None:
+            await self.listener.stop()
         claimer = self._tasks[1] if len(self._tasks) > 1 else None
         if claimer:
             await asyncio.wait([claimer], timeout=grace)

@@ -102,7 +102,10 @@ _RESERVE_LEDGER_PG = (
     f"INSERT INTO ledger_entries ({_cols(LEDGER_COLUMNS)}) "
     "SELECT $3, -c.cost, r.balance + c.rest, 'reserve', c.cid, NULL, $2::timestamp "
     "FROM r, unnest($4::bigint[], $5::bigint[], $6::varchar[]) WITH ORDINALITY "
-    "AS c(cost, rest, cid, n) ORDER BY c.n RETURNING 1"
+    "AS c(cost, rest, cid, n) ORDER BY c.n "
+    # the workers of every process learn at commit that parts are due (delivery/notify.py;
+    # one notification per transaction however many rows)
+    "RETURNING pg_notify('tikosms_parts', '')"
 )
 
 
