@@ -290,3 +290,29 @@ async def test_cached_rates_follow_the_window_in_force(db: Database) -> None:
         assert await price(timedelta(minutes=61)) == Decimal("0.05")  # the later start wins
         assert await price(timedelta(minutes=121)) == Decimal("0.04")  # its window has ended
         assert await price(timedelta(minutes=61)) == Decimal("0.05")  # a clock set back
+
+
+async def test_a_revoked_token_racing_for_a_key_another_token_took_gets_401(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """Two tokens of one account send with the same Idempotency-Key in one batch; the second
+    was revoked after it was cached. It must get 401, never the first one's stored answer."""
+    from tikosms.accounts import service as accounts
+
+    await add_rates(db)
+    who = await make_customer(db)
+    body = {"from": "Shop", "to": "380501234567", "message": "hi"}
+    for attempt in range(10):
+        async with db.begin() as conn:
+            token, token_id = await accounts.create_token(conn, who.account_id)
+        revoked = {"Authorization": f"Bearer {token}"}
+        assert (await client.post("/v1/message", headers=revoked, json=body)).status_code == 200
+        async with db.begin() as conn:
+            await accounts.revoke_token(conn, token_id)  # still in the API's token cache
+        key = {"Idempotency-Key": f"order-{attempt}"}
+        first, second = await asyncio.gather(
+            client.post("/v1/message", headers={**who.headers, **key}, json=body),
+            client.post("/v1/message", headers={**revoked, **key},
+                        json={**body, "message": "other" if attempt % 2 else "hi"}))
+        assert first.status_code == 200, first.text
+        assert second.status_code == 401, (second.status_code, second.text)

@@ -66,6 +66,12 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        # the in-process caches keep their engine as a key: let it go with the database
+        from tikosms import numbering
+        from tikosms.rates import service as rates
+
+        numbering.invalidate()
+        rates.invalidate()
 
 
 class LazyConnection:

@@ -123,8 +123,10 @@ async def _send_once(
         request.app.state.token_cache.drop(request.headers.get("authorization"))
         raise
     if outcome == KEY_TAKEN:
-        # the same key was taken by a concurrent request first: answer as it did
+        # the same key was taken by a concurrent request first: answer as it did (to a token
+        # still allowed: this send's own token was not checked by the writer)
         async with db.connect() as conn:
+            await _still_allowed(request, conn, account)
             stored = await idempotency.lookup(conn, account.id, key, digest)  # type: ignore[arg-type]
         if stored is not None:
             return _replay(stored)

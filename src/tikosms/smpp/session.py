@@ -440,6 +440,8 @@ class SmppSession:
                     self._dispatch(header, buffer[start:start + HEADER_SIZE],
                                    buffer[start + HEADER_SIZE:start + length])
                     start += length
+                    if self._closed.is_set():
+                        return  # unbound or lost: what follows cannot be answered
                 buffer = buffer[start:]
                 self._flush()
         except (OSError, ConnectionError) as exc:

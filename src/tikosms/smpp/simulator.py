@@ -146,6 +146,7 @@ class SmscSimulator:
         return len(self._receipt_tasks) + self._outstanding
 
     async def start(self) -> None:
+        self._stopping = False
         self._server = await asyncio.start_server(self._serve, self.config.host, self.config.port)
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("smsc simulator listening host=%s port=%s", self.config.host, self._port)
