@@ -74,6 +74,13 @@ async def api_balance(client: httpx.AsyncClient, token: str) -> Decimal:
     return Decimal(r.text.split('"balance":')[1].split(",")[0])
 
 
+async def priced_account(db: Database, database_url: str) -> Any:
+    """The default price list, and an account made by the CLI with a balance of 10."""
+    await add_rates(db)
+    return await tikosms_json(database_url, "accounts", "create", "--name", "Acme",
+                              "--balance", "10")
+
+
 # --- accounts ------------------------------------------------------------------------------
 
 async def test_create_json_gives_an_account_id_and_a_token_the_api_accepts(
@@ -145,9 +152,7 @@ async def test_credit_limit_lets_an_empty_account_send(
 async def test_suspended_account_gets_403_on_send_until_resumed(
     client: httpx.AsyncClient, db: Database, database_url: str
 ) -> None:
-    await add_rates(db)
-    made = await tikosms_json(database_url, "accounts", "create", "--name", "Acme",
-                              "--balance", "10")
+    made = await priced_account(db, database_url)
     account = str(made["account_id"])
     assert (await tikosms_json(database_url, "accounts", "suspend", account))["status"] == (
         "suspended")
@@ -163,9 +168,7 @@ async def test_suspending_in_another_process_refuses_the_next_send_of_a_known_to
 ) -> None:
     """The API keeps recently seen tokens in memory; the send's transaction checks the account
     again, so a suspension made by another process counts from the next send."""
-    await add_rates(db)
-    made = await tikosms_json(database_url, "accounts", "create", "--name", "Acme",
-                              "--balance", "10")
+    made = await priced_account(db, database_url)
     assert (await send(client, made["token"])).status_code == 200  # the token is now cached
     assert script(database_url, "accounts", "suspend", str(made["account_id"])).returncode == 0
     refused = await send(client, made["token"])
@@ -203,9 +206,7 @@ async def test_a_second_token_works_and_a_revoked_one_gets_401(
 async def test_a_token_revoked_by_another_process_is_refused_at_its_next_send(
     client: httpx.AsyncClient, db: Database, database_url: str
 ) -> None:
-    await add_rates(db)
-    made = await tikosms_json(database_url, "accounts", "create", "--name", "Acme",
-                              "--balance", "10")
+    made = await priced_account(db, database_url)
     second = await tikosms_json(database_url, "tokens", "create", str(made["account_id"]))
     assert (await send(client, made["token"])).status_code == 200  # the token is now cached
     assert script(database_url, "tokens", "revoke", str(made["token_id"])).returncode == 0
@@ -221,9 +222,7 @@ async def test_a_revoked_known_token_gets_401_for_replays_and_bad_requests_too(
 ) -> None:
     """Answers that never reach the send's transaction (an Idempotency-Key replay, a 422)
     check a token from the cache again: a revoked token learns nothing more."""
-    await add_rates(db)
-    made = await tikosms_json(database_url, "accounts", "create", "--name", "Acme",
-                              "--balance", "10")
+    made = await priced_account(db, database_url)
     headers = {**bearer(made["token"]), "Idempotency-Key": "order-1"}
     body = {"from": "Shop", "to": "380501234567", "message": "code 1234"}
     assert (await client.post("/v1/message", headers=headers, json=body)).status_code == 200

@@ -6,6 +6,7 @@ compared in constant time. A balance never changes without a ledger row (`reposi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -31,6 +32,7 @@ class AuthenticatedAccount:
     status: str
     signing_secret: str
     token_id: int = 0
+    cached: bool = False  # from TokenCache: not read from the database for this request
 
 
 def hash_token(token: str) -> str:
@@ -120,7 +122,7 @@ class TokenCache:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        self._entries[digest] = (time.monotonic(), account)
+        self._entries[digest] = (time.monotonic(), dataclasses.replace(account, cached=True))
 
     def drop(self, authorization: str | None) -> None:
         digest = _digest_of(authorization)

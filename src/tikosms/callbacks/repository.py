@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's SQLite DateTime writes
+from tikosms.db.driver_sql import list_param, run_with_list
+from tikosms.db.types import naive_utc, sqlite_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +160,7 @@ async def insert_events(conn: AsyncConnection,
     if _is_pg(conn):
         await conn.exec_driver_sql(_PG_INSERT_EVENTS, (
             [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-            [r[3] for r in rows], [r[4] for r in rows], _naive(at)))
+            [r[3] for r in rows], [r[4] for r in rows], naive_utc(at)))
     else:
         when = _text(at)
         await conn.exec_driver_sql(_SQLITE_INSERT_EVENTS,  # type: ignore[arg-type]
@@ -171,7 +171,7 @@ async def campaign_senders(conn: AsyncConnection, campaign_ids: Sequence[str]
                            ) -> dict[str, tuple[str, str | None]]:
     """(sender, callback_url) by campaign id."""
     return {i: (sender, url) for i, sender, url in
-            await _run_with_list(conn, _CAMPAIGNS, campaign_ids)}
+            await run_with_list(conn, _CAMPAIGNS, campaign_ids)}
 
 
 async def due_events(conn: AsyncConnection, now: datetime, limit: int) -> list[tuple[int, int]]:
@@ -179,7 +179,7 @@ async def due_events(conn: AsyncConnection, now: datetime, limit: int) -> list[t
     PostgreSQL (`SKIP LOCKED`: those another dispatcher is claiming are left to it)."""
     result: CursorResult[Any]
     if _is_pg(conn):
-        result = await conn.exec_driver_sql(_DUE["postgresql"], (_naive(now), limit))
+        result = await conn.exec_driver_sql(_DUE["postgresql"], (naive_utc(now), limit))
     else:
         result = await conn.exec_driver_sql(_DUE["sqlite"],
                                             {"now": _text(now), "limit": limit})
@@ -190,7 +190,7 @@ async def due_events(conn: AsyncConnection, now: datetime, limit: int) -> list[t
 async def pending_of_parts(conn: AsyncConnection, part_ids: Sequence[int]
                            ) -> list[PendingEvent]:
     """Every pending event of these parts, by part and id (index `(part_id, id)`)."""
-    result = await _run_with_list(conn, _PENDING_OF_PARTS, part_ids)
+    result = await run_with_list(conn, _PENDING_OF_PARTS, part_ids)
     return [PendingEvent(i, p, _aware(due), None if lease is None else _aware(lease))
             for i, p, due, lease in result]
 
@@ -201,10 +201,10 @@ async def lease(conn: AsyncConnection, ids: Sequence[int], until: datetime
     leave the due range); the ones still pending, with what posting them needs."""
     result: CursorResult[Any]
     if _is_pg(conn):
-        result = await conn.exec_driver_sql(_LEASE["postgresql"], (_naive(until), list(ids)))
+        result = await conn.exec_driver_sql(_LEASE["postgresql"], (naive_utc(until), list(ids)))
     else:
         when = _text(until)
-        result = await conn.exec_driver_sql(_LEASE["sqlite"], (when, when, _json(ids)))
+        result = await conn.exec_driver_sql(_LEASE["sqlite"], (when, when, list_param(conn, ids)))
     rows: Sequence[Any] = result.all()
     return [ClaimedEvent(i, eid, part, account, url, payload, attempts, _aware(created))
             for i, eid, part, account, url, payload, attempts, created in rows]
@@ -218,7 +218,7 @@ async def set_due(conn: AsyncConnection, dues: Sequence[tuple[int, datetime]], *
     clear = ", lease_until = NULL" if give_back else ""
     if _is_pg(conn):
         await conn.exec_driver_sql(_SET_DUE["postgresql"].format(clear=clear), (
-            [i for i, _ in dues], [_naive(due) for _, due in dues]))
+            [i for i, _ in dues], [naive_utc(due) for _, due in dues]))
     else:
         await conn.exec_driver_sql(_SET_DUE["sqlite"].format(clear=clear),  # type: ignore[arg-type]
                                    [(_text(due), i) for i, due in dues])
@@ -234,11 +234,11 @@ async def record_attempts(conn: AsyncConnection, records: Sequence[AttemptRecord
         errors = [r.error for r in records]
         await conn.exec_driver_sql(_PG_RECORD, (
             ids, [r.attempts for r in records], codes, errors, [r.state for r in records],
-            [None if r.state == "pending" else _naive(r.attempted_at) for r in records],
-            [_naive(r.next_attempt_at) for r in records],
+            [None if r.state == "pending" else naive_utc(r.attempted_at) for r in records],
+            [naive_utc(r.next_attempt_at) for r in records],
         ))
         await conn.exec_driver_sql(_PG_ATTEMPTS, (
-            ids, [_naive(r.attempted_at) for r in records], codes, errors,
+            ids, [naive_utc(r.attempted_at) for r in records], codes, errors,
             [r.duration_ms for r in records],
         ))
         return
@@ -258,37 +258,22 @@ async def release_parts(conn: AsyncConnection, part_ids: Sequence[int], now: dat
     just finished. Only the first of each part will be posted; a claim holds back the others
     again. None of them waits for a retry (only a part's first pending event is attempted)."""
     if _is_pg(conn):
-        await conn.exec_driver_sql(_RELEASE["postgresql"], (_naive(now), list(part_ids)))
+        await conn.exec_driver_sql(_RELEASE["postgresql"], (naive_utc(now), list(part_ids)))
     else:
         await conn.exec_driver_sql(_RELEASE["sqlite"],
-                                   {"now": _text(now), "parts": _json(part_ids)})
+                                   {"now": _text(now), "parts": list_param(conn, part_ids)})
 
 
 async def signing_secrets(conn: AsyncConnection, account_ids: Sequence[int]) -> dict[int, str]:
-    return {i: secret for i, secret in await _run_with_list(conn, _SECRETS, account_ids)}
-
-
-async def _run_with_list(conn: AsyncConnection, sql: dict[str, str],
-                         ids: Sequence[int] | Sequence[str]) -> list[Any]:
-    if _is_pg(conn):
-        result = await conn.exec_driver_sql(sql["postgresql"], (list(ids),))
-    else:
-        result = await conn.exec_driver_sql(sql["sqlite"], (_json(ids),))
-    return list(result)
+    return {i: secret for i, secret in await run_with_list(conn, _SECRETS, account_ids)}
 
 
 def _is_pg(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def _naive(value: datetime) -> datetime:
-    if value.tzinfo is not UTC:  # ours are UTC already (utcnow, or read back as UTC)
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None)
-
-
 def _text(value: datetime) -> str:
-    return _naive(value).strftime(_SQLITE_TIME)
+    return sqlite_time(naive_utc(value))
 
 
 def _aware(value: datetime | str) -> datetime:
@@ -297,5 +282,3 @@ def _aware(value: datetime | str) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
-def _json(ids: Sequence[int] | Sequence[str]) -> str:
-    return orjson.dumps(list(ids)).decode()

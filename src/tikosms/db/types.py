@@ -72,5 +72,21 @@ def utcnow() -> datetime:
 
 
 def naive_utc(value: datetime) -> datetime:
-    """For bulk paths (COPY / executemany) that bypass the column types."""
-    return value.astimezone(UTC).replace(tzinfo=None)
+    """For bulk paths (COPY / executemany) that bypass the column types. A naive value is
+    taken as naive UTC already (see `naive_utc_now`)."""
+    if value.tzinfo is None:
+        return value
+    if value.tzinfo is not UTC:  # ours are UTC already (utcnow, or read back as UTC)
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None)
+
+
+def naive_utc_now() -> datetime:
+    """Now as the database keeps times: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def sqlite_time(value: datetime) -> str:
+    """The text SQLAlchemy's SQLite DateTime writes for a naive UTC time: always with
+    microseconds (raw SQL on SQLite must write the same, or time comparisons go wrong)."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")

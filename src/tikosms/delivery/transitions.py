@@ -19,16 +19,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.accounts import service as accounts
 from tikosms.callbacks.outbox import enqueue_status_events
+from tikosms.db.driver_sql import run_with_list
 from tikosms.db.models import ENROUTE, FINAL_STATUSES, WAITING_STATUSES, Part, PendingReceipt
-from tikosms.db.types import naive_utc
+from tikosms.db.types import naive_utc, sqlite_time
 from tikosms.delivery.carrier import Receipt
-from tikosms.messaging.repository import sqlite_time
 
 log = logging.getLogger("tikosms.delivery")
 
@@ -129,7 +128,7 @@ async def record_accepted(conn: AsyncConnection, items: Sequence[Accepted], now:
         rows = [r for r in await _parts(conn, announced) if r["status"] == ENROUTE]
         await _announce(conn, rows, now)
     # receipts that arrived before we stored the carrier's message id
-    early_ids = await _select_by_ids(
+    early_ids = await run_with_list(
         conn, _PENDING_RECEIPTS_FOR, [a.carrier_message_id for a in items])
     if early_ids:
         carriers = {(a.carrier_message_id, a.carrier) for a in items}
@@ -207,7 +206,7 @@ async def record_receipts(
             chosen[r.carrier_message_id] = r
     # ids are only unique per carrier (many SMSCs count from 1): a receipt matches the parts
     # its own carrier took
-    found = [row[:4] for row in await _select_by_ids(conn, _PARTS_FOR_RECEIPTS, list(chosen))
+    found = [row[:4] for row in await run_with_list(conn, _PARTS_FOR_RECEIPTS, list(chosen))
              if _same_carrier(chosen[row[1]], row[4])]
     matched = {row[1] for row in found}
     by_alt: dict[str, str] = {}  # alt spelling -> the receipt's own id
@@ -216,7 +215,7 @@ async def record_receipts(
             for alt in r.alt_ids:
                 by_alt.setdefault(alt, cid)
     if by_alt:
-        for row in await _select_by_ids(conn, _PARTS_FOR_RECEIPTS, list(by_alt)):
+        for row in await run_with_list(conn, _PARTS_FOR_RECEIPTS, list(by_alt)):
             cid = by_alt[row[1]]
             if not _same_carrier(chosen[cid], row[4]):
                 continue
@@ -314,17 +313,6 @@ async def _apply_receipts(
         (st, err, None if dat is None else sqlite_time(dat), when, pid)
         for pid, (st, err, dat) in changes.items()
     ])
-
-
-async def _select_by_ids(conn: AsyncConnection, sql: dict[str, str], ids: list[str]
-                         ) -> list[tuple[Any, ...]]:
-    """Run one of the queries below with the list of carrier message ids as one parameter
-    (an array on PostgreSQL, a JSON list on SQLite) rather than one parameter per id."""
-    if conn.dialect.name == "postgresql":
-        result = await conn.exec_driver_sql(sql["postgresql"], (ids,))
-    else:
-        result = await conn.exec_driver_sql(sql["sqlite"], (orjson.dumps(ids).decode(),))
-    return [tuple(row) for row in result]
 
 
 async def _parts(conn: AsyncConnection, ids: Sequence[int]) -> list[dict[str, Any]]:

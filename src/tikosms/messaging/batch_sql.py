@@ -13,11 +13,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tikosms.db.types import naive_utc
-from tikosms.messaging.repository import PART_COLUMNS, PART_PG_TYPES, bulk_insert_parts, sqlite_time
+from tikosms.db.driver_sql import (
+    BulkInsert,
+    as_columns,
+    list_param,
+    quoted,
+    run_with_list,
+    unnest_params,
+)
+from tikosms.db.types import naive_utc, sqlite_time
+from tikosms.messaging.repository import PART_COLUMNS, PART_PG_TYPES, bulk_insert_parts
 
 _TOKEN_STATES = {
     "postgresql": "SELECT t.id, t.revoked_at IS NOT NULL, a.status FROM api_tokens t "
@@ -42,7 +49,6 @@ _RESERVE_SQL = {
 LEDGER_COLUMNS = ("account_id", "amount", "balance_after", "reason", "campaign_id", "note",
                   "created_at")
 _LEDGER_PG_TYPES = ("int", "bigint", "bigint", "varchar", "varchar", "varchar", "timestamp")
-_LEDGER_TIMES = (LEDGER_COLUMNS.index("created_at"),)
 
 CAMPAIGN_COLUMNS = (
     "id", "account_id", "kind", "sender", "sender_type", "message", "recipients",
@@ -53,39 +59,21 @@ _CAMPAIGN_PG_TYPES = (
     "varchar", "int", "varchar", "varchar", "varchar", "text", "int", "int", "int", "int",
     "bigint", "text", "timestamp", "smallint", "varchar", "timestamp", "timestamp",
 )
-_CAMPAIGN_TIMES = tuple(CAMPAIGN_COLUMNS.index(c)
-                        for c in ("scheduled_at", "created_at", "updated_at"))
+CAMPAIGN_COST = CAMPAIGN_COLUMNS.index("cost")  # micro-units: what the send reserves
 
-
-def _insert_sql(table: str, columns: Sequence[str], pg_types: Sequence[str]) -> dict[str, str]:
-    cols = ", ".join(f'"{c}"' for c in columns)
-    arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(pg_types, start=1))
-    return {
-        "postgresql": f"INSERT INTO {table} ({cols}) SELECT * FROM unnest({arrays})",
-        "sqlite": f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in columns)})",
-    }
-
-
-_INSERT_LEDGER = _insert_sql("ledger_entries", LEDGER_COLUMNS, _LEDGER_PG_TYPES)
-_INSERT_CAMPAIGNS = _insert_sql("campaigns", CAMPAIGN_COLUMNS, _CAMPAIGN_PG_TYPES)
-
-
-def _unnest(first: int, pg_types: Sequence[str]) -> str:
-    return ", ".join(f"${i}::{t}[]" for i, t in enumerate(pg_types, start=first))
-
-
-def _cols(columns: Sequence[str]) -> str:
-    return ", ".join(f'"{c}"' for c in columns)
+LEDGER = BulkInsert("ledger_entries", LEDGER_COLUMNS, _LEDGER_PG_TYPES, ("created_at",))
+CAMPAIGNS = BulkInsert("campaigns", CAMPAIGN_COLUMNS, _CAMPAIGN_PG_TYPES,
+                       ("scheduled_at", "created_at", "updated_at"))
 
 
 # PostgreSQL: a batch's campaigns and parts written, and its tokens checked, in one round trip
 # (data-modifying WITH parts run whatever the main query reads)
 _N_CAMPAIGN = len(CAMPAIGN_COLUMNS)
 _INSERT_SENDS_PG = (
-    f"WITH c AS (INSERT INTO campaigns ({_cols(CAMPAIGN_COLUMNS)}) "
-    f"SELECT * FROM unnest({_unnest(1, _CAMPAIGN_PG_TYPES)})), "
-    f"p AS (INSERT INTO parts ({_cols(PART_COLUMNS)}) "
-    f"SELECT * FROM unnest({_unnest(_N_CAMPAIGN + 1, PART_PG_TYPES)})) "
+    f"WITH c AS (INSERT INTO campaigns ({quoted(CAMPAIGN_COLUMNS)}) "
+    f"SELECT * FROM unnest({unnest_params(_CAMPAIGN_PG_TYPES)})), "
+    f"p AS (INSERT INTO parts ({quoted(PART_COLUMNS)}) "
+    f"SELECT * FROM unnest({unnest_params(PART_PG_TYPES, _N_CAMPAIGN + 1)})) "
     "SELECT t.id, t.revoked_at IS NOT NULL, a.status FROM api_tokens t "
     "JOIN accounts a ON a.id = t.account_id "
     f"WHERE t.id = ANY(${_N_CAMPAIGN + len(PART_COLUMNS) + 1}::int[])"
@@ -99,7 +87,7 @@ _RESERVE_LEDGER_PG = (
     "balance_updated_at = $2::timestamp "
     "WHERE id = $3 AND status = 'active' AND balance - $1::bigint >= -credit_limit "
     "RETURNING balance) "
-    f"INSERT INTO ledger_entries ({_cols(LEDGER_COLUMNS)}) "
+    f"INSERT INTO ledger_entries ({quoted(LEDGER_COLUMNS)}) "
     "SELECT $3, -c.cost, r.balance + c.rest, 'reserve', c.cid, NULL, $2::timestamp "
     "FROM r, unnest($4::bigint[], $5::bigint[], $6::varchar[]) WITH ORDINALITY "
     "AS c(cost, rest, cid, n) ORDER BY c.n "
@@ -117,7 +105,7 @@ async def insert_sends(conn: AsyncConnection, campaigns: Sequence[tuple[Any, ...
         await insert_campaigns(conn, campaigns)
         await bulk_insert_parts(conn, parts)
         return await token_states(conn, token_ids) if token_ids else {}
-    params = (*_columns(campaigns, _N_CAMPAIGN), *_columns(parts, len(PART_COLUMNS)),
+    params = (*as_columns(campaigns, _N_CAMPAIGN), *as_columns(parts, len(PART_COLUMNS)),
               list(token_ids))
     result = await conn.exec_driver_sql(_INSERT_SENDS_PG, params)
     rows: list[tuple[Any, ...]] = [tuple(r) for r in result]
@@ -148,21 +136,10 @@ async def reserve_with_ledger(conn: AsyncConnection, account_id: int, costs: Seq
     return True
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """The rows as one list per column (the arrays of an unnest)."""
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(col) for col in zip(*rows, strict=True)]
-
-
 async def token_states(conn: AsyncConnection, token_ids: Sequence[int]
                        ) -> dict[int, tuple[bool, str]]:
     """token id -> (revoked, the account's status), for the tokens that exist."""
-    dialect = conn.dialect.name
-    param: Any = list(token_ids) if dialect == "postgresql" \
-        else orjson.dumps(list(token_ids)).decode()
-    result = await conn.exec_driver_sql(_TOKEN_STATES[dialect], (param,))
-    rows: list[tuple[Any, ...]] = [tuple(r) for r in result]
+    rows = await run_with_list(conn, _TOKEN_STATES, token_ids)
     return {int(r[0]): (bool(r[1]), str(r[2])) for r in rows}
 
 
@@ -188,34 +165,17 @@ _DELETE_SENDS = {
 
 async def delete_campaigns(conn: AsyncConnection, campaign_ids: Sequence[str]) -> None:
     """Take back the rows of sends written in this transaction and then refused (402)."""
-    dialect = conn.dialect.name
-    param: Any = list(campaign_ids) if dialect == "postgresql" \
-        else orjson.dumps(list(campaign_ids)).decode()
-    for sql in _DELETE_SENDS[dialect]:
+    param = list_param(conn, campaign_ids)
+    for sql in _DELETE_SENDS[conn.dialect.name]:
         await conn.exec_driver_sql(sql, (param,))
 
 
 async def insert_ledger(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Ledger rows (LEDGER_COLUMNS; money in micro-units, times naive UTC) for reserves
     already made."""
-    await _insert_many(conn, _INSERT_LEDGER, rows, _LEDGER_TIMES)
+    await LEDGER.run(conn, rows)
 
 
 async def insert_campaigns(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Campaign rows (CAMPAIGN_COLUMNS; money in micro-units, times naive UTC)."""
-    await _insert_many(conn, _INSERT_CAMPAIGNS, rows, _CAMPAIGN_TIMES)
-
-
-async def _insert_many(conn: AsyncConnection, sql: dict[str, str],
-                       rows: Sequence[tuple[Any, ...]], times: tuple[int, ...]) -> None:
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        # one statement: a column of the rows per array parameter
-        columns = tuple(list(col) for col in zip(*rows, strict=True))
-        await conn.exec_driver_sql(sql["postgresql"], columns)
-        return
-    # SQLite keeps times as SQLAlchemy writes them (text with microseconds)
-    values = [tuple(sqlite_time(v) if i in times and v is not None else v
-                    for i, v in enumerate(row)) for row in rows]
-    await conn.exec_driver_sql(sql["sqlite"], values)  # type: ignore[arg-type]
+    await CAMPAIGNS.run(conn, rows)

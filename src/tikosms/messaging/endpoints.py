@@ -140,8 +140,9 @@ async def _send_once(
 
 
 async def _still_allowed(request: Request, conn: Any, account: Any) -> None:
-    """401 / 403 if the token was revoked or the account suspended since it was cached."""
-    if not account.token_id:
+    """401 / 403 if the token was revoked or the account suspended since it was cached (a
+    token just read from the database is not read again)."""
+    if not account.cached or not account.token_id:
         return
     revoked, status = (await batch_sql.token_states(conn, [account.token_id])).get(
         account.token_id, (True, ""))

@@ -8,12 +8,12 @@ SQL stay right). Both run inside the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tikosms.db.driver_sql import BulkInsert
 from tikosms.db.models import Campaign, Part
 
 # the columns a new part is written with, in COPY order
@@ -22,50 +22,31 @@ PART_COLUMNS = (
     "data_coding", "mccmnc", "cost", "client_ref", "callback_url", "status", "priority",
     "due_at", "attempts", "concat_ref", "created_at", "updated_at",
 )
-COST_INDEX = PART_COLUMNS.index("cost")
-TIME_INDEXES = tuple(PART_COLUMNS.index(c) for c in ("due_at", "created_at", "updated_at"))
 
 
 # COPY asks the server for the table's column types first: one more round trip that only pays
 # off for many rows; up to this many go as one INSERT over arrays
 COPY_THRESHOLD = 2000
-_COLS = ", ".join(f'"{c}"' for c in PART_COLUMNS)
 PART_PG_TYPES = (
     "varchar", "varchar", "int", "smallint", "smallint", "varchar", "text", "smallint", "varchar",
     "bigint", "varchar", "text", "varchar", "smallint", "timestamp", "smallint", "int",
     "timestamp", "timestamp",
 )
-# one statement over arrays (a column of the rows each), not one bind per row
-_PG_INSERT = (
-    f"INSERT INTO parts ({_COLS}) SELECT * FROM unnest("
-    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(PART_PG_TYPES, start=1)) + ")"
-)
-_SQLITE_INSERT = f"INSERT INTO parts ({_COLS}) VALUES ({', '.join('?' for _ in PART_COLUMNS)})"
 
 
-def sqlite_time(value: datetime) -> str:
-    """The text SQLAlchemy's SQLite DateTime writes: always with microseconds."""
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+PARTS = BulkInsert("parts", PART_COLUMNS, PART_PG_TYPES, ("due_at", "created_at", "updated_at"))
 
 
 async def bulk_insert_parts(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Rows in PART_COLUMNS order; cost in micro-units (int), times naive UTC datetimes."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        if len(rows) < COPY_THRESHOLD:
-            await conn.exec_driver_sql(_PG_INSERT, tuple(list(c) for c in zip(*rows, strict=True)))
-            return
+    """Rows in PART_COLUMNS order; cost in micro-units (int), times naive UTC datetimes. Many
+    rows on PostgreSQL go by COPY."""
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
         raw = await conn.get_raw_connection()
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
             "parts", records=rows, columns=list(PART_COLUMNS)
         )
         return
-    converted = [
-        tuple(sqlite_time(v) if i in TIME_INDEXES else v for i, v in enumerate(row))
-        for row in rows
-    ]
-    await conn.exec_driver_sql(_SQLITE_INSERT, converted)  # type: ignore[arg-type]
+    await PARTS.run(conn, rows)
 
 
 async def get_campaign(conn: AsyncConnection, account_id: int, campaign_id: str) -> Row | None:

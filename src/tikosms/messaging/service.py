@@ -11,7 +11,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.accounts import service as accounts
 from tikosms.db.models import QUEUED, SCHEDULED
-from tikosms.db.types import from_micros, naive_utc, to_micros
+from tikosms.db.types import from_micros, naive_utc, naive_utc_now, to_micros
 from tikosms.errors import (
     MSG_INVALID_NUMBER,
     MSG_NO_RATE_FOR_ACCOUNT,
@@ -196,15 +196,6 @@ async def prepare_campaign(
     return PreparedSend(account.id, campaign, rows, result, account.token_id)
 
 
-def naive_utc_now() -> datetime:
-    """Now as the database keeps times: naive UTC."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _naive(value: datetime) -> datetime:
-    return value if value.tzinfo is None else naive_utc(value)
-
-
 # a price list has few distinct rates: their micro-units are worked out once
 _micros = functools.lru_cache(maxsize=4096)(to_micros)
 
@@ -244,7 +235,7 @@ def _campaign_values(
 ) -> tuple[Any, ...]:
     """The campaign's row in `batch_sql.CAMPAIGN_COLUMNS` order, as stored: money in
     micro-units, times naive UTC."""
-    now_n = _naive(now)
+    now_n = naive_utc(now)
     return (
         campaign_id, account_id, kind, sender.value, sender.type, message, recipients,
         duplicates_removed, invalid_removed, total_parts, _micros(cost), callback_url,
@@ -260,7 +251,7 @@ def _part_rows(
 ) -> list[tuple[Any, ...]]:
     total = len(split.parts)
     cost = _micros(rate)
-    due_n, now_n = _naive(due), _naive(now)
+    due_n, now_n = naive_utc(due), naive_utc(now)
     # one reference number shared by the parts of a message (16 bits; 8-bit UDH uses the low byte)
     ref = secrets.randbelow(65536) if total > 1 else 0
     return [

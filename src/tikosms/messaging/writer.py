@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.engine import Database
 from tikosms.db.models import IdempotencyKey
-from tikosms.db.types import to_micros, utcnow
+from tikosms.db.types import utcnow
 from tikosms.errors import AccountSuspended, NotAuthenticated, PaymentRequired
 from tikosms.messaging import batch_sql
 from tikosms.messaging import repository as repo
@@ -138,7 +138,8 @@ class SendWriter:
                 by_account.setdefault(batch[i].prepared.account_id, []).append(i)
         # accounts in id order: two batches (two API processes) never wait on each other's rows
         for account_id, indexes in sorted(by_account.items()):
-            costs = [to_micros(batch[i].prepared.result.cost) for i in indexes]  # micro-units
+            costs = [batch[i].prepared.campaign[batch_sql.CAMPAIGN_COST]  # micro-units
+                     for i in indexes]
             ids = [batch[i].prepared.result.campaign_id for i in indexes]
             if await batch_sql.reserve_with_ledger(conn, account_id, costs, ids, now):
                 for i in indexes:
@@ -165,7 +166,7 @@ class SendWriter:
 
 
 async def _release_key(conn: AsyncConnection, item: _Item) -> None:
-    """A send refused with 402 does not keep its idempotency key: it may be retried."""
+    """A refused send (401, 403, 402) does not keep its idempotency key: it may be retried."""
     if item.idem is not None:
         await conn.execute(delete(IdempotencyKey).where(
             IdempotencyKey.account_id == item.prepared.account_id,
