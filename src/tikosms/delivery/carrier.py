@@ -52,6 +52,10 @@ class SubmitOutcome:
     error_code: str | None = None  # carrier's error, e.g. SMPP command_status "0x0000000b"
     retry_after: float | None = None  # seconds, for RETRY
     detail: str = ""  # human-readable, for the logs
+    # RETRY only: the carrier may have taken (and sent) the part although it gave no usable
+    # answer (no response, bind lost after the submit left, ROK without a message id). The
+    # worker caps such attempts per part: each one is possibly a real SMS to the handset.
+    maybe_sent: bool = False
 
     @classmethod
     def accepted(cls, carrier_message_id: str) -> SubmitOutcome:

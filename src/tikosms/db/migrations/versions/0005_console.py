@@ -1,0 +1,25 @@
+"""console: operator users and their sessions, traffic roll-ups
+
+Reserved in the migration chain so that work in parallel branches keeps one linear history;
+filled in by the change that needs it.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-02 16:50:00
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

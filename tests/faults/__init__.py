@@ -1,0 +1,1 @@
+"""Fault suite: each case runs against real processes (gateway, SMSC simulator, PostgreSQL)."""
