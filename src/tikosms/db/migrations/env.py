@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -13,6 +14,7 @@ from tikosms.db.engine import async_url
 from tikosms.db.models import Base
 
 config = context.config
+_LOCK_KEY = 0x7469_6B6F_6D69_67  # "tikomig": the advisory lock held while migrating
 target_metadata = Base.metadata
 
 
@@ -30,6 +32,11 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Processes starting together (two workers after an upgrade) migrate one at a time:
+            # the second waits here, then finds the schema at head and does nothing. Without it,
+            # both run the same step and the second fails ("expected to match one row").
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         context.run_migrations()
 
 
