@@ -1,0 +1,132 @@
+"""Campaign lifecycle: scheduled -> active -> completed (every part final), or canceled; and the
+campaign's parts counted by status.
+
+Kept off the hot paths on purpose: the send path writes a campaign `active` and never touches it
+again, the recorder never updates campaigns. Instead the delivery worker's housekeeping runs
+`roll_up` every few seconds: it counts the parts (by status, through `ix_parts_campaign`) of
+campaigns not yet finished (found through the partial index `ix_campaigns_unfinished`), stores
+the counts on the campaign, and when every part is final sets `completed_at` and moves an active
+campaign to `completed`. A canceled campaign stays `canceled`; it is counted until its parts in
+flight at the time of the cancel have their final state too, then gets `completed_at`.
+
+`scheduled` is not stored: a campaign is shown scheduled while its `scheduled_at` is ahead and it
+is neither canceled nor completed, so it becomes active the moment its time comes, with no
+writer involved (`shown_status`).
+
+Counts are of *parts* (each billed and tracked on its own, as get_message shows them), keyed
+by the part statuses of SPEC_NOTES: {"DELIVRD": 2998, "UNDELIV": 2}. They are at most a
+housekeeping period old (`counted_at` says when).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, text, update
+
+from tikosms.db.engine import Database
+from tikosms.db.models import FINAL_STATUSES, SCHEDULED, Campaign, Part
+from tikosms.db.types import utcnow
+
+log = logging.getLogger("tikosms.messaging.lifecycle")
+
+ACTIVE, COMPLETED, CANCELED, SHOWN_SCHEDULED = "active", "completed", "canceled", "scheduled"
+# one round counts campaigns until this many of their parts are reached (a 100,000-part
+# campaign is a round of its own: ~50 ms of index scan on PostgreSQL), at most ROUND_CAMPAIGNS
+ROUND_PARTS = 200_000
+ROUND_CAMPAIGNS = 1000
+# PostgreSQL advisory lock taken by the worker that counts this round: the others skip it
+ADVISORY_KEY = 0x7469_6B6F_0006  # "tiko" + the migration's number
+
+# where each database's next round starts (campaign ids in order, wrapping around), so a few
+# campaigns that never finish (a carrier that sends no receipts) cannot starve the others
+_cursors: weakref.WeakKeyDictionary[Database, str] = weakref.WeakKeyDictionary()
+
+
+def shown_status(status: str, scheduled_at: datetime | None, now: datetime) -> str:
+    """The status the API and the console show: the stored one, or `scheduled` for an active
+    campaign whose time has not come."""
+    if status == ACTIVE and scheduled_at is not None and scheduled_at > now:
+        return SHOWN_SCHEDULED
+    return status
+
+
+def shown_counts(counts: str | None, shown: str, total_parts: int) -> dict[str, int] | None:
+    """Parts by status as stored by the roll-up; before its first count a scheduled campaign's
+    parts are all SCHEDULED (nothing else can have happened to them), any other is None."""
+    if counts:
+        loaded: dict[str, int] = json.loads(counts)
+        return loaded
+    if shown == SHOWN_SCHEDULED:
+        return {SCHEDULED: total_parts}
+    return None
+
+
+async def roll_up(db: Database, now: datetime | None = None) -> int:
+    """Count the parts of one round of unfinished campaigns and store the counts; returns how
+    many campaigns finished in this round. Run by the worker's housekeeping."""
+    now = now or utcnow()
+    async with db.connect(stream=True) as conn:  # a transaction: holds the advisory lock
+        if db.is_postgres and not (await conn.execute(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})).scalar():
+            return 0  # another worker is counting this round
+        picked = await _pick(conn, _cursors.get(db, ""), now)
+        if not picked and db in _cursors:
+            _cursors.pop(db)  # the end of the list: start again from the first
+            picked = await _pick(conn, "", now)
+        if not picked:
+            return 0
+        _cursors[db] = picked[-1].id
+        by_campaign: dict[str, dict[str, int]] = defaultdict(dict)
+        for campaign_id, status, n in (await conn.execute(
+            select(Part.campaign_id, Part.status, func.count())
+            .where(Part.campaign_id.in_([c.id for c in picked]))
+            .group_by(Part.campaign_id, Part.status)
+        )).all():
+            by_campaign[campaign_id][status] = int(n)
+        await conn.rollback()  # ends the read (and releases the advisory lock)
+
+    finished: list[str] = []
+    async with db.begin() as conn:  # short: SQLite has one writer
+        for c in picked:
+            counts = dict(sorted(by_campaign.get(c.id, {}).items()))
+            done = (sum(counts.values()) >= c.total_parts
+                    and all(s in FINAL_STATUSES for s in counts))
+            unfinished = (Campaign.id == c.id) & Campaign.completed_at.is_(None)
+            if done:
+                finished.append(c.id)
+                # a cancel committed since the count keeps its status
+                await conn.execute(update(Campaign)
+                                   .where(unfinished, Campaign.status == ACTIVE)
+                                   .values(status=COMPLETED, updated_at=now))
+            await conn.execute(update(Campaign).where(unfinished).values(
+                counts=json.dumps(counts), counted_at=now, completed_at=now if done else None))
+    for campaign_id in finished:
+        log.info("campaign %s finished: every part has its final state", campaign_id)
+    return len(finished)
+
+
+async def _pick(conn: Any, after: str, now: datetime) -> list[Any]:
+    """The next unfinished campaigns after `after`, in id order, up to ROUND_PARTS parts. A
+    scheduled campaign whose time has not come is counted once (its parts wait), and again
+    once it starts or is canceled."""
+    rows = (await conn.execute(
+        select(Campaign.id, Campaign.total_parts)
+        .where(Campaign.completed_at.is_(None), Campaign.id > after,
+               or_(Campaign.scheduled_at.is_(None), Campaign.scheduled_at <= now,
+                   Campaign.counts.is_(None), Campaign.status != ACTIVE))
+        .order_by(Campaign.id)
+        .limit(ROUND_CAMPAIGNS)
+    )).all()
+    picked, parts = [], 0
+    for row in rows:
+        if picked and parts + row.total_parts > ROUND_PARTS:
+            break
+        picked.append(row)
+        parts += row.total_parts
+    return picked
