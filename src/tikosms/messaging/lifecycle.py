@@ -25,9 +25,9 @@ import logging
 import weakref
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import Row, func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.engine import Database
 from tikosms.db.models import FINAL_STATUSES, SCHEDULED, Campaign, Part
@@ -111,7 +111,7 @@ async def roll_up(db: Database, now: datetime | None = None) -> int:
     return len(finished)
 
 
-async def _pick(conn: Any, after: str, now: datetime) -> list[Any]:
+async def _pick(conn: AsyncConnection, after: str, now: datetime) -> list[Row]:
     """The next unfinished campaigns after `after`, in id order, up to ROUND_PARTS parts. A
     scheduled campaign whose time has not come is counted once (its parts wait), and again
     once it starts or is canceled."""
@@ -123,7 +123,8 @@ async def _pick(conn: Any, after: str, now: datetime) -> list[Any]:
         .order_by(Campaign.id)
         .limit(ROUND_CAMPAIGNS)
     )).all()
-    picked, parts = [], 0
+    picked: list[Row] = []
+    parts = 0
     for row in rows:
         if picked and parts + row.total_parts > ROUND_PARTS:
             break
