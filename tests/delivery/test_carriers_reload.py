@@ -9,9 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from tests.conftest import add_rates, make_customer
+from tests.delivery import test_worker_processes as processes
 from tests.delivery.test_smpp_end_to_end import (
     FAST_RECONNECT,
     numbers,
@@ -19,6 +22,8 @@ from tests.delivery.test_smpp_end_to_end import (
     simulator,
     wait_all_final,
 )
+from tests.delivery.test_worker_processes import Worker, stop, wait_for, wait_until_running
+from tikosms.cli import cli as tikosms_cli
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.db.models import Part
@@ -30,6 +35,8 @@ from tikosms.smpp.connector import SmppCarrier
 from tikosms.smpp.simulator import SmscSimulator
 
 SHORT = "Your code is 4471"  # one GSM-7 part per recipient
+pg_url = processes.pg_url  # fixtures: `tikosms worker` processes on the test's PostgreSQL
+start_worker = processes.start_worker
 
 
 def fast(settings: Settings) -> Settings:
@@ -211,3 +218,40 @@ async def _claimed_once(db: Database, campaign_id: str) -> None:
             if tried == 3:
                 return
             await asyncio.sleep(0.05)
+
+
+# --- a real `tikosms worker` process, changed through the CLI ------------------------------
+
+@pytest.mark.slow
+async def test_a_worker_process_applies_cli_changes_without_a_restart(
+        client: httpx.AsyncClient, db: Database, pg_url: str,
+        start_worker: Callable[..., Worker]) -> None:
+    await add_rates(db)
+    who = await make_customer(db)
+    async with simulator() as first, simulator() as second:
+        worker = start_worker("w1", carriers_reload_seconds="0.5")
+        await wait_until_running(worker)
+        await cli(pg_url, "carriers", "add", "acme", "--host", "127.0.0.1", "--port",
+                  str(first.port), "--system-id", "tiko", "--password", "pw1")
+        await cli(pg_url, "routes", "add", "--match", "*", "--carrier", "acme")
+        await logged(worker, "added=acme")
+        assert await deliver(client, db, who) == {"acme": 5}
+
+        await cli(pg_url, "carriers", "update", "acme", "--port", str(second.port))
+        await logged(worker, "changed=acme")
+        assert await deliver(client, db, who, 7) == {"acme": 7}
+        assert (first.counters.accepted, second.counters.accepted) == (5, 7)
+        assert await stop(worker) == 0
+
+
+async def cli(database_url: str, *args: str) -> None:
+    result = await asyncio.to_thread(
+        CliRunner().invoke, tikosms_cli, ["--database-url", database_url, *args])
+    assert result.exit_code == 0, (result.stderr, result.exception)
+
+
+async def logged(worker: Worker, text: str) -> None:
+    async def seen() -> bool:
+        return text in worker.output()
+
+    await wait_for(seen, 15, f"{worker.name} did not log {text!r}")
