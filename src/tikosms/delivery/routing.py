@@ -250,8 +250,9 @@ class Router:
             await asyncio.sleep(period)
             try:
                 await self.reload()
-            except Exception:
-                log.exception("reloading carriers failed; trying again in %.0f s", period)
+            except Exception as exc:  # the database away, most often: one line, no trace
+                log.warning("reloading carriers failed (%s); trying again in %.1f s",
+                            exc.__class__.__name__, period)
 
     def route(self, mccmnc: str) -> list[str]:
         hit = self._cache.get(mccmnc)

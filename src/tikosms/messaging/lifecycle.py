@@ -22,24 +22,27 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import weakref
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import Row, func, or_, select, text, update
+from sqlalchemy import Row, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.engine import Database
 from tikosms.db.models import FINAL_STATUSES, SCHEDULED, Campaign, Part
-from tikosms.db.types import utcnow
+from tikosms.db.types import UTCDateTime, utcnow
 
 log = logging.getLogger("tikosms.messaging.lifecycle")
 
 ACTIVE, COMPLETED, CANCELED, SHOWN_SCHEDULED = "active", "completed", "canceled", "scheduled"
 # one round counts campaigns until this many of their parts are reached (a 100,000-part
-# campaign is a round of its own: ~50 ms of index scan on PostgreSQL), at most ROUND_CAMPAIGNS
+# campaign is a round of its own), at most ROUND_CAMPAIGNS; rounds follow each other for up to
+# `budget` seconds, so single-message campaigns (one per /v1/message) are counted as fast as
+# they come
 ROUND_PARTS = 200_000
-ROUND_CAMPAIGNS = 1000
+ROUND_CAMPAIGNS = 5000
 # PostgreSQL advisory lock taken by the worker that counts this round: the others skip it
 ADVISORY_KEY = 0x7469_6B6F_0006  # "tiko" + the migration's number
 
@@ -67,20 +70,33 @@ def shown_counts(counts: str | None, shown: str, total_parts: int) -> dict[str, 
     return None
 
 
-async def roll_up(db: Database, now: datetime | None = None) -> int:
-    """Count the parts of one round of unfinished campaigns and store the counts; returns how
-    many campaigns finished in this round. Run by the worker's housekeeping."""
+async def roll_up(db: Database, now: datetime | None = None, budget: float = 1.0) -> int:
+    """Count the parts of unfinished campaigns, round after round for up to `budget` seconds,
+    and store what changed; returns how many campaigns finished. Run by the worker's
+    housekeeping (every 5 s)."""
     now = now or utcnow()
+    deadline = time.monotonic() + budget
+    finished = 0
+    while True:
+        done, more = await _round(db, now)
+        finished += done
+        if not more or time.monotonic() > deadline:
+            return finished
+
+
+async def _round(db: Database, now: datetime) -> tuple[int, bool]:
+    """One round: (campaigns finished, whether the round was full so more may wait)."""
     async with db.connect(stream=True) as conn:  # a transaction: holds the advisory lock
         if db.is_postgres and not (await conn.execute(
                 text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})).scalar():
-            return 0  # another worker is counting this round
-        picked = await _pick(conn, _cursors.get(db, ""), now)
+            return 0, False  # another worker is counting this round
+        picked, full = await _pick(conn, _cursors.get(db, ""), now)
         if not picked and db in _cursors:
-            _cursors.pop(db)  # the end of the list: start again from the first
-            picked = await _pick(conn, "", now)
+            _cursors.pop(db)  # the end of the list: start again from the first, next time
+            picked, full = await _pick(conn, "", now)
+            full = False
         if not picked:
-            return 0
+            return 0, False
         _cursors[db] = picked[-1].id
         by_campaign: dict[str, dict[str, int]] = defaultdict(dict)
         for campaign_id, status, n in (await conn.execute(
@@ -91,32 +107,43 @@ async def roll_up(db: Database, now: datetime | None = None) -> int:
             by_campaign[campaign_id][status] = int(n)
         await conn.rollback()  # ends the read (and releases the advisory lock)
 
+    changed: list[dict[str, object]] = []
     finished: list[str] = []
-    async with db.begin() as conn:  # short: SQLite has one writer
-        for c in picked:
-            counts = dict(sorted(by_campaign.get(c.id, {}).items()))
-            done = (sum(counts.values()) >= c.total_parts
-                    and all(s in FINAL_STATUSES for s in counts))
-            unfinished = (Campaign.id == c.id) & Campaign.completed_at.is_(None)
-            if done:
-                finished.append(c.id)
-                # a cancel committed since the count keeps its status
-                await conn.execute(update(Campaign)
-                                   .where(unfinished, Campaign.status == ACTIVE)
-                                   .values(status=COMPLETED, updated_at=now))
-            await conn.execute(update(Campaign).where(unfinished).values(
-                counts=json.dumps(counts), counted_at=now, completed_at=now if done else None))
+    for c in picked:
+        counts = dict(sorted(by_campaign.get(c.id, {}).items()))
+        done = (sum(counts.values()) >= c.total_parts
+                and all(s in FINAL_STATUSES for s in counts))
+        stored = json.dumps(counts)
+        if done:
+            finished.append(c.id)
+        elif stored == c.counts:
+            continue  # nothing new: no write
+        changed.append({"b_id": c.id, "b_counts": stored, "b_done": now if done else None})
+    if not changed:
+        return 0, full
+    async with db.begin() as conn:  # two statements: SQLite's one writer is held briefly
+        unfinished = Campaign.completed_at.is_(None)
+        if finished:  # a cancel committed since the count keeps its status
+            await conn.execute(update(Campaign)
+                               .where(Campaign.id.in_(finished), unfinished,
+                                      Campaign.status == ACTIVE)
+                               .values(status=COMPLETED, updated_at=now))
+        await conn.execute(
+            update(Campaign).where(Campaign.id == bindparam("b_id"), unfinished).values(
+                counts=bindparam("b_counts"), counted_at=now,
+                completed_at=bindparam("b_done", type_=UTCDateTime())),
+            changed)
     for campaign_id in finished:
         log.info("campaign %s finished: every part has its final state", campaign_id)
-    return len(finished)
+    return len(finished), full
 
 
-async def _pick(conn: AsyncConnection, after: str, now: datetime) -> list[Row]:
-    """The next unfinished campaigns after `after`, in id order, up to ROUND_PARTS parts. A
-    scheduled campaign whose time has not come is counted once (its parts wait), and again
-    once it starts or is canceled."""
+async def _pick(conn: AsyncConnection, after: str, now: datetime) -> tuple[list[Row], bool]:
+    """The next unfinished campaigns after `after`, in id order, up to ROUND_PARTS parts, and
+    whether a limit cut the round. A scheduled campaign whose time has not come is counted
+    once (its parts wait), and again once it starts or is canceled."""
     rows = (await conn.execute(
-        select(Campaign.id, Campaign.total_parts)
+        select(Campaign.id, Campaign.total_parts, Campaign.counts)
         .where(Campaign.completed_at.is_(None), Campaign.id > after,
                or_(Campaign.scheduled_at.is_(None), Campaign.scheduled_at <= now,
                    Campaign.counts.is_(None), Campaign.status != ACTIVE))
@@ -127,7 +154,7 @@ async def _pick(conn: AsyncConnection, after: str, now: datetime) -> list[Row]:
     parts = 0
     for row in rows:
         if picked and parts + row.total_parts > ROUND_PARTS:
-            break
+            return picked, True
         picked.append(row)
         parts += row.total_parts
-    return picked
+    return picked, len(rows) == ROUND_CAMPAIGNS
