@@ -136,3 +136,14 @@ async def test_a_finished_campaign_is_no_longer_counted(
 ])
 def test_shown_status(status: str, scheduled_at: datetime | None, expected: str) -> None:
     assert lifecycle.shown_status(status, scheduled_at, NOW) == expected
+
+
+async def test_campaigns_beyond_one_round_are_all_counted(
+        client: httpx.AsyncClient, db: Database, customer: Customer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle, "ROUND_CAMPAIGNS", 2)  # 5 campaigns: three rounds
+    monkeypatch.setattr(lifecycle, "SQLITE_WRITE_CHUNK", 1)
+    ids = [await send(client, customer) for _ in range(5)]
+    await lifecycle.roll_up(db)
+    for cid in ids:
+        assert (await shown(client, customer, cid))["counts"] == {"QUEUED": 3}
