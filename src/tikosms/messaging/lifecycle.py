@@ -87,19 +87,21 @@ async def roll_up(db: Database, now: datetime | None = None, budget: float = 1.0
 
 
 async def _round(db: Database, now: datetime) -> tuple[int, bool]:
-    """One round: (campaigns finished, whether the round was full so more may wait)."""
+    """One round: (campaigns finished, whether more may wait: the round was full, or it began
+    mid-list and the first campaigns are yet to be counted)."""
     async with db.connect(stream=True) as conn:  # a transaction: holds the advisory lock
         if db.is_postgres and not (await conn.execute(
                 text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})).scalar():
             return 0, False  # another worker is counting this round
-        picked, full = await _pick(conn, _cursors.get(db, ""), now)
-        if not picked and db in _cursors:
-            _cursors.pop(db)  # the end of the list: start again from the first, next time
-            picked, full = await _pick(conn, "", now)
-            full = False
+        after = _cursors.get(db, "")
+        picked, full = await _pick(conn, after, now)
+        if full:
+            _cursors[db] = picked[-1].id
+        else:
+            _cursors.pop(db, None)  # the end of the list: the next round starts at the first
+        more = full or bool(after)  # a round begun mid-list goes on from the first
         if not picked:
-            return 0, False
-        _cursors[db] = picked[-1].id
+            return 0, more
         by_campaign: dict[str, dict[str, int]] = defaultdict(dict)
         for campaign_id, status, n in (await conn.execute(
             select(Part.campaign_id, Part.status, func.count())
@@ -122,7 +124,7 @@ async def _round(db: Database, now: datetime) -> tuple[int, bool]:
             continue  # nothing new: no write
         changed.append({"b_id": c.id, "b_counts": stored, "b_done": now if done else None})
     if not changed:
-        return 0, full
+        return 0, more
     # SQLite has one writer: it is held for a chunk at a time (500 campaigns: ~35 ms), so
     # sends are never held up behind a whole round
     step = len(changed) if db.is_postgres else SQLITE_WRITE_CHUNK
@@ -133,7 +135,7 @@ async def _round(db: Database, now: datetime) -> tuple[int, bool]:
             await _store_counts(conn, chunk, [f for f in finished if f in ids], now)
     for campaign_id in finished:
         log.info("campaign %s finished: every part has its final state", campaign_id)
-    return len(finished), full
+    return len(finished), more
 
 
 # PostgreSQL: every changed campaign in one statement over arrays; a finished one moves
