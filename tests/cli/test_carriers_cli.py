@@ -329,5 +329,32 @@ def test_carriers_with_state_lists_settings_in_force_and_routes(database_url: st
     [acme] = asyncio.run(go())
     assert acme["name"] == "acme" and acme["enabled"] is True
     assert acme["settings"]["tps"] == 25 and acme["settings"]["window"] == 100
-    assert acme["routes"] == [{"route_id": route["route_id"], "match": "262", "priority": 100}]
+    assert acme["routes"] == [{"route_id": route["route_id"], "match": "262", "priority": 100,
+                               "enabled": True}]
     assert "password" not in acme and acme["password_set"] is True
+
+
+def test_a_disabled_route_is_kept_listed_but_not_used(database_url: str,
+                                                     settings: Settings) -> None:
+    tikosms_json(database_url, *ACME)
+    route = tikosms_json(database_url, "routes", "add", "--match", "255", "--carrier", "acme")
+    out = tikosms_json(database_url, "routes", "disable", str(route["route_id"]))
+    assert out["enabled"] is False and "running workers apply this" in out["notes"][0]
+    assert tikosms_json(database_url, "routes", "list")[0]["enabled"] is False
+    assert "(route disabled)" in tikosms(database_url, "routes", "list").stdout
+
+    async def go() -> Router:
+        db = Database(database_url)
+        try:
+            return await Router.from_database(db, settings)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(go()).route("25501") == []
+    tikosms_json(database_url, "routes", "enable", str(route["route_id"]))
+    assert asyncio.run(go()).route("25501") == ["acme"]
+
+
+def test_enabling_an_unknown_route_is_a_one_line_error(database_url: str) -> None:
+    for verb in ("enable", "disable"):
+        assert_one_line_error(tikosms(database_url, "routes", verb, "99"), "no route with id 99")

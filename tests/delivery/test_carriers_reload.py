@@ -155,6 +155,25 @@ async def test_a_disabled_carrier_hands_new_parts_to_the_next_route(
         assert (main.counters.accepted, spare.counters.accepted) == (5, 5)
 
 
+async def test_a_disabled_route_hands_new_parts_to_the_next_one(
+        client: httpx.AsyncClient, db: Database, settings: Settings) -> None:
+    await add_rates(db)
+    who = await make_customer(db)
+    async with simulator() as main, simulator() as spare:
+        await add(db, "acme", main, priority=1)
+        await add(db, "backup", spare, priority=2)
+        async with delivery(db, fast(settings)) as worker:
+            await until(bound_to(worker.router, "acme", main.port))
+            await until(bound_to(worker.router, "backup", spare.port))
+            async with db.begin() as conn:
+                [first] = [r for r in await carriers_repo.list_routes(conn)
+                           if r.carrier == "acme"]
+                await carriers_repo.set_route_enabled(conn, first.id, False)
+            await until(lambda: worker.router.route("25501") == ["backup"])
+            assert await deliver(client, db, who) == {"backup": 5}
+            assert "acme" in worker.router.carriers  # the carrier itself stays bound
+
+
 async def test_parts_wait_while_the_only_carrier_is_disabled(
         client: httpx.AsyncClient, db: Database, settings: Settings) -> None:
     await add_rates(db)

@@ -183,8 +183,8 @@ def show(name: str, as_json: bool) -> None:
             routes = await repo.routes_of(conn, row.id)
             enroute = await repo.parts_enroute_with(conn, name)
         return {**carrier_dict(row), "parts_enroute": enroute,
-                "routes": [{"route_id": r.id, "match": r.match, "priority": r.priority}
-                           for r in routes]}
+                "routes": [{"route_id": r.id, "match": r.match, "priority": r.priority,
+                            "enabled": r.enabled} for r in routes]}
 
     def human(d: dict[str, Any]) -> str:
         lines = [f"carrier {d['name']} ({'enabled' if d['enabled'] else 'disabled'})",
@@ -194,7 +194,8 @@ def show(name: str, as_json: bool) -> None:
         lines += [f"  {k:<22} {_value(v)}" for k, v in d["settings"].items()]
         lines.append(f"  parts enroute          {d['parts_enroute']} (awaiting their receipt)")
         lines.append("  routes                 " + (", ".join(
-            f"{r['route_id']}: {r['match']} priority {r['priority']}" for r in d["routes"])
+            f"{r['route_id']}: {r['match']} priority {r['priority']}"
+            + ("" if r["enabled"] else " (disabled)") for r in d["routes"])
             or "none (it gets no parts)"))
         return "\n".join(lines)
 
@@ -296,7 +297,8 @@ def route_list(as_json: bool) -> None:
     async def go(db: Database) -> list[dict[str, Any]]:
         async with db.connect() as conn:
             return [{"route_id": r.id, "match": r.match, "carrier": r.carrier,
-                     "priority": r.priority, "carrier_enabled": r.enabled}
+                     "priority": r.priority, "enabled": r.route_enabled,
+                     "carrier_enabled": r.enabled}
                     for r in await repo.list_routes(conn)]
 
     def table(rows: list[dict[str, Any]]) -> str:
@@ -304,10 +306,37 @@ def route_list(as_json: bool) -> None:
             return "no routes (add one: tikosms routes add --match '*' --carrier NAME)"
         lines = [f"{'ID':>5}  {'MATCH':<7} {'PRIORITY':>8}  CARRIER"]
         lines += [f"{r['route_id']:>5}  {r['match']:<7} {r['priority']:>8}  {r['carrier']}"
-                  + ("" if r["carrier_enabled"] else " (disabled)") for r in rows]
+                  + ("" if r["carrier_enabled"] else " (carrier disabled)")
+                  + ("" if r["enabled"] else " (route disabled)") for r in rows]
         return "\n".join(lines)
 
     emit(run(go), as_json, table)
+
+
+@routes_group.command("enable")
+@click.argument("route_id", type=int)
+@json_option
+def route_enable(route_id: int, as_json: bool) -> None:
+    """Use route ROUTE_ID again."""
+    _set_route_enabled(route_id, True, as_json)
+
+
+@routes_group.command("disable")
+@click.argument("route_id", type=int)
+@json_option
+def route_disable(route_id: int, as_json: bool) -> None:
+    """Keep route ROUTE_ID but stop using it; parts take the next matching route."""
+    _set_route_enabled(route_id, False, as_json)
+
+
+def _set_route_enabled(route_id: int, enabled: bool, as_json: bool) -> None:
+    async def go(db: Database) -> dict[str, Any]:
+        async with db.begin() as conn:
+            await repo.set_route_enabled(conn, route_id, enabled)
+        return {"route_id": route_id, "enabled": enabled, "notes": [APPLIED]}
+
+    emit(run(go), as_json, lambda d: "\n".join(
+        [f"route {route_id} {'enabled' if enabled else 'disabled'}", *d["notes"]]))
 
 
 @routes_group.command("remove")

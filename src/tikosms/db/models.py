@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -286,3 +287,5 @@ class Route(Base):
     carrier_id: Mapped[int] = mapped_column(ForeignKey("carriers.id"))
     priority: Mapped[int] = mapped_column(Integer, default=100)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # 0006: a disabled route is kept but not used (tikosms routes disable ID)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())

@@ -151,8 +151,8 @@ async def carriers_with_state(conn: AsyncConnection) -> list[dict[str, Any]]:
             "name": row.name, "enabled": row.enabled, "host": row.host, "port": row.port,
             "system_id": row.system_id, "password_set": bool(row.password),
             "settings": {f: getattr(config, f) for f in sorted(SETTING_FIELDS)},
-            "routes": [{"route_id": r.id, "match": r.match, "priority": r.priority}
-                       for r in routes if r.carrier_id == row.id],
+            "routes": [{"route_id": r.id, "match": r.match, "priority": r.priority,
+                        "enabled": r.enabled} for r in routes if r.carrier_id == row.id],
             "created_at": row.created_at,
         })
     return out
@@ -233,7 +233,8 @@ async def list_routes(conn: AsyncConnection) -> Sequence[Row]:
     """Routes in the order the router weighs them: most specific first, then priority."""
     rows = (await conn.execute(
         select(Route.id, Route.match, Route.priority, Route.created_at,
-               CarrierRow.name.label("carrier"), CarrierRow.enabled)
+               Route.enabled.label("route_enabled"), CarrierRow.name.label("carrier"),
+               CarrierRow.enabled)
         .join(CarrierRow, CarrierRow.id == Route.carrier_id)
     )).all()
     return sorted(rows, key=lambda r: (r.match == "*", -len(r.match), r.match, r.priority, r.id))
@@ -242,6 +243,14 @@ async def list_routes(conn: AsyncConnection) -> Sequence[Row]:
 async def routes_of(conn: AsyncConnection, carrier_id: int) -> Sequence[Row]:
     return (await conn.execute(
         select(Route).where(Route.carrier_id == carrier_id).order_by(Route.id))).all()
+
+
+async def set_route_enabled(conn: AsyncConnection, route_id: int, enabled: bool) -> None:
+    """Keep a route but stop (or resume) using it; running workers apply it within seconds."""
+    result = await conn.execute(
+        update(Route).where(Route.id == route_id).values(enabled=enabled))
+    if not result.rowcount:
+        raise OperatorError(f"no route with id {route_id} (see: tikosms routes list)")
 
 
 async def remove_route(conn: AsyncConnection, route_id: int) -> None:

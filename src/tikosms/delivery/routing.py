@@ -97,7 +97,7 @@ async def load_carrier_set(db: Database) -> CarrierSet:
             await conn.execute(
                 select(Route.match, CarrierRow.name, Route.priority)
                 .join(CarrierRow, CarrierRow.id == Route.carrier_id)
-                .where(CarrierRow.enabled)
+                .where(CarrierRow.enabled, Route.enabled)
             )
         ).all()
     rows = {r.name: r for r in all_rows if r.enabled}

@@ -1,9 +1,10 @@
-"""campaign lifecycle: completed campaigns and counts by status
+"""campaign lifecycle: completed campaigns and counts by status; routes that can be disabled
 
 The worker's housekeeping counts the parts of every campaign not yet finished and stores the
 counts on the campaign (`counts` JSON, `counted_at`), and `completed_at` once every part is final
 (status then moves active -> completed). The partial index holds only unfinished campaigns, so
-each round finds them without reading the millions that are done.
+each round finds them without reading the millions that are done. `routes.enabled` lets an
+operator stop a route without removing it (running workers apply it within seconds).
 
 Revision ID: 0006
 Revises: 0005
@@ -31,9 +32,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("completed_at", sa.DateTime(), nullable=True))
         batch_op.create_index("ix_campaigns_unfinished", ["id"], unique=False,
                               postgresql_where=_UNFINISHED, sqlite_where=_UNFINISHED)
+    with op.batch_alter_table("routes", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("enabled", sa.Boolean(), nullable=False,
+                                      server_default=sa.true()))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("routes", schema=None) as batch_op:
+        batch_op.drop_column("enabled")
     with op.batch_alter_table("campaigns", schema=None) as batch_op:
         batch_op.drop_index("ix_campaigns_unfinished")
         batch_op.drop_column("completed_at")
