@@ -133,8 +133,12 @@ async def _round(db: Database, now: datetime) -> tuple[int, bool]:
         ids = {c["b_id"] for c in chunk}
         async with db.begin() as conn:
             await _store_counts(conn, chunk, [f for f in finished if f in ids], now)
+    # one line per round at INFO: a campaign per /v1/message would otherwise be a line each
     for campaign_id in finished:
-        log.info("campaign %s finished: every part has its final state", campaign_id)
+        log.debug("campaign %s finished: every part has its final state", campaign_id)
+    if finished:
+        log.info("%d campaign(s) finished (every part final), e.g. campaign %s",
+                 len(finished), finished[0])
     return len(finished), more
 
 
