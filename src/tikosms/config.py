@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # parts that have waited longer than this in the queue expire (EXPIRED, refunded); seconds
     queue_expiry_seconds: float = 48 * 3600.0
 
+    # --- carriers hot reload ---
+    # seconds between two looks of each worker at the carriers and routes tables (a few rows);
+    # a change applies within this plus the new binds' bind time. 0 turns hot reload off
+    carriers_reload_seconds: float = Field(default=2.0, ge=0, le=3600)
+
     # --- simulated carrier (used when no SMPP carrier is configured) ---
     sim_receipt_delay_ms: int = 200  # milliseconds from submit to the receipt
     sim_undeliv_ratio: float = Field(default=0.0, ge=0, le=1)  # share of UNDELIV receipts

@@ -71,11 +71,11 @@ def test_only_the_options_given_are_stored(database_url: str) -> None:
     assert stored_settings(database_url, "acme") == {"window": 50, "validity_period": 3600}
 
 
-def test_add_says_workers_need_a_route_and_a_restart(database_url: str) -> None:
+def test_add_says_workers_need_a_route_and_apply_it_at_once(database_url: str) -> None:
     result = tikosms(database_url, *ACME)
     assert result.exit_code == 0
     assert "routes add --match '*' --carrier acme" in result.stdout
-    assert "restart workers to apply" in result.stdout
+    assert "running workers apply this" in result.stdout
 
 
 @pytest.mark.parametrize(("extra", "fragment"), [
@@ -128,7 +128,7 @@ def test_routes_accept_any_mcc_mccmnc_or_star(database_url: str, match: str) -> 
     tikosms_json(database_url, *ACME)
     out = tikosms_json(database_url, "routes", "add", "--match", match, "--carrier", "acme")
     assert out["match"] == match and out["priority"] == 100
-    assert "restart workers to apply" in out["notes"][0]
+    assert "running workers apply this" in out["notes"][0]
 
 
 @pytest.mark.parametrize("match", [
@@ -198,7 +198,7 @@ def test_disabling_the_last_carrier_warns_of_the_simulated_fallback(database_url
     assert any("simulated carrier" in note for note in out["notes"])
     assert tikosms_json(database_url, "carriers", "list")[0]["enabled"] is False
     back = tikosms_json(database_url, "carriers", "enable", "acme")
-    assert back["enabled"] is True and len(back["notes"]) == 1  # only "restart workers"
+    assert back["enabled"] is True and len(back["notes"]) == 1  # only "running workers ..."
 
 
 def test_human_output_says_how_to_apply_changes(database_url: str) -> None:
@@ -208,7 +208,7 @@ def test_human_output_says_how_to_apply_changes(database_url: str) -> None:
                  ["routes", "remove", "1"]):
         result = tikosms(database_url, *args)
         assert result.exit_code == 0, result.stderr
-        assert "restart workers to apply" in result.stdout
+        assert "running workers apply this" in result.stdout
     assert "acme" in tikosms(database_url, "carriers", "list").stdout
     assert "no routes" in tikosms(database_url, "routes", "list").stdout
 
@@ -246,3 +246,115 @@ def test_the_router_reads_what_the_cli_wrote(database_url: str, settings: Settin
     assert tuple(config.source_ton_npi_for("Alpha")) == (5, 0)  # not overridden: the default
     assert router.route("25501") == ["acme", "backup"]  # acme's priority 10 first
     assert router.route("26201") == ["backup"]
+
+
+# --- carriers update ---------------------------------------------------------------------
+
+def test_update_changes_only_what_is_given(database_url: str) -> None:
+    tikosms_json(database_url, *ACME, "--window", "50", "--tps", "100")
+    out = tikosms_json(database_url, "carriers", "update", "acme", "--port", "2776",
+                       "--binds", "2")
+    assert (out["host"], out["port"], out["system_id"]) == ("127.0.0.1", 2776, "acme_esme")
+    assert stored_settings(database_url, "acme") == {"window": 50, "tps": 100, "binds": 2}
+    assert "running workers apply this" in out["notes"][0]
+    assert "s3cret" not in json.dumps(out)
+
+
+def test_update_puts_a_reset_setting_back_to_its_default(database_url: str) -> None:
+    tikosms_json(database_url, *ACME, "--window", "50", "--tps", "100")
+    out = tikosms_json(database_url, "carriers", "update", "acme", "--reset", "tps")
+    assert out["settings"]["tps"] is None and out["settings"]["window"] == 50
+    assert stored_settings(database_url, "acme") == {"window": 50}
+
+
+def test_update_can_disable_and_enable(database_url: str) -> None:
+    tikosms_json(database_url, *ACME)
+    assert tikosms_json(database_url, "carriers", "update", "acme",
+                        "--disabled")["enabled"] is False
+    assert tikosms_json(database_url, "carriers", "list")[0]["enabled"] is False
+    assert tikosms_json(database_url, "carriers", "update", "acme",
+                        "--enabled", "--window", "7")["enabled"] is True
+
+
+def test_update_changes_the_password_without_printing_it(database_url: str) -> None:
+    tikosms_json(database_url, *ACME)
+    result = tikosms(database_url, "carriers", "update", "acme", "--password", "n3wpw")
+    assert result.exit_code == 0 and "n3wpw" not in result.stdout
+
+    async def go() -> str:
+        db = Database(database_url)
+        try:
+            async with db.connect() as conn:
+                return str((await carriers_repo.require_carrier(conn, "acme")).password)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(go()) == "n3wpw"
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    (["--password", "123456789"], "password is 9 characters"),
+    (["--port", "0"], "port 0"),
+    (["--window", "0"], "window must be at least 1"),
+    (["--system-id", ""], "system_id is empty"),
+    (["--reset", "colour"], "unknown carrier settings: colour"),
+    ([], "nothing to change for carrier acme"),
+])
+def test_update_refuses_bad_changes_and_changes_nothing(database_url: str, extra: list[str],
+                                                       fragment: str) -> None:
+    before = tikosms_json(database_url, *ACME, "--window", "50")
+    assert_one_line_error(tikosms(database_url, "carriers", "update", "acme", *extra), fragment)
+    assert tikosms_json(database_url, "carriers", "show", "acme")["settings"] == \
+        before["settings"]
+    assert tikosms_json(database_url, "carriers", "show", "acme")["port"] == 2775
+
+
+def test_update_of_an_unknown_carrier_is_a_one_line_error(database_url: str) -> None:
+    assert_one_line_error(tikosms(database_url, "carriers", "update", "x", "--port", "1"),
+                          "no carrier named x")
+
+
+def test_carriers_with_state_lists_settings_in_force_and_routes(database_url: str) -> None:
+    tikosms_json(database_url, *ACME, "--tps", "25")
+    route = tikosms_json(database_url, "routes", "add", "--match", "262", "--carrier", "acme")
+
+    async def go() -> list[dict[str, Any]]:
+        db = Database(database_url)
+        try:
+            async with db.connect() as conn:
+                return await carriers_repo.carriers_with_state(conn)
+        finally:
+            await db.dispose()
+
+    [acme] = asyncio.run(go())
+    assert acme["name"] == "acme" and acme["enabled"] is True
+    assert acme["settings"]["tps"] == 25 and acme["settings"]["window"] == 100
+    assert acme["routes"] == [{"route_id": route["route_id"], "match": "262", "priority": 100,
+                               "enabled": True}]
+    assert "password" not in acme and acme["password_set"] is True
+
+
+def test_a_disabled_route_is_kept_listed_but_not_used(database_url: str,
+                                                     settings: Settings) -> None:
+    tikosms_json(database_url, *ACME)
+    route = tikosms_json(database_url, "routes", "add", "--match", "255", "--carrier", "acme")
+    out = tikosms_json(database_url, "routes", "disable", str(route["route_id"]))
+    assert out["enabled"] is False and "running workers apply this" in out["notes"][0]
+    assert tikosms_json(database_url, "routes", "list")[0]["enabled"] is False
+    assert "(route disabled)" in tikosms(database_url, "routes", "list").stdout
+
+    async def go() -> Router:
+        db = Database(database_url)
+        try:
+            return await Router.from_database(db, settings)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(go()).route("25501") == []
+    tikosms_json(database_url, "routes", "enable", str(route["route_id"]))
+    assert asyncio.run(go()).route("25501") == ["acme"]
+
+
+def test_enabling_an_unknown_route_is_a_one_line_error(database_url: str) -> None:
+    for verb in ("enable", "disable"):
+        assert_one_line_error(tikosms(database_url, "routes", verb, "99"), "no route with id 99")

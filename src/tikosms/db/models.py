@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -109,7 +110,13 @@ class NumberingPrefix(Base):
 
 class Campaign(Base):
     __tablename__ = "campaigns"
-    __table_args__ = (Index("ix_campaigns_account_created", "account_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_campaigns_account_created", "account_id", "created_at"),
+        # campaign lifecycle (0006): the campaigns the housekeeping roll-up still counts
+        Index("ix_campaigns_unfinished", "id",
+              postgresql_where=text("completed_at IS NULL"),
+              sqlite_where=text("completed_at IS NULL")),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
@@ -125,9 +132,18 @@ class Campaign(Base):
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     concurrency: Mapped[int] = mapped_column(SmallInteger, default=10)
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active | canceled
+    # stored: active | completed | canceled; shown "scheduled" while scheduled_at is ahead
+    # (messaging.lifecycle.shown_status)
+    status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # campaign lifecycle (0006), written by the worker's housekeeping roll-up, never by the
+    # send path: parts by status as JSON ({"DELIVRD": 3, ...}; NULL until first counted), when
+    # they were counted, and when every part was found final (NULL until then; set for a
+    # canceled campaign too, once its last parts in flight have their final state)
+    counts: Mapped[str | None] = mapped_column(Text, nullable=True)
+    counted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 # Part statuses (SPEC_NOTES "Status of a part")
@@ -271,3 +287,5 @@ class Route(Base):
     carrier_id: Mapped[int] = mapped_column(ForeignKey("carriers.id"))
     priority: Mapped[int] = mapped_column(Integer, default=100)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # 0006: a disabled route is kept but not used (tikosms routes disable ID)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())

@@ -1,5 +1,6 @@
-"""Carriers and routes in the database: what `tikosms carriers|routes` manage and what the
-delivery worker reads once at start (`routing.Router.from_database`).
+"""Carriers and routes in the database: what `tikosms carriers|routes` and the console manage,
+and what every running delivery worker applies within seconds (`routing.Router.reload` polls
+these tables; no restart).
 
 A carrier row holds where and who we bind as (host, port, system_id, password) and, as JSON in
 `settings`, only the other `SmppCarrierConfig` fields the operator set; the rest take the
@@ -102,6 +103,61 @@ def carrier_config(row: Row) -> SmppCarrierConfig:
                              system_id=row.system_id, password=row.password, **settings)
 
 
+async def update_carrier(
+    conn: AsyncConnection, name: str, *, host: str | None = None, port: int | None = None,
+    system_id: str | None = None, password: str | None = None,
+    settings: Mapping[str, Any] | None = None, reset: Sequence[str] = (),
+    enabled: bool | None = None,
+) -> Row:
+    """Change a carrier in place: the fields given replace the stored ones, `settings` are
+    merged into the stored ones, `reset` names settings that go back to their default. The
+    result is checked as a whole before anything is written; returns the row as stored.
+
+    Running workers see the change at their next look at the table (routing.Router.reload):
+    new binds come up, the old ones drain."""
+    row = await require_carrier(conn, name)
+    unknown = set(reset) - SETTING_FIELDS
+    if unknown:
+        raise OperatorError(f"unknown carrier settings: {', '.join(sorted(unknown))}")
+    merged: dict[str, Any] = json.loads(row.settings or "{}")
+    merged.update(settings or {})
+    for field in reset:
+        merged.pop(field, None)
+    values: dict[str, Any] = {
+        "host": row.host if host is None else host,
+        "port": row.port if port is None else port,
+        "system_id": row.system_id if system_id is None else system_id,
+        "password": row.password if password is None else password,
+    }
+    check_carrier(name=name, settings=merged, **values)
+    values["settings"] = json.dumps(merged, sort_keys=True)
+    if enabled is not None:
+        values["enabled"] = enabled
+    await conn.execute(update(CarrierRow).where(CarrierRow.id == row.id).values(**values))
+    return await require_carrier(conn, name)
+
+
+async def carriers_with_state(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """Every carrier as the console lists it: its row, the settings in force (defaults
+    included) and its routes; never the password. Two small queries whatever the size of the
+    parts table (parts_enroute_with counts one carrier's parts without an index: not for a
+    page). Bind states live in the workers (their metrics), not here."""
+    carriers = await list_carriers(conn)
+    routes = (await conn.execute(select(Route).order_by(Route.id))).all()
+    out = []
+    for row in carriers:
+        config = carrier_config(row)
+        out.append({
+            "name": row.name, "enabled": row.enabled, "host": row.host, "port": row.port,
+            "system_id": row.system_id, "password_set": bool(row.password),
+            "settings": {f: getattr(config, f) for f in sorted(SETTING_FIELDS)},
+            "routes": [{"route_id": r.id, "match": r.match, "priority": r.priority,
+                        "enabled": r.enabled} for r in routes if r.carrier_id == row.id],
+            "created_at": row.created_at,
+        })
+    return out
+
+
 async def get_carrier(conn: AsyncConnection, name: str) -> Row | None:
     return (await conn.execute(select(CarrierRow).where(CarrierRow.name == name))).first()
 
@@ -177,7 +233,8 @@ async def list_routes(conn: AsyncConnection) -> Sequence[Row]:
     """Routes in the order the router weighs them: most specific first, then priority."""
     rows = (await conn.execute(
         select(Route.id, Route.match, Route.priority, Route.created_at,
-               CarrierRow.name.label("carrier"), CarrierRow.enabled)
+               Route.enabled.label("route_enabled"), CarrierRow.name.label("carrier"),
+               CarrierRow.enabled)
         .join(CarrierRow, CarrierRow.id == Route.carrier_id)
     )).all()
     return sorted(rows, key=lambda r: (r.match == "*", -len(r.match), r.match, r.priority, r.id))
@@ -186,6 +243,14 @@ async def list_routes(conn: AsyncConnection) -> Sequence[Row]:
 async def routes_of(conn: AsyncConnection, carrier_id: int) -> Sequence[Row]:
     return (await conn.execute(
         select(Route).where(Route.carrier_id == carrier_id).order_by(Route.id))).all()
+
+
+async def set_route_enabled(conn: AsyncConnection, route_id: int, enabled: bool) -> None:
+    """Keep a route but stop (or resume) using it; running workers apply it within seconds."""
+    result = await conn.execute(
+        update(Route).where(Route.id == route_id).values(enabled=enabled))
+    if not result.rowcount:
+        raise OperatorError(f"no route with id {route_id} (see: tikosms routes list)")
 
 
 async def remove_route(conn: AsyncConnection, route_id: int) -> None:

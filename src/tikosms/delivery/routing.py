@@ -4,6 +4,14 @@ Routes match a part's MCCMNC: the longest match wins (MCC+MNC before MCC before 
 matches the lower priority number goes first. A part fails over to the next carrier when the
 first is down (`available` False) or answers FAILOVER (routing error). With no carrier
 configured at all, the built-in simulated carrier takes everything.
+
+Hot reload: a router made by `from_database` looks at the carriers and routes tables every
+`carriers_reload_seconds` (they are a few rows) and applies what changed without a restart:
+a new or re-enabled carrier is started; a changed one (address, credentials, binds, window,
+TPS ...) gets new binds, and once they are up (or after a few seconds) takes the new parts
+while the old binds drain: parts in flight there finish there, then they unbind; a disabled or
+removed carrier drains the same way; routes are swapped at once. Carriers whose row did not
+change keep their binds untouched.
 """
 
 from __future__ import annotations
@@ -12,8 +20,8 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -64,70 +72,187 @@ def order_carriers(rules: Sequence[RouteRule], mccmnc: str) -> list[str]:
     return seen
 
 
+@dataclass(frozen=True, slots=True)
+class CarrierSet:
+    """What the carriers and routes tables say a worker should run: the enabled carriers' rows
+    (by name), the routes between them, and whether the simulated fallback applies (no carrier
+    configured at all)."""
+
+    rows: Mapping[str, Any]
+    rules: tuple[RouteRule, ...]
+    simulated: bool
+    fingerprints: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    @property
+    def version(self) -> tuple[Any, ...]:
+        """Equal for two reads of unchanged tables (the router compares it every poll)."""
+        return (tuple(sorted(self.fingerprints.items())), tuple(sorted(self.rules,
+                key=lambda r: (r.match, r.carrier, r.priority))), self.simulated)
+
+
+async def load_carrier_set(db: Database) -> CarrierSet:
+    async with db.connect() as conn:
+        all_rows = (await conn.execute(select(CarrierRow))).all()
+        routes = (
+            await conn.execute(
+                select(Route.match, CarrierRow.name, Route.priority)
+                .join(CarrierRow, CarrierRow.id == Route.carrier_id)
+                .where(CarrierRow.enabled, Route.enabled)
+            )
+        ).all()
+    rows = {r.name: r for r in all_rows if r.enabled}
+    return CarrierSet(
+        rows, tuple(RouteRule(r.match, r.name, r.priority) for r in routes), not all_rows,
+        {name: _fingerprint(row) for name, row in rows.items()},
+    )
+
+
+def _fingerprint(row: Any) -> tuple[Any, ...]:
+    """What a carrier is built from: a change to any of it means new binds."""
+    return (row.kind, row.host, row.port, row.system_id, row.password,
+            json.dumps(json.loads(row.settings or "{}"), sort_keys=True))
+
+
 class Router:
     def __init__(self, carriers: dict[str, Carrier], rules: Sequence[RouteRule]) -> None:
         self.carriers = carriers
         self.rules = list(rules)
         self._cache: dict[str, list[str]] = {}
+        # hot reload (set by from_database; a router built by hand never reloads)
+        self._db: Database | None = None
+        self._settings: Settings | None = None
+        self._version: tuple[Any, ...] | None = None
+        self._fingerprints: dict[str, tuple[Any, ...]] = {}
+        self._on_receipt: ReceiptHandler | None = None
+        self._bind_wait = 5.0
+        self._watcher: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
 
     @classmethod
     async def from_database(cls, db: Database, settings: Settings) -> Router:
-        async with db.connect() as conn:
-            all_rows = (await conn.execute(select(CarrierRow))).all()
-            rows = [r for r in all_rows if r.enabled]
-            routes = (
-                await conn.execute(
-                    select(Route.match, CarrierRow.name, Route.priority)
-                    .join(CarrierRow, CarrierRow.id == Route.carrier_id)
-                    .where(CarrierRow.enabled)
-                )
-            ).all()
+        wanted = await load_carrier_set(db)
         carriers: dict[str, Carrier] = {}
-        for row in rows:
-            try:
-                carriers[row.name] = build_carrier(row)
-            except (ValueError, TypeError) as exc:
-                log.error("carrier %s is misconfigured and left out: %s (fix it with "
-                          "`tikosms carriers remove/add`)", row.name, exc)
-        rules = [RouteRule(r.match, r.name, r.priority) for r in routes]
-        if not all_rows:
-            carriers[SIMULATED] = SimulatedCarrier(
-                settings.sim_receipt_delay_ms, settings.sim_undeliv_ratio,
-                settings.sim_reject_ratio,
-            )
+        for name, row in wanted.rows.items():
+            built = _build_or_log(row)
+            if built is not None:
+                carriers[name] = built
+        rules = list(wanted.rules)
+        if wanted.simulated:
+            carriers[SIMULATED] = _simulated(settings)
             rules = [RouteRule("*", SIMULATED, 0)]
-        elif not carriers:
-            log.warning("every configured carrier is disabled or broken: parts will wait in "
-                        "the queue until one is enabled (`tikosms carriers enable NAME`)")
-        elif not rules:
-            log.warning("carriers are configured but no routes: add one, e.g. "
-                        "`tikosms routes add --match '*' --carrier NAME`; parts will wait")
-        return cls(carriers, rules)
+        _warn_if_nothing_routes(carriers, rules)
+        router = cls(carriers, rules)
+        router._db, router._settings = db, settings
+        router._version = wanted.version
+        router._fingerprints = {n: wanted.fingerprints[n] for n in carriers if n != SIMULATED}
+        return router
 
     def describe(self) -> str:
         return ",".join(self.carriers) or "none"
 
     async def start(self, on_receipt: ReceiptHandler, bind_wait: float = 5.0) -> None:
         """Start every carrier and give their binds a few seconds to come up, so the first
-        parts claimed do not find every carrier still connecting."""
+        parts claimed do not find every carrier still connecting; then watch the tables."""
+        self._on_receipt, self._bind_wait = on_receipt, bind_wait
         for name, carrier in self.carriers.items():
             await carrier.start(_from_carrier(name, on_receipt))
-        waits = [c.wait_bound() for c in self.carriers.values() if hasattr(c, "wait_bound")]
-        if waits:
-            _done, pending = await asyncio.wait(
-                [asyncio.ensure_future(w) for w in waits], timeout=bind_wait)
-            for task in pending:
-                task.cancel()
-            if pending:
-                log.warning("%d carrier(s) not bound after %.0f s; going on (parts fail over "
-                            "or wait)", len(pending), bind_wait)
+        pending = await _wait_bound(list(self.carriers.values()), bind_wait)
+        if pending:
+            log.warning("%d carrier(s) not bound after %.0f s; going on (parts fail over "
+                        "or wait)", pending, bind_wait)
+        period = self._settings.carriers_reload_seconds if self._settings else 0.0
+        if self._db is not None and period > 0:
+            self._watcher = asyncio.create_task(self._watch(period), name="carriers-reload")
 
     async def stop(self) -> None:
-        for carrier in self.carriers.values():
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+        async with self._reload_lock:  # a reload half-way is finished first
+            for carrier in self.carriers.values():
+                await _stop(carrier)
+            if self._retiring:
+                await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    # --- hot reload ----------------------------------------------------------------------
+    async def reload(self) -> bool:
+        """Apply the carriers and routes tables as they are now; False when nothing changed.
+        Only carriers whose row changed are rebuilt."""
+        assert self._db is not None and self._settings is not None, "not from_database"
+        assert self._on_receipt is not None, "start() first"
+        wanted = await load_carrier_set(self._db)
+        if wanted.version == self._version:
+            return False
+        async with self._reload_lock:
+            if wanted.version == self._version:  # applied by a reload that ran meanwhile
+                return False
+            await self._apply(wanted)
+        return True
+
+    async def _apply(self, wanted: CarrierSet) -> None:
+        assert self._on_receipt is not None and self._settings is not None
+        carriers: dict[str, Carrier] = {}
+        fingerprints: dict[str, tuple[Any, ...]] = {}
+        started: list[Carrier] = []
+        for name, row in wanted.rows.items():
+            current = self.carriers.get(name)
+            if current is not None and self._fingerprints.get(name) == wanted.fingerprints[name]:
+                carriers[name] = current  # unchanged: its binds stay as they are
+            else:
+                built = _build_or_log(row)
+                if built is None:
+                    continue
+                await built.start(_from_carrier(name, self._on_receipt))
+                carriers[name] = built
+                started.append(built)
+            fingerprints[name] = wanted.fingerprints[name]
+        rules = list(wanted.rules)
+        if wanted.simulated:
+            sim = self.carriers.get(SIMULATED)
+            if sim is None:
+                sim = _simulated(self._settings)
+                await sim.start(_from_carrier(SIMULATED, self._on_receipt))
+            carriers[SIMULATED] = sim
+            rules = [RouteRule("*", SIMULATED, 0)]
+        # new binds come up before the old ones stop taking parts (or after a few seconds:
+        # a new address that does not answer is the operator's to fix, and is logged)
+        pending = await _wait_bound(started, self._bind_wait)
+        retired = [c for n, c in self.carriers.items() if carriers.get(n) is not c]
+        added = [n for n in carriers if n not in self.carriers]
+        changed = [c.name for c in started if c.name not in added]
+        removed = [n for n in self.carriers if n not in carriers]
+        self.carriers, self.rules, self._cache = carriers, rules, {}
+        self._fingerprints, self._version = fingerprints, wanted.version
+        for carrier in retired:
+            task = asyncio.create_task(self._retire(carrier), name=f"retire-{carrier.name}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        log.info("carriers reloaded: added=%s changed=%s removed=%s routes=%d carriers=%s",
+                 ",".join(added) or "-", ",".join(changed) or "-", ",".join(removed) or "-",
+                 len(rules), self.describe())
+        if pending:
+            log.warning("%d reloaded carrier(s) not bound after %.0f s; their parts fail "
+                        "over or wait", pending, self._bind_wait)
+        _warn_if_nothing_routes(carriers, rules)
+
+    async def _retire(self, carrier: Carrier) -> None:
+        """Drain a carrier taken out of service: submissions in flight get their response,
+        then it unbinds (SmppCarrier.stop); the simulated carrier first gives its receipts."""
+        if isinstance(carrier, SimulatedCarrier):
+            await asyncio.sleep(carrier.receipt_delay + 0.5)
+        await _stop(carrier)
+        log.info("carrier %s drained and stopped (its previous binds)", carrier.name)
+
+    async def _watch(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
             try:
-                await carrier.stop()
-            except Exception:
-                log.exception("stopping carrier %s failed", carrier.name)
+                await self.reload()
+            except Exception as exc:  # the database away, most often: one line, no trace
+                log.warning("reloading carriers failed (%s); trying again in %.1f s",
+                            exc.__class__.__name__, period)
 
     def route(self, mccmnc: str) -> list[str]:
         hit = self._cache.get(mccmnc)
@@ -146,6 +271,10 @@ class Router:
             if carrier is None or not carrier.available:
                 continue
             outcome = await carrier.submit(part)
+            replaced = self.carriers.get(name)
+            if (outcome.result is SubmitResult.FAILOVER and replaced is not None
+                    and replaced is not carrier and replaced.available):
+                outcome = await replaced.submit(part)  # reloaded meanwhile: its new binds
             if outcome.result is SubmitResult.FAILOVER:
                 log.info("part %d: carrier %s cannot route it (%s); trying the next one",
                          part.part_id, name, outcome.detail or outcome.error_code)
@@ -196,6 +325,48 @@ async def recover_simulated(db: Database, sim: SimulatedCarrier, grace: float = 
         log.info("gave %d orphaned simulated parts their receipt", len(rows))
 
 
+def _simulated(settings: Settings) -> SimulatedCarrier:
+    return SimulatedCarrier(settings.sim_receipt_delay_ms, settings.sim_undeliv_ratio,
+                            settings.sim_reject_ratio)
+
+
+def _build_or_log(row: Any) -> Carrier | None:
+    try:
+        return build_carrier(row)
+    except (ValueError, TypeError) as exc:
+        log.error("carrier %s is misconfigured and left out: %s (fix it with "
+                  "`tikosms carriers update %s ...`)", row.name, exc, row.name)
+        return None
+
+
+def _warn_if_nothing_routes(carriers: Mapping[str, Carrier], rules: Sequence[RouteRule]) -> None:
+    if not carriers:
+        log.warning("every configured carrier is disabled or broken: parts will wait in "
+                    "the queue until one is enabled (`tikosms carriers enable NAME`)")
+    elif not rules:
+        log.warning("carriers are configured but no routes: add one, e.g. "
+                    "`tikosms routes add --match '*' --carrier NAME`; parts will wait")
+
+
+async def _wait_bound(carriers: Sequence[Carrier], within: float) -> int:
+    """Wait up to `within` s for each carrier that binds to have a bind up; returns how many
+    have none yet."""
+    waits = [asyncio.ensure_future(c.wait_bound()) for c in carriers if hasattr(c, "wait_bound")]
+    if not waits:
+        return 0
+    _done, pending = await asyncio.wait(waits, timeout=within)
+    for task in pending:
+        task.cancel()
+    return len(pending)
+
+
+async def _stop(carrier: Carrier) -> None:
+    try:
+        await carrier.stop()
+    except Exception:
+        log.exception("stopping carrier %s failed", carrier.name)
+
+
 def build_carrier(row: Any) -> Carrier:
     from tikosms.smpp.config import SmppCarrierConfig
     from tikosms.smpp.connector import SmppCarrier
@@ -208,4 +379,5 @@ def build_carrier(row: Any) -> Carrier:
     return SmppCarrier(config)
 
 
-__all__ = ["RouteRule", "Router", "build_carrier", "order_carriers"]
+__all__ = ["CarrierSet", "RouteRule", "Router", "build_carrier", "load_carrier_set",
+           "order_carriers"]

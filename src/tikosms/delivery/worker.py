@@ -36,6 +36,7 @@ from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
 from tikosms.delivery.notify import PartsListener
 from tikosms.delivery.routing import Router
 from tikosms.delivery.transitions import Accepted, Rejected, Retry
+from tikosms.messaging import lifecycle
 
 log = logging.getLogger("tikosms.delivery")
 
@@ -349,6 +350,7 @@ class DeliveryWorker:
             log.warning("%d parts expired in the queue after %.0f h and were refunded",
                         len(expired), self.settings.queue_expiry_seconds / 3600)
         await self.router.housekeeping(self.db)
+        await lifecycle.roll_up(self.db)  # campaign counts and completion, off the hot paths
 
 
 def _report_death(task: asyncio.Task[None]) -> None:

@@ -7,9 +7,12 @@ from typing import Any
 from sqlalchemy import Row
 
 from tikosms import formats
+from tikosms.db.types import utcnow
+from tikosms.messaging.lifecycle import shown_counts, shown_status
 
 
 def campaign_view(c: Row) -> dict[str, Any]:
+    status = shown_status(c.status, c.scheduled_at, utcnow())
     return {
         "campaign_id": c.id,
         "sender": c.sender,
@@ -18,7 +21,7 @@ def campaign_view(c: Row) -> dict[str, Any]:
         "created_at": formats.campaign_time(c.created_at),
         "updated_at": formats.campaign_time(c.updated_at),
         # additions (clients ignore unknown fields)
-        "status": c.status,
+        "status": status,  # scheduled | active | completed | canceled (messaging.lifecycle)
         "kind": c.kind,
         "total_parts": c.total_parts,
         "duplicates_removed": c.duplicates_removed,
@@ -26,7 +29,15 @@ def campaign_view(c: Row) -> dict[str, Any]:
         "cost": formats.cost(c.cost),
         "scheduled_at": formats.message_time(c.scheduled_at),
         "concurrency": c.concurrency,
+        # parts by status, as the worker's roll-up last counted them (null: not yet counted)
+        "counts": shown_counts(c.counts, status, c.total_parts),
+        "counted_at": _campaign_time(c.counted_at),
+        "completed_at": _campaign_time(c.completed_at),  # when every part was final
     }
+
+
+def _campaign_time(at: Any) -> str | None:
+    return None if at is None else formats.campaign_time(at)
 
 
 def part_view(p: Row) -> dict[str, Any]:
