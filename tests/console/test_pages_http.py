@@ -11,6 +11,7 @@ from sqlalchemy import insert, select
 
 from tests.conftest import Customer
 from tests.console.conftest import csrf_of, login, make_operator
+from tikosms.accounts import repository as accounts_repo
 from tikosms.console import rollup
 from tikosms.db.engine import Database
 from tikosms.db.models import CallbackAttempt, CallbackEvent, CarrierRow, Part
@@ -115,3 +116,29 @@ async def test_traffic_series_comes_from_the_roll_up(client: httpx.AsyncClient, 
     series = (await client.get("/admin/api/traffic", params={"range": "hour"})).json()
     assert sum(series["accepted"]) == 1
     assert len(series["t"]) == len(series["delivered"]) >= 60
+
+
+async def test_suspended_account_cannot_send(client: httpx.AsyncClient, db: Database,
+                                             customer: Customer) -> None:
+    await _logged_in(client, db)
+    page = await client.get(f"/admin/accounts/{customer.account_id}")
+    await client.post(f"/admin/accounts/{customer.account_id}/status",
+                      data={"csrf": csrf_of(page.text), "status": "suspended"})
+    r = await client.post("/v1/message", headers=customer.headers, json={
+        "from": "Shop", "message": "hi", "to": "380501234567"})
+    assert r.status_code in (401, 403), r.text
+
+
+async def test_rotated_signing_secret_replaces_the_old(client: httpx.AsyncClient, db: Database,
+                                                      customer: Customer) -> None:
+    await _logged_in(client, db)
+    async with db.connect() as conn:
+        before = (await accounts_repo.get_account(conn, customer.account_id)).signing_secret
+    page = await client.get(f"/admin/accounts/{customer.account_id}")
+    answer = await client.post(f"/admin/accounts/{customer.account_id}/secret",
+                               data={"csrf": csrf_of(page.text)})
+    async with db.connect() as conn:
+        after = (await accounts_repo.get_account(conn, customer.account_id)).signing_secret
+    assert after != before and after.startswith("whsec_")
+    assert after in answer.text  # shown on the page, not put in a URL
+    assert "location" not in answer.headers

@@ -351,13 +351,18 @@ async def account_status(account_id: int, request: Request) -> Response:
 
 @router.post("/accounts/{account_id}/secret")
 async def rotate_secret(account_id: int, request: Request) -> Response:
-    await _form(request, await _session(request))
-
-    async def go(conn: Any) -> Any:
-        return await services.rotate_signing_secret(conn, account_id)
-
-    return await _write(request, f"/admin/accounts/{account_id}", go,
-                        "New signing secret: {result}")
+    sess = await _session(request)
+    await _form(request, sess)
+    try:
+        async with request.app.state.db.begin() as conn:
+            secret = await services.rotate_signing_secret(conn, account_id)
+    except OperatorError as exc:
+        return _back(f"/admin/accounts/{account_id}", err=str(exc))
+    # shown on the page itself, never in a URL (which access logs and history keep)
+    response = _page(request, "token_created.html", sess, token=secret, account_id=account_id,
+                     what="signing secret")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.post("/accounts/{account_id}/tokens")
@@ -370,7 +375,7 @@ async def token_create(account_id: int, request: Request) -> Response:
         return _back(f"/admin/accounts/{account_id}", err=str(exc))
     # shown once, on the page it lands on; only its hash is stored
     response = _page(request, "token_created.html", await _session(request), token=token,
-                     account_id=account_id)
+                     account_id=account_id, what="API token")
     response.headers["Cache-Control"] = "no-store"
     return response
 
