@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, or_, select
+from sqlalchemy import Row, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.console.rollup import COUNTERS, median_ms
 from tikosms.db.models import (
     FINAL_STATUSES,
-    WAITING_STATUSES,
     Account,
     ApiToken,
     CallbackAttempt,
@@ -97,9 +97,11 @@ async def delivery_by(conn: AsyncConnection, column: str, since: datetime, limit
 
 async def queue_depth(conn: AsyncConnection) -> list[dict[str, Any]]:
     """Waiting parts by priority and status (through the partial queue index)."""
+    # the condition word for word as the partial index's, so that SQLite uses the index
+    # (bound IN parameters do not prove the index applies: a full scan, 0.5 s at 1M parts)
     rows = (await conn.execute(
         select(Part.priority, Part.status, func.count().label("n"))
-        .where(Part.status.in_(WAITING_STATUSES))
+        .where(text("status IN ('SCHEDULED', 'QUEUED')"))
         .group_by(Part.priority, Part.status))).all()
     return [{"priority": r.priority, "status": r.status, "parts": r.n} for r in rows]
 
@@ -154,18 +156,44 @@ async def campaign(conn: AsyncConnection, campaign_id: str) -> dict[str, Any] | 
     return campaign_summary(row, counts.get(row.id, {}))
 
 
+# Counts by status per campaign, kept COUNTS_SECONDS (5 s) in this process (for good once every part
+# is final): counting a 1M-part campaign's parts takes ~2.8 s on SQLite, and the campaigns page
+# polls every 2 s. {campaign_id: (monotonic time, counts, final)}
+COUNTS_SECONDS = 5.0
+_counts: dict[str, tuple[float, dict[str, int], bool]] = {}
+
+
 async def status_counts(conn: AsyncConnection, campaign_ids: Sequence[str]
                         ) -> dict[str, dict[str, int]]:
-    if not campaign_ids:
-        return {}
+    now = time.monotonic()
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    wanted = []
+    for cid in campaign_ids:
+        hit = _counts.get(cid)
+        if hit is not None and (hit[2] or now - hit[0] < COUNTS_SECONDS):
+            out[cid] = hit[1]
+        else:
+            wanted.append(cid)
+    if not wanted:
+        return out
     rows = (await conn.execute(
         select(Part.campaign_id, Part.status, func.count().label("n"))
-        .where(Part.campaign_id.in_(campaign_ids))
+        .where(Part.campaign_id.in_(wanted))
         .group_by(Part.campaign_id, Part.status))).all()
-    out: dict[str, dict[str, int]] = defaultdict(dict)
     for r in rows:
         out[r.campaign_id][r.status] = int(r.n)
+    if len(_counts) > 10_000:
+        _counts.clear()
+    for cid in wanted:
+        counts = out[cid]
+        final = bool(counts) and all(s in FINAL_STATUSES for s in counts)
+        _counts[cid] = (now, counts, final)
     return out
+
+
+def forget_counts(campaign_id: str) -> None:
+    """After a write that changes a campaign's parts here (cancel), count them again."""
+    _counts.pop(campaign_id, None)
 
 
 def campaign_summary(row: Row, counts: dict[str, int]) -> dict[str, Any]:

@@ -249,6 +249,7 @@ async def cancel(campaign_id: str, request: Request) -> Response:
 
     async def go(conn: Any) -> Any:
         result = await cancel_campaign(conn, c["account_id"], campaign_id)
+        reads.forget_counts(campaign_id)
         return f"{result.cancelled} part(s) canceled, {result.refunded} refunded"
 
     return await _write(request, "/admin/campaigns", go, "Campaign canceled: {result}.")
