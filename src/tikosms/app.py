@@ -82,6 +82,9 @@ def create_app(
         app.include_router(router)
     _install_error_handlers(app)
     _install_docs(app)
+    from tikosms.console import install as install_console
+
+    install_console(app)  # /admin and its static files (the vendored Swagger UI too)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.single_send = BodyLimit(_single_send, max_bytes=settings.max_body_bytes)
     return app
@@ -113,7 +116,15 @@ def _install_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="TikoSMS API")
+        # served from the console's vendored swagger-ui-dist: /docs needs no network
+        vendor = "/admin/static/vendor/swagger-ui"
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="TikoSMS API",
+            swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+            swagger_css_url=f"{vendor}/swagger-ui.css",
+            swagger_favicon_url=f"{vendor}/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None},  # no badge from the online validator
+        )
 
     @app.get("/health", include_in_schema=False)
     async def health(request: Request) -> Response:

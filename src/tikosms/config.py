@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     # in its process wakes it)
     callback_poll_seconds: float = Field(default=0.2, gt=0, le=60)
 
+    # --- operator console (/admin) ---
+    console_session_hours: float = Field(default=12.0, gt=0)  # hours a login lasts
+    # failed logins allowed per operator name / per client IP within the window (seconds)
+    console_login_failures_per_user: int = Field(default=5, ge=1)
+    console_login_failures_per_ip: int = Field(default=20, ge=1)
+    console_login_window_seconds: float = Field(default=900.0, gt=0)
+    # cookies marked Secure: "auto" (when the request came over https, X-Forwarded-Proto
+    # included), "always" or "never"
+    console_cookie_secure: str = "auto"
+    # seconds between runs of the traffic roll-up (started by `serve` and `worker`); 0: off
+    console_rollup_seconds: float = Field(default=10.0, ge=0)
+
     # log format: "text" (key=value) or "json". Logs name parts, messages, campaigns and
     # carriers by id; phone numbers and message text are never logged.
     log_format: str = "text"

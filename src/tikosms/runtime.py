@@ -11,6 +11,7 @@ from typing import Any
 from tikosms.callbacks.dispatcher import CallbackDispatcher
 from tikosms.callbacks.retry import RetryPolicy
 from tikosms.config import Settings
+from tikosms.console import rollup
 from tikosms.db.engine import Database
 from tikosms.delivery.routing import Router
 from tikosms.delivery.worker import DeliveryWorker
@@ -27,7 +28,8 @@ async def delivery(db: Database, settings: Settings) -> AsyncIterator[DeliveryWo
     await dispatcher.start()
     await worker.start()
     try:
-        yield worker
+        async with rollup.periodic(db, settings.console_rollup_seconds):  # the console's
+            yield worker
     finally:
         await worker.stop()
         await dispatcher.stop()
@@ -58,7 +60,8 @@ async def parts_only(db: Database, settings: Settings) -> AsyncIterator[Delivery
     worker = DeliveryWorker(db, settings, router)
     await worker.start()
     try:
-        yield worker
+        async with rollup.periodic(db, settings.console_rollup_seconds):
+            yield worker
     finally:
         await worker.stop()
 

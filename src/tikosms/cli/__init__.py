@@ -4,7 +4,7 @@ line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
-from tikosms.cli import accounts, db, numbering, rates, serve  # noqa: F401  (registers commands)
+from tikosms.cli import accounts, db, numbering, operators, rates, serve  # noqa: F401  (registers)
 from tikosms.cli.base import cli
 
 

@@ -289,3 +289,79 @@ class Route(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # 0006: a disabled route is kept but not used (tikosms routes disable ID)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+
+
+# --- the operator's console (migration 0005) -------------------------------------------------
+
+class Operator(Base):
+    """A person who logs in to /admin (not an API customer: API tokens never open /admin)."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, PHC string
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class OperatorSession(Base):
+    """A logged-in browser: the cookie holds a random token, the row only its SHA-256."""
+
+    __tablename__ = "operator_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"),
+                                             index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))  # put in every form of the session
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LoginThrottle(Base):
+    """Failed logins per key ("user:NAME" or "ip:ADDRESS") in the current window."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TrafficMinute(Base):
+    """Roll-up of part events per minute, carrier and MCC/MNC, kept by `console.rollup`, so the
+    overview never scans `parts`. `dlv_hist` counts delivered parts per time-to-deliver bucket
+    (JSON {upper bound in ms: count}) for the median."""
+
+    __tablename__ = "traffic_minutes"
+
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)  # start, UTC
+    carrier: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" before routing
+    mccmnc: Mapped[str] = mapped_column(String(6), primary_key=True)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    dlv_hist: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class RollupState(Base):
+    """How far each roll-up has read; its row is also the lock that lets one process at a time
+    run it."""
+
+    __tablename__ = "rollup_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    watermark: Mapped[datetime] = mapped_column(UTCDateTime)
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The console's lookups on parts (migration 0005): the roll-up reads parts changed since its
+# watermark; the message search finds a number or a client_ref without a scan.
+Index("ix_parts_updated_at", Part.updated_at)
+Index("ix_parts_to", Part.to)
+Index("ix_parts_client_ref", Part.client_ref,
+      postgresql_where=text("client_ref IS NOT NULL"),
+      sqlite_where=text("client_ref IS NOT NULL"))
+# the console's campaign list: newest bulk campaigns first (single sends are campaigns too)
+Index("ix_campaigns_kind_created", Campaign.kind, Campaign.created_at)

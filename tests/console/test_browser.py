@@ -1,0 +1,194 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright against a real
+`tikosms serve` (SQLite, the simulated carrier) on a free port. One browser and one gateway for
+the module; each test logs in with a page of its own. Screenshots for docs/dashboard.md are
+written to docs/img/ when TIKOSMS_SCREENSHOTS=1.
+
+SQLite only: these tests drive the pages, whose queries the HTTP tests run on both databases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from bench import procs
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Debian chromium is not installed (apt-get install -y chromium; .ci/run does it)",
+)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+# RESEARCH.md "browser tests": no sandbox as root, no GPU, nothing of Chromium's own traffic
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PASSWORD = "correct horse battery"
+IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+TIMEOUT_MS = 20_000
+
+
+class Gateway:
+    def __init__(self, base: str, db: procs.ScratchDb, workdir: Path,
+                 account: procs.BenchAccount) -> None:
+        self.base, self.db, self.workdir, self.account = base, db, workdir, account
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, headers=self.account.headers, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Gateway]:
+    workdir = procs.new_workdir()
+    with procs.scratch_database("sqlite", workdir) as db:
+        procs.tikosms(["operators", "create", "ops", "--password", PASSWORD], db, workdir)
+        account = procs.create_account(db, workdir)
+        port = procs.free_port()
+        env = procs.gateway_env(db, port, sim_receipt_delay_ms=300, console_rollup_seconds=1,
+                                idle_poll_seconds=0.05)
+        with procs.Process([procs.TIKOSMS, "serve"], workdir / "serve.log", env, port=port):
+            yield Gateway(f"http://{procs.HOST}:{port}", db, workdir, account)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: sync_api.Browser, gateway: Gateway) -> Iterator[sync_api.Page]:
+    context = browser.new_context(base_url=gateway.base, viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    p = context.new_page()
+    p.goto("/admin/login")
+    p.fill("input[name=name]", "ops")
+    p.fill("input[name=password]", PASSWORD)
+    p.click("button:has-text('Log in')")
+    p.wait_for_url("**/admin")
+    yield p
+    context.close()
+
+
+def shoot(page: sync_api.Page, name: str) -> None:
+    if os.environ.get("TIKOSMS_SCREENSHOTS") == "1":
+        IMG.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(IMG / name), full_page=True)
+
+
+def test_campaign_progress_is_watched_to_completion(page: sync_api.Page,
+                                                     gateway: Gateway) -> None:
+    with gateway.api() as api:
+        answer = api.post("/v1/messages", json={
+            "from": "Shop", "message": "Winter sale: 20% off today",
+            "recipients": procs.recipients(30)})
+    assert answer.status_code == 200, answer.text
+    campaign_id = answer.json()["campaign_id"]
+    page.goto("/admin/campaigns")
+    row = page.locator(f"tr[data-campaign='{campaign_id}']")
+    # the rows are polled by htmx every 2 s: the status turns without a reload
+    sync_api.expect(row.locator("td.status")).to_have_text("completed", timeout=TIMEOUT_MS)
+    sync_api.expect(row.locator(".progress-text")).to_have_text("30/30")
+    shoot(page, "campaigns.png")
+    # the roll-up (every second here, a few seconds behind) counts the campaign's parts
+    carriers = page.locator("table").filter(has_text="median to deliver").first
+    for _ in range(40):
+        page.goto("/admin")
+        if "simulated" in carriers.inner_text():
+            break
+        page.wait_for_timeout(500)
+    sync_api.expect(carriers).to_contain_text("simulated")
+    page.wait_for_selector("#chart-hour[data-drawn='1']")
+    shoot(page, "overview.png")
+
+
+def test_message_found_by_client_ref_shows_its_history(page: sync_api.Page,
+                                                        gateway: Gateway) -> None:
+    with gateway.api() as api:
+        answer = api.post("/v1/message", json={
+            "from": "Shop", "message": "Your code is 1234", "to": procs.recipients(1, 500)[0],
+            "client_ref": "order-4711"})
+    assert answer.status_code == 200, answer.text
+    page.goto("/admin/messages")
+    page.fill("input[name=q]", "order-4711")
+    page.click("button:has-text('Search')")
+    page.click("table a")
+    # the receipt comes 0.3 s after the submit: reload until the status is final
+    for _ in range(40):
+        if "DELIVRD" in page.locator("#part-status").inner_text():
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    sync_api.expect(page.locator("#part-status")).to_contain_text("DELIVRD")
+    sync_api.expect(page.locator("table.history")).to_contain_text("submitted")
+    sync_api.expect(page.locator("table.history")).to_contain_text("receipt DELIVRD")
+    shoot(page, "message.png")
+
+
+def test_top_up_changes_the_balance(page: sync_api.Page, gateway: Gateway) -> None:
+    page.goto(f"/admin/accounts/{gateway.account.account_id}")
+    before = float(page.locator("#balance").inner_text().split()[0])
+    page.fill("input[name=amount]", "25")
+    page.click("button:has-text('Top up')")
+    sync_api.expect(page.locator(".flash.ok")).to_contain_text("Balance is now")
+    after = float(page.locator("#balance").inner_text().split()[0])
+    assert after - before == pytest.approx(25)
+
+
+def test_revoked_token_no_longer_sends(page: sync_api.Page, gateway: Gateway) -> None:
+    page.goto(f"/admin/accounts/{gateway.account.account_id}")
+    page.click("button:has-text('Create token')")
+    token = page.locator("#new-token").inner_text()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{gateway.base}/v1/balance", headers=headers).status_code == 200
+    page.click("text=Back to the account")
+    row = page.locator("tr[data-token]").first  # newest first
+    row.locator("button:has-text('Revoke')").click()
+    sync_api.expect(page.locator(".flash.ok")).to_contain_text("revoked")
+    assert httpx.get(f"{gateway.base}/v1/balance", headers=headers).status_code == 401
+
+
+def test_added_carrier_is_stored_with_its_route(page: sync_api.Page, gateway: Gateway) -> None:
+    page.goto("/admin/carriers")
+    form = page.locator("#add-carrier")
+    for field, value in (("name", "acme-ua"), ("host", "127.0.0.1"), ("port", "2775"),
+                         ("system_id", "tiko"), ("password", "secret"), ("tps", "50"),
+                         ("window", "20"), ("match", "255")):
+        form.locator(f"input[name={field}]").fill(value)
+    form.locator("button").click()
+    sync_api.expect(page.locator(".flash.ok")).to_contain_text("Carrier acme-ua added")
+    sync_api.expect(page.locator("tr[data-carrier='acme-ua']")).to_contain_text("127.0.0.1:2775")
+    listed = json.loads(procs.tikosms(["carriers", "list", "--json"], gateway.db,
+                                      gateway.workdir))
+    assert [c["name"] for c in listed] == ["acme-ua"]
+
+
+def test_docs_render_with_no_request_off_this_host(browser: sync_api.Browser,
+                                                   gateway: Gateway) -> None:
+    context = browser.new_context(base_url=gateway.base)
+    off_host: list[str] = []
+
+    def only_local(route: sync_api.Route) -> None:
+        host = urlparse(route.request.url).hostname
+        if host in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            off_host.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    p = context.new_page()
+    p.goto("/docs")
+    sync_api.expect(p.locator(".swagger-ui .info .title")).to_contain_text("TikoSMS",
+                                                                        timeout=TIMEOUT_MS)
+    sync_api.expect(p.locator(".opblock").first).to_be_visible()
+    assert off_host == []
+    context.close()
