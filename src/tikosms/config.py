@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     # in its process wakes it)
     callback_poll_seconds: float = Field(default=0.2, gt=0, le=60)
 
+    # --- observability (metrics, health) ---
+    # directory the processes of one command count their metrics into, emptied at start
+    # (prometheus-client multiprocess mode); "" = a fresh temporary directory per command
+    metrics_dir: str = ""
+    # seconds the database figures of /metrics (queue depth, parts, callbacks) are reused
+    metrics_database_seconds: float = Field(default=5.0, ge=0, le=3600)
+    # port `tikosms worker` answers /healthz, /readyz and /metrics on (on `host`); 0 = none
+    worker_health_port: int = Field(default=0, ge=0, le=65535)
+
     # log format: "text" (key=value) or "json". Logs name parts, messages, campaigns and
     # carriers by id; phone numbers and message text are never logged.
     log_format: str = "text"
