@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tikosms.observability import logs, metrics
@@ -89,9 +91,6 @@ class Observed:
 def install_routes(app: Any) -> None:
     """`/healthz`, `/readyz` and `/metrics` on the API (a delivery worker the app runs,
     `app.state.worker` under `tikosms serve`, is part of its readiness and metrics)."""
-    from starlette.requests import Request
-    from starlette.responses import Response
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
@@ -129,8 +128,6 @@ async def scrape(figures: DatabaseFigures | None, worker: Any = None) -> bytes:
 
 
 def _json(body: dict[str, Any], status: int) -> Any:
-    from starlette.responses import Response
-
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
