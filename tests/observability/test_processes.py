@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from bench.procs import TIKOSMS, Process, free_port, wait_port
+
 from tests.conftest import PG_URL, add_rates, make_customer
 from tikosms.db.engine import Database
 
@@ -67,12 +67,14 @@ async def test_two_api_processes_and_a_worker_count_what_the_database_holds(
                     assert r.status_code == 200, r.text
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + WAIT
-                while await db_count(db, "SELECT count(*) FROM parts WHERE status "
-                                         "<> 'DELIVRD'") and loop.time() < deadline:
+                while loop.time() < deadline:
+                    if not await db_count(db, "SELECT count(*) FROM parts WHERE status "
+                                              "<> 'DELIVRD'"):
+                        break
                     await asyncio.sleep(0.2)
                 api_text = (await http.get("/metrics")).text
-                worker_text = httpx.get(f"http://127.0.0.1:{health_port}/metrics").text
-                ready = httpx.get(f"http://127.0.0.1:{health_port}/readyz")
+                worker_text = (await http.get(f"http://127.0.0.1:{health_port}/metrics")).text
+                ready = await http.get(f"http://127.0.0.1:{health_port}/readyz")
     finally:
         await db.dispose()
         db = Database(database_url)
@@ -93,8 +95,7 @@ async def test_two_api_processes_and_a_worker_count_what_the_database_holds(
     assert ready.status_code == 200, ready.text
 
 
-async def test_api_processes_serve_health_and_readiness(database_url: str,
-                                                        tmp_path: Path) -> None:
+def test_api_processes_serve_health_and_readiness(database_url: str, tmp_path: Path) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("several processes need PostgreSQL")
     port = free_port()
