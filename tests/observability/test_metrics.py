@@ -40,3 +40,20 @@ async def test_queue_depth_and_parts_by_status_match_the_database(
     assert sample_sum(text, "tikosms_queue_due_parts") == 3
     assert sample_sum(text, "tikosms_parts", status="QUEUED", carrier="") == 3
     assert sample_sum(text, "tikosms_callbacks", state="pending") == 0
+
+
+def test_the_grafana_dashboard_asks_only_for_series_the_gateway_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    import tikosms.observability.database as database
+    import tikosms.observability.metrics as metrics
+
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "docs/grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    asked = {re.sub(r"_(bucket|count|sum)$", "", name)
+             for e in exprs for name in re.findall(r"tikosms_\w+", e)}
+    exported = Path(metrics.__file__).read_text() + Path(database.__file__).read_text()
+    assert asked and all(f'"{name}' in exported for name in asked), asked
