@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # carriers by id; phone numbers and message text are never logged.
     log_format: str = "text"
     log_level: str = "INFO"
+    # one access line per HTTP request (logger tikosms.access); off saves ~5% CPU per send
+    access_log: bool = True
 
 
 @lru_cache(maxsize=1)

@@ -77,4 +77,4 @@ def app_background(settings: Settings) -> Any:
 
 def setup_logging(settings: Settings) -> None:
     """Text or JSON lines on standard error, each with its request id (observability.logs)."""
-    logs.setup_logging(settings.log_format, settings.log_level)
+    logs.setup_logging(settings.log_format, settings.log_level, access=settings.access_log)

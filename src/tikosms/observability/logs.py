@@ -78,7 +78,7 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
-def setup_logging(log_format: str, level: str) -> None:
+def setup_logging(log_format: str, level: str, access: bool = True) -> None:
     """One handler on the root logger; uvicorn's loggers propagate to it (the CLI starts
     uvicorn with `log_config=None` and its access log off: ours is `tikosms.access`)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -88,6 +88,7 @@ def setup_logging(log_format: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    access_log.setLevel(logging.NOTSET if access else logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):
         uv = logging.getLogger(name)
