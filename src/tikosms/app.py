@@ -28,6 +28,8 @@ from tikosms.errors import PayloadTooLarge, ServiceUnavailable, TikoError
 from tikosms.messaging.endpoints import router as messaging_router
 from tikosms.messaging.endpoints import send_single
 from tikosms.messaging.writer import SendWriter
+from tikosms.observability import http as observability_http
+from tikosms.observability import metrics as observability_metrics
 from tikosms.rates.endpoints import router as rates_router
 
 log = logging.getLogger("tikosms.api")
@@ -59,6 +61,7 @@ def create_app(
             else:
                 yield
         finally:
+            observability_metrics.mark_process_dead()
             if own_db:
                 await app.state.db.dispose()
 
@@ -85,8 +88,11 @@ def create_app(
     from tikosms.console import install as install_console
 
     install_console(app)  # /admin and its static files (the vendored Swagger UI too)
+    observability_http.install_routes(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.single_send = BodyLimit(_single_send, max_bytes=settings.max_body_bytes)
+    app.add_middleware(observability_http.Observed)  # outermost: sees 413s too
+    app.single_send = observability_http.Observed(
+        BodyLimit(_single_send, max_bytes=settings.max_body_bytes), route="/v1/message")
     return app
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +13,7 @@ from tikosms.console import rollup
 from tikosms.db.engine import Database
 from tikosms.delivery.routing import Router
 from tikosms.delivery.worker import DeliveryWorker
+from tikosms.observability import logs
 
 
 @asynccontextmanager
@@ -79,33 +78,6 @@ def app_background(settings: Settings) -> Any:
     return background
 
 
-class KeyValueFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        base = (f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} level={record.levelname.lower()}"
-                f" logger={record.name} msg={record.getMessage()!r}")
-        if record.exc_info:
-            base += "\n" + self.formatException(record.exc_info)
-        return base
-
-
 def setup_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        import json
-
-        class JsonFormatter(logging.Formatter):
-            def format(self, record: logging.LogRecord) -> str:
-                out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-                       "level": record.levelname.lower(), "logger": record.name,
-                       "msg": record.getMessage()}
-                if record.exc_info:
-                    out["exc"] = self.formatException(record.exc_info)
-                return json.dumps(out)
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(KeyValueFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    """Text or JSON lines on standard error, each with its request id (observability.logs)."""
+    logs.setup_logging(settings.log_format, settings.log_level, access=settings.access_log)

@@ -42,6 +42,7 @@ from tikosms.callbacks.ssrf import CallbackHostUnresolved, CallbackUrlError, che
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.db.types import utcnow
+from tikosms.observability import metrics
 
 log = logging.getLogger("tikosms.callbacks")
 
@@ -234,6 +235,7 @@ class CallbackDispatcher:
                 state, due = "pending", retry
                 log.info("callback %s to %s failed (%s); attempt %d at %s", event.event_id,
                          event.url, attempt.error, made + 1, retry.strftime("%H:%M:%S"))
+        metrics.callback_attempted(state, attempt.duration_ms, event.created_at, now)
         return AttemptRecord(event.id, now, attempt.status, attempt.error,
                              int(attempt.duration_ms), made, state, due)
 

@@ -28,7 +28,7 @@ def _serve_uvicorn(app: object, host: str, port: int) -> None:
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
                             loop="auto", http="auto", timeout_graceful_shutdown=5,
-                            access_log=False)
+                            access_log=False, log_config=None)
     server: Any = _quiet_exit_server(config)
     try:
         server.run()
@@ -96,6 +96,7 @@ def api(host: str | None, port: int | None, processes: int | None) -> None:
     from tikosms.app import create_app
 
     settings = _prepare(False, host, port)
+    _metrics_dir(settings)
     host, port = settings.host, settings.port
     processes = processes or settings.api_processes
     click.echo(f"TikoSMS API listening on http://{host}:{port} ({processes} process(es); "
@@ -116,13 +117,16 @@ def _serve_processes(settings: Settings, processes: int) -> None:
     os.environ["TIKOSMS_DATABASE_URL"] = settings.database_url
     uvicorn.run("tikosms.app:app_from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=processes, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
+                log_config=None, timeout_graceful_shutdown=5)
 
 
 @cli.command("worker")
 @click.option("--only", type=click.Choice(["delivery", "callbacks"]), default=None,
               help="run one side: parts to carriers, or callbacks to customers (default both)")
-def worker(only: str | None) -> None:
+@click.option("--health-port", type=int, default=None,
+              help="answer /healthz, /readyz and /metrics on this port "
+                   "[env: TIKOSMS_WORKER_HEALTH_PORT]")
+def worker(only: str | None, health_port: int | None) -> None:
     """Delivery: claims parts, talks to carriers, sends callbacks. Run several on PostgreSQL;
     SIGTERM releases the claims and exits within a few seconds. With cores to spare, run the
     two sides in processes of their own: `worker --only delivery` and `worker --only callbacks`.
@@ -131,6 +135,11 @@ def worker(only: str | None) -> None:
     from tikosms.runtime import callbacks_only, delivery, parts_only
 
     settings = _prepare(False)
+    _metrics_dir(settings)
+    from tikosms.observability.http import HealthServer
+    from tikosms.observability.metrics import mark_process_dead
+
+    health_port = settings.worker_health_port if health_port is None else health_port
     side = {None: delivery, "delivery": parts_only, "callbacks": callbacks_only}[only]
     what = {None: "", "delivery": ", delivery only", "callbacks": ", callbacks only"}[only]
 
@@ -141,15 +150,41 @@ def worker(only: str | None) -> None:
             loop.add_signal_handler(sig, stop.set)
         db = Database(settings.database_url, settings.database_pool_size)
         try:
-            async with side(db, settings):
+            async with side(db, settings) as runner:
+                health = None
+                if health_port:
+                    is_worker = hasattr(runner, "router")
+                    health = HealthServer(settings.host, health_port, db,
+                                          worker=runner if is_worker else None,
+                                          dispatcher=None if is_worker else runner,
+                                          metrics_database_seconds=settings.metrics_database_seconds)
+                    try:
+                        await health.start()
+                    except OSError as exc:
+                        fail(f"cannot listen on {settings.host}:{health_port}: {exc}", code=2)
                 gc.freeze()  # startup's objects live as long as the process: not scanned again
                 click.echo(f"TikoSMS worker running{what} (SIGTERM to stop)", err=True)
                 await stop.wait()
                 click.echo("stopping: finishing what is in flight...", err=True)
+                if health is not None:
+                    await health.stop()
         finally:
+            mark_process_dead()
             await db.dispose()
 
     _run_loop(main())
+
+
+def _metrics_dir(settings: Settings) -> None:
+    """The directory this command's processes count their metrics into (emptied now; a
+    temporary one is removed at exit). Set before any metric exists: children inherit it."""
+    import atexit
+
+    from tikosms.observability import metrics
+
+    path = metrics.prepare_multiprocess_dir(settings.metrics_dir or None)
+    if not settings.metrics_dir:
+        atexit.register(metrics.remove_multiprocess_dir, path)
 
 
 def _run_loop(coro: object) -> None:

@@ -37,6 +37,7 @@ from tikosms.delivery.notify import PartsListener
 from tikosms.delivery.routing import Router
 from tikosms.delivery.transitions import Accepted, Rejected, Retry
 from tikosms.messaging import lifecycle
+from tikosms.observability import metrics
 
 log = logging.getLogger("tikosms.delivery")
 
@@ -197,7 +198,7 @@ class DeliveryWorker:
 
     async def _submit(self, part: OutboundPart, announced: bool = True) -> None:
         try:
-            carrier_name, outcome = await self.router.submit(part)
+            carrier_name, outcome = await metrics.timed_submit(self.router, part)
             if outcome.result is SubmitResult.ACCEPTED:
                 assert carrier_name is not None and outcome.carrier_message_id is not None
                 self.submitted += 1
@@ -234,6 +235,7 @@ class DeliveryWorker:
     # --- receipts ------------------------------------------------------------------------
     async def on_receipt(self, receipt: Receipt) -> None:
         """Returns once the receipt is durably recorded (the carrier then acknowledges it)."""
+        metrics.receipt_received(receipt)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._records.put(_Item("receipt", receipt, done))
         await done
