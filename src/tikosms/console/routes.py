@@ -455,7 +455,7 @@ async def carrier_edit(name: str, request: Request) -> Response:
     form = await _form(request, await _session(request))
 
     async def go(conn: Any) -> Any:
-        await services.update_carrier(
+        await carriers_repo.update_carrier(
             conn, name, host=form.get("host") or None,
             port=_port(form["port"]) if form.get("port") else None,
             system_id=form.get("system_id") or None, password=form.get("password") or None,
