@@ -200,8 +200,12 @@ class CallbackDispatcher:
             self._progress.clear()
             try:
                 chains, held_back = await self._turn(finished, want)
-            except Exception:
-                log.exception("callback bookkeeping failed; retrying in 1 s")
+            except Exception as exc:
+                # Not the exception's text: a database error repeats its SQL parameters
+                # (payloads: numbers, text). Its traceback is there at debug level.
+                log.error("callback bookkeeping failed (%s); retrying in 1 s",
+                          _error_name(exc))
+                log.debug("callback bookkeeping failure", exc_info=True)
                 await asyncio.sleep(1)
                 continue
             del self._finished[:len(finished)]
@@ -452,6 +456,15 @@ class CallbackDispatcher:
         for event in sorted(claimed, key=lambda e: e.id):
             by_part.setdefault(event.part_id, []).append(event)
         return list(by_part.values()), len(held_back)
+
+
+def _error_name(exc: BaseException) -> str:
+    """The kind of an error, with its driver's kind for a database error (for example
+    `DBAPIError from ConnectionDoesNotExistError`), and nothing of its text."""
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        return f"{type(exc).__name__} from {type(orig).__name__}"
+    return type(exc).__name__
 
 
 @functools.lru_cache(maxsize=4096)  # a customer's URL is posted to again and again
