@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     callback_allow_private: bool = False
     callback_timeout_seconds: float = 10.0
     callback_concurrency: int = Field(default=64, ge=1, le=1000)
+    # posts in flight at once to one host (scheme, host, port), and for one account; 0 takes a
+    # share of callback_concurrency (a quarter per host, a half per account), so that one slow
+    # endpoint leaves the other posters to everyone else
+    callback_concurrency_per_host: int = Field(default=0, ge=0, le=1000)
+    callback_concurrency_per_account: int = Field(default=0, ge=0, le=1000)
     # first retry delay (seconds); doubles per attempt up to an hour; given up after 36 hours
     callback_retry_initial_seconds: float = Field(default=5.0, gt=0)
     # `tikosms worker --only callbacks` looks for due callbacks this often when idle (no worker

@@ -15,22 +15,37 @@ event's
 `next_attempt_at` is its lease's end, so events in flight leave the due range too, and an event
 claimed by a process that died comes back when the lease runs out.
 
-Posts stream: `callback_concurrency` posters each post one claimed chain (a part's pending events,
-in order) at a time, while one loop takes turns with the database: each turn records the posts
+Posts stream: up to `callback_concurrency` claimed chains (a part's pending events, in order)
+are posted at once, while one loop takes turns with the database: each turn records the posts
 finished since the last one and claims what the window of events in flight has room for, in one
 transaction. The receiver does not wait while we talk to the database, nor a round for its
 slowest post. The turn's SQL runs on the driver (`tikosms.callbacks.repository`).
+
+Fairness (issue 9): one slow endpoint must not take every poster. Claimed chains wait by account
+and destination host; a chain starts only while its host has fewer than
+`callback_concurrency_per_host` posts in flight and its account fewer than
+`callback_concurrency_per_account`, and the accounts take turns (round robin). A slow host (its
+posts take over SLOW_POST, or none of its posts has finished for that long) keeps only as many
+chains waiting as it may post at once; the rest are given back to the queue unposted (no attempt
+counted, order kept) and due again after about one of its posts' duration, so they neither fill
+the window of claimed events nor come back every turn.
+
+Logs name an event by id and its URL by scheme, host and path only: a query string may carry a
+customer's token, and payloads (numbers, text) and signing secrets are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -59,6 +74,12 @@ IDLE_POLL = 0.5  # seconds between claims when nothing is due and nobody wakes u
 # sender's resolver, on the addresses it connects to.
 HOST_CHECK_TTL = 10.0  # seconds
 HOST_CHECKS_KEPT = 10_000  # URLs; past this many the cache starts again
+# A host whose posts take longer than this (on average, or its oldest in flight) is slow: it
+# keeps only as many claimed chains waiting as it may post at once.
+SLOW_POST = 1.0  # seconds
+SLOW_HOST_MIN_DELAY = 1.0  # seconds: a chain given back by a slow host is due again at least...
+DURATION_WEIGHT = 0.2  # weight of the newest post in a host's moving average of post durations
+HOST_STATS_KEPT = 10_000  # hosts; past this many the averages start again
 
 
 
@@ -85,8 +106,20 @@ class CallbackDispatcher:
         # A lease outlasts a few timeouts, so an event waiting for a free post slot keeps it.
         self._lease = max(LEASE, timedelta(seconds=3 * settings.callback_timeout_seconds))
         self._window = WINDOW_PER_POST * settings.callback_concurrency
-        # claimed chains waiting for one of the `callback_concurrency` posters
-        self._to_post: asyncio.Queue[tuple[Sequence[ClaimedEvent], float]] = asyncio.Queue()
+        concurrency = settings.callback_concurrency
+        self._host_cap = settings.callback_concurrency_per_host or max(1, concurrency // 4)
+        self._account_cap = (settings.callback_concurrency_per_account
+                             or max(1, concurrency // 2))
+        # claimed chains waiting for a post slot, by account (in turn order) and host
+        self._waiting: dict[int, dict[str, deque[tuple[Sequence[ClaimedEvent], float]]]] = {}
+        self._host_waiting: Counter[str] = Counter()  # chains waiting, by host
+        self._host_busy: Counter[str] = Counter()  # chains being posted, by host
+        self._account_busy: Counter[int] = Counter()
+        self._posting = 0  # chains being posted
+        # host -> monotonic time its last post ended (or its first of a busy spell started)
+        self._host_last_end: dict[str, float] = {}
+        self._host_duration: dict[str, float] = {}  # moving average of post seconds, by host
+        self._shed = 0  # chains given back because their host was slow (for tests and figures)
         self._sender = CallbackSender(
             timeout=settings.callback_timeout_seconds, limit=settings.callback_concurrency,
             limit_per_host=settings.callback_concurrency,
@@ -98,13 +131,12 @@ class CallbackDispatcher:
         self._finished: list[Finished] = []  # posted (or given back), not recorded
         self._progress = asyncio.Event()  # a post finished, or something may have become due
         self._in_window = 0  # claimed and not yet recorded
-        self._posters: list[asyncio.Task[None]] = []
+        self._posters: set[asyncio.Task[None]] = set()
+        self._closed = False  # no post starts any more (the loop has ended)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
-        self._posters = [asyncio.create_task(self._poster(), name=f"callbacks-post-{i}")
-                         for i in range(self.settings.callback_concurrency)]
         self._task = asyncio.create_task(self._run(), name="callbacks")
 
     def wake(self) -> None:
@@ -118,6 +150,7 @@ class CallbackDispatcher:
         """
         self._stopping = True
         self._progress.set()
+        self._start_posts()  # gives back every chain still waiting
         if self._task:
             done, _ = await asyncio.wait([self._task], timeout=grace)
             if not done:
@@ -139,7 +172,8 @@ class CallbackDispatcher:
         try:
             await self._keep_books()
         finally:
-            for task in self._posters:
+            self._closed = True
+            for task in list(self._posters):
                 task.cancel()
             await asyncio.gather(*self._posters, return_exceptions=True)
 
@@ -157,17 +191,22 @@ class CallbackDispatcher:
             if not finished and (want == 0 or idle):
                 self._progress.clear()
                 try:
-                    await asyncio.wait_for(self._progress.wait(),
-                                           self.idle_poll if want else None)
+                    # a bounded wait even with the window full: a host may turn slow meanwhile
+                    await asyncio.wait_for(self._progress.wait(), self.idle_poll)
                 except TimeoutError:
                     pass
+                self._shed_slow_hosts()
                 idle = False
                 continue
             self._progress.clear()
             try:
                 chains, held_back = await self._turn(finished, want)
-            except Exception:
-                log.exception("callback bookkeeping failed; retrying in 1 s")
+            except Exception as exc:
+                # Not the exception's text: a database error repeats its SQL parameters
+                # (payloads: numbers, text). Its traceback is there at debug level.
+                log.error("callback bookkeeping failed (%s); retrying in 1 s",
+                          _error_name(exc))
+                log.debug("callback bookkeeping failure", exc_info=True)
                 await asyncio.sleep(1)
                 continue
             del self._finished[:len(finished)]
@@ -175,7 +214,9 @@ class CallbackDispatcher:
             idle = want > 0 and not chains and not held_back
             start_by = self._start_by()
             for chain in chains:
-                self._to_post.put_nowait((chain, start_by))
+                self._wait_for_slot(chain, start_by)
+            self._shed_slow_hosts()
+            self._start_posts()
 
     def _start_by(self) -> float:
         """The monotonic time after which an event claimed now must not be posted: its post
@@ -183,12 +224,117 @@ class CallbackDispatcher:
         return time.monotonic() + self._lease.total_seconds() - (
             self.settings.callback_timeout_seconds + START_MARGIN)
 
-    async def _poster(self) -> None:
-        """One of `callback_concurrency` tasks posting claimed chains, one post at a time (a
-        task per chain, waiting on a semaphore, costs more CPU than the post's own Python)."""
-        while True:
-            chain, start_by = await self._to_post.get()
+    def _wait_for_slot(self, chain: Sequence[ClaimedEvent], start_by: float) -> None:
+        account, host = chain[0].account_id, host_of(chain[0].url)
+        hosts = self._waiting.setdefault(account, {})
+        hosts.setdefault(host, deque()).append((chain, start_by))
+        self._host_waiting[host] += 1
+
+    def _start_posts(self) -> None:
+        """Start waiting chains while posts are free: a task per chain that can start now (none
+        waits on a semaphore, which would cost more CPU than the post's own Python). Stopping,
+        every waiting chain goes back to the queue instead."""
+        if self._closed:
+            return
+        if self._stopping:
+            now = utcnow()
+            for hosts in self._waiting.values():
+                for queue in hosts.values():
+                    for chain, _ in queue:
+                        for event in chain:
+                            self._finish(Finished(event, None, now))
+            self._waiting.clear()
+            self._host_waiting.clear()
+            return
+        while self._posting < self.settings.callback_concurrency:
+            picked = self._pick()
+            if picked is None:
+                return
+            account, host, chain, start_by = picked
+            self._posting += 1
+            if not self._host_busy[host]:
+                self._host_last_end[host] = time.monotonic()  # a busy spell starts
+            self._host_busy[host] += 1
+            self._account_busy[account] += 1
+            task = asyncio.create_task(self._post_in_slot(account, host, chain, start_by))
+            self._posters.add(task)
+            task.add_done_callback(self._posters.discard)
+
+    def _pick(self) -> tuple[int, str, Sequence[ClaimedEvent], float] | None:
+        """The next chain to post: the first account in turn order below its cap with a chain
+        for a host below its cap; that account then goes to the end of the turn order."""
+        for account, hosts in self._waiting.items():
+            if self._account_busy[account] >= self._account_cap:
+                continue
+            for host, queue in hosts.items():
+                if self._host_busy[host] >= self._host_cap:
+                    continue
+                chain, start_by = queue.popleft()
+                self._host_waiting[host] -= 1
+                if not queue:
+                    del hosts[host]
+                    del self._host_waiting[host]
+                del self._waiting[account]
+                if hosts:
+                    self._waiting[account] = hosts  # its next turn after the others'
+                return account, host, chain, start_by
+        return None
+
+    async def _post_in_slot(self, account: int, host: str, chain: Sequence[ClaimedEvent],
+                            start_by: float) -> None:
+        try:
             await self._post_chain(chain, start_by)
+        finally:
+            self._posting -= 1
+            self._host_busy[host] -= 1
+            if not self._host_busy[host]:
+                del self._host_busy[host]
+            self._account_busy[account] -= 1
+            if not self._account_busy[account]:
+                del self._account_busy[account]
+            self._start_posts()
+
+    def _host_is_slow(self, host: str, now: float) -> bool:
+        if self._host_duration.get(host, 0.0) > SLOW_POST:
+            return True
+        return bool(self._host_busy[host]) and now - self._host_last_end.get(host, now) > SLOW_POST
+
+    def _shed_slow_hosts(self) -> None:
+        """Give back the chains a slow host cannot start soon: it keeps as many waiting as it
+        may post at once, so that its backlog neither fills the window of claimed events nor
+        waits in memory for minutes. They are due again after about one of its posts."""
+        now = time.monotonic()
+        shed_at = None
+        for hosts in self._waiting.values():
+            for host, queue in list(hosts.items()):
+                if len(queue) <= self._host_cap or not self._host_is_slow(host, now):
+                    continue
+                if shed_at is None:
+                    shed_at = utcnow()
+                delay = max(SLOW_HOST_MIN_DELAY, min(
+                    self.settings.callback_timeout_seconds,
+                    max(self._host_duration.get(host, 0.0),
+                        now - self._host_last_end.get(host, now))))
+                due = shed_at + timedelta(seconds=delay)
+                while len(queue) > self._host_cap:
+                    chain, _ = queue.pop()
+                    self._host_waiting[host] -= 1
+                    self._shed += 1
+                    for event in chain:
+                        self._finish(Finished(event, None, due))
+                log.info("callbacks to %s are slow (posts take %.1f s): their chains beyond "
+                         "%d wait %.1f s in the queue", host, self._host_duration.get(host, 0.0),
+                         self._host_cap, delay)
+
+    def _note_post(self, host: str, seconds: float) -> None:
+        self._host_last_end[host] = time.monotonic()
+        average = self._host_duration.get(host)
+        if average is None and len(self._host_duration) >= HOST_STATS_KEPT:
+            self._host_duration.clear()
+            self._host_last_end = {h: t for h, t in self._host_last_end.items()
+                                   if h in self._host_busy}
+        self._host_duration[host] = seconds if average is None else (
+            average + DURATION_WEIGHT * (seconds - average))
 
     async def _post_chain(self, chain: Sequence[ClaimedEvent], start_by: float) -> None:
         """Post a part's claimed events one after the other, each once the one before it has
@@ -222,6 +368,7 @@ class CallbackDispatcher:
     async def _attempt(self, event: ClaimedEvent) -> AttemptRecord:
         """Post the event once; its record, with the next attempt decided."""
         attempt, refused = await self._send(event)
+        self._note_post(host_of(event.url), attempt.duration_ms / 1000)
         now = utcnow()
         made = event.attempts + 1
         state, due = "delivered", now
@@ -230,11 +377,12 @@ class CallbackDispatcher:
             if retry is None:
                 state = "failed"
                 log.warning("callback %s to %s given up after %d attempts: %s",
-                            event.event_id, event.url, made, attempt.error)
+                            event.event_id, describe_url(event.url), made, attempt.error)
             else:
                 state, due = "pending", retry
                 log.info("callback %s to %s failed (%s); attempt %d at %s", event.event_id,
-                         event.url, attempt.error, made + 1, retry.strftime("%H:%M:%S"))
+                         describe_url(event.url), attempt.error, made + 1,
+                         retry.strftime("%H:%M:%S"))
         metrics.callback_attempted(state, attempt.duration_ms, event.created_at, now)
         return AttemptRecord(event.id, now, attempt.status, attempt.error,
                              int(attempt.duration_ms), made, state, due)
@@ -310,6 +458,41 @@ class CallbackDispatcher:
         for event in sorted(claimed, key=lambda e: e.id):
             by_part.setdefault(event.part_id, []).append(event)
         return list(by_part.values()), len(held_back)
+
+
+def _error_name(exc: BaseException) -> str:
+    """The kind of an error, with its driver's kind for a database error (for example
+    `DBAPIError from ConnectionDoesNotExistError`), and nothing of its text."""
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        return f"{type(exc).__name__} from {type(orig).__name__}"
+    return type(exc).__name__
+
+
+@functools.lru_cache(maxsize=4096)  # a customer's URL is posted to again and again
+def host_of(url: str) -> str:
+    """The destination a cap applies to: scheme, host and port (as aiohttp pools connections)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url.split("?", 1)[0][:200]  # posting it fails anyway; one bucket per URL
+    return f"{parts.scheme}://{parts.hostname}:{port or ''}"
+
+
+@functools.lru_cache(maxsize=4096)
+def describe_url(url: str) -> str:
+    """A callback URL as logs show it: scheme, host, port and path, never the query string
+    (it may carry the customer's own token) nor user info."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(invalid URL)"
+    netloc = parts.hostname or ""
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def plan_claim(candidates: Collection[int], pending: Sequence[PendingEvent], now: datetime

@@ -202,6 +202,12 @@ def _describe(exc: BaseException) -> str:
         return f"cannot connect to {exc.host}:{exc.port}: {os_error.strerror or os_error}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected without answering"
+    # These two would repeat the whole URL, query string included (it may carry the
+    # customer's own token): the error is recorded and logged, the URL is not.
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "invalid URL"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__}: {exc.status}, {exc.message}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
