@@ -13,6 +13,7 @@ from sqlalchemy import insert, select, update
 
 from tests.api.test_send import balance
 from tests.conftest import Customer
+from tests.delivery.test_worker_processes import wait_for
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.db.models import ATTEMPTS_CAP, IdempotencyKey, Part, PendingReceipt
@@ -53,10 +54,18 @@ async def _part(db: Database) -> dict[str, object]:
 
 
 async def _wait_final(db: Database, within: float = 10.0) -> dict[str, object]:
-    async with asyncio.timeout(within):
-        while (part := await _part(db))["status"] in ("QUEUED", "ENROUTE"):
-            await asyncio.sleep(0.02)
-    return part
+    async def final() -> bool:
+        return (await _part(db))["status"] not in ("QUEUED", "ENROUTE")
+
+    await wait_for(final, within, "the part did not reach a final status")
+    return await _part(db)
+
+
+async def _until(condition: object, within: float = 10.0) -> None:
+    async def check() -> bool:
+        return bool(condition())  # type: ignore[operator]
+
+    await wait_for(check, within, "the carrier did not get there")
 
 
 async def test_a_part_no_carrier_answers_ends_unknown_after_the_cap_and_stays_charged(
@@ -92,9 +101,7 @@ async def test_a_retry_the_carrier_surely_did_not_send_is_not_counted(
         "from": "Shop", "to": "380501234567", "message": "hi"})
     await worker.start()
     try:
-        async with asyncio.timeout(10):
-            while carrier.submits < 5:
-                await asyncio.sleep(0.02)
+        await _until(lambda: carrier.submits >= 5)
     finally:
         await worker.stop()
     part = await _part(db)
@@ -150,20 +157,17 @@ async def test_no_more_parts_than_the_gate_are_with_carriers_unrecorded(
     assert r.status_code == 200
     await worker.start()
     try:
-        async with asyncio.timeout(10):
-            while carrier.inside < 5:
-                await asyncio.sleep(0.02)
+        await _until(lambda: carrier.inside >= 5)
         await asyncio.sleep(0.2)  # the claimer has claimed them all: none more goes out
         assert carrier.inside == 5
         carrier.go.set()
-        async with asyncio.timeout(10):
-            while True:
-                async with db.connect() as conn:
-                    left = (await conn.execute(select(Part.id).where(
-                        Part.status == "QUEUED"))).all()
-                if not left:
-                    break
-                await asyncio.sleep(0.05)
+
+        async def all_sent() -> bool:
+            async with db.connect() as conn:
+                return not (await conn.execute(select(Part.id).where(
+                    Part.status == "QUEUED"))).all()
+
+        await wait_for(all_sent, 10, "parts left in the queue")
     finally:
         await worker.stop()
     assert carrier.most == 5

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from tests.api.test_send import balance
 from tests.conftest import Customer, make_customer
+from tests.delivery.test_worker_processes import wait_for
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.db.models import Part
@@ -73,9 +74,10 @@ async def test_an_unusable_carrier_id_fails_its_part_alone(
                                                  [RouteRule("*", "hostile", 0)]))
     await worker.start()
     try:
-        async with asyncio.timeout(10):
-            while any(s == "QUEUED" for s, _e, _c in (await _parts(db)).values()):
-                await asyncio.sleep(0.02)
+        async def sent() -> bool:
+            return all(s != "QUEUED" for s, _e, _c in (await _parts(db)).values())
+
+        await wait_for(sent, 10, "parts left in the queue")
     finally:
         await worker.stop()
     parts = await _parts(db)
