@@ -46,9 +46,10 @@ class Settings(BaseSettings):
     # (error_code no_carrier_answer) and stays charged: each attempt was possibly a real SMS
     max_unanswered_attempts: int = Field(default=3, ge=1, le=100)
     # parts a carrier has answered that the database has not yet recorded, per worker: above
-    # this, submitting pauses until the recorder catches up. What a SIGKILL can resend is this
-    # plus what is in the carriers' windows (parts)
-    max_unrecorded: int = Field(default=100, ge=1, le=100_000)
+    # this, submitting pauses until the recorder catches up: a SIGKILL can make another worker
+    # resend at most this many (parts). 0: two windows of every bind (window x binds of each
+    # SMPP carrier, x 2), at least 100
+    max_unrecorded: int = Field(default=0, ge=0, le=1_000_000)
     # receipts that matched no part are kept this long in case their submit is recorded late,
     # then deleted (seconds)
     pending_receipt_expiry_seconds: float = Field(default=72 * 3600.0, gt=0)

@@ -10,6 +10,7 @@ simulator resends them, as SMSCs do) and applied there.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from bench.procs import free_port, wait_port
+
 from tests.api.test_send import balance
 from tests.conftest import PG_URL
 from tests.delivery.test_worker_processes import (
@@ -56,16 +57,23 @@ def _cli(pg: str, *args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def _start_simulator(port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`tikosms smsc-sim` answering each submit_sm after 20 ms (CRASH_SIM_LATENCY_MS), so
+    that the windows are full when the worker dies; it prints its counters as it stops."""
+    latency = os.environ.get("CRASH_SIM_LATENCY_MS", "20")
+    with log.open("wb") as out:
+        return subprocess.Popen([TIKOSMS, "smsc-sim", "--port", str(port), "--latency-ms",
+                                 latency, "--stats-interval", "0", "--receipt-delay-ms", "50"],
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
 async def test_sigkill_mid_campaign_loses_nothing_and_resends_at_most_two_windows(
     client: httpx.AsyncClient, db: Database, pg_url: str, tmp_path: Path,  # noqa: F811
     start_worker: Callable[..., Worker],  # noqa: F811
 ) -> None:
     port = free_port()
     sim_log = tmp_path / "sim.log"
-    with sim_log.open("wb") as out:
-        sim = subprocess.Popen([TIKOSMS, "smsc-sim", "--port", str(port), "--latency-ms", "20",
-                                "--stats-interval", "0", "--receipt-delay-ms", "50"],
-                               stdout=out, stderr=subprocess.STDOUT)
+    sim = _start_simulator(port, sim_log)
     try:
         wait_port(port, sim)  # type: ignore[arg-type]
         _cli(pg_url, "carriers", "add", "sim", "--host", "127.0.0.1", "--port", str(port),
