@@ -44,6 +44,21 @@ class Settings(BaseSettings):
     # seconds between two looks of each worker at the carriers and routes tables (a few rows);
     # a change applies within this plus the new binds' bind time. 0 turns hot reload off
     carriers_reload_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # --- delivery reliability (issue 9) ---
+    # attempts per part that a carrier may have sent without a usable answer (no response, bind
+    # lost after the submit left, ROK without an id); at this many the part ends UNKNOWN
+    # (error_code no_carrier_answer) and stays charged: each attempt was possibly a real SMS
+    max_unanswered_attempts: int = Field(default=3, ge=1, le=100)
+    # parts a carrier has answered that the database has not yet recorded, per worker: above
+    # this, submitting pauses until the recorder catches up: a SIGKILL can make another worker
+    # resend at most this many (parts). 0: two windows of every bind (window x binds of each
+    # SMPP carrier, x 2), at least 100
+    max_unrecorded: int = Field(default=0, ge=0, le=1_000_000)
+    # receipts that matched no part are kept this long in case their submit is recorded late,
+    # then deleted (seconds)
+    pending_receipt_expiry_seconds: float = Field(default=72 * 3600.0, gt=0)
+    # idempotency keys are deleted after this (seconds); they replay for 24 h
+    idempotency_key_expiry_seconds: float = Field(default=24 * 3600.0, gt=0)
 
     # --- simulated carrier (used when no SMPP carrier is configured) ---
     sim_receipt_delay_ms: int = 200  # milliseconds from submit to the receipt

@@ -146,6 +146,11 @@ class Campaign(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+ATTEMPTS_CAP = 1_000_000_000  # parts.attempts stops counting here (INTEGER holds 2^31 - 1)
+# Column widths the delivery side checks before SQL (carrier strings are cut or refused there)
+CARRIER_MESSAGE_ID_MAX = 64
+ERROR_CODE_MAX = 32
+
 # Part statuses (SPEC_NOTES "Status of a part")
 SCHEDULED, QUEUED, ENROUTE = "SCHEDULED", "QUEUED", "ENROUTE"
 FINAL_STATUSES = frozenset(
@@ -190,7 +195,11 @@ class Part(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # claims of the part (capped at ATTEMPTS_CAP by the claim itself: it never overflows)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # submits the carrier may have sent without a usable answer (SubmitOutcome.maybe_sent);
+    # capped by the max_unanswered_attempts setting
+    unanswered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     concat_ref: Mapped[int] = mapped_column(Integer, default=0)
     carrier: Mapped[str | None] = mapped_column(String(64), nullable=True)
     carrier_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -211,7 +220,8 @@ class PendingReceipt(Base):
     status: Mapped[str] = mapped_column(String(12))
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # kept for pending_receipt_expiry_seconds after this, then deleted (housekeeping)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # the carrier that reported it (message ids are unique per carrier only)
     carrier: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
@@ -254,6 +264,8 @@ class CallbackAttempt(Base):
 
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
+    # the delivery worker's housekeeping deletes keys older than 24 h by created_at
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
     account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)

@@ -5,7 +5,12 @@
 - REJECTD at submission, EXPIRED in the queue, CANCELED: refunded (never reached a carrier).
 - Receipt states: delivered_at with DELIVRD; a late intermediate state never overwrites a final
   one; a part a carrier accepted is charged whatever its receipt says.
-- RETRY: back to the queue after a delay, no status change, no callback.
+- RETRY: back to the queue after a delay, no status change, no callback. A retry the carrier
+  may have sent (no answer, ROK without an id) counts in `parts.unanswered`; at the cap the part
+  ends UNKNOWN, error_code `no_carrier_answer`, charged: each such attempt was possibly a real
+  SMS, and resubmitting it for 48 h would send it again and again.
+- UNTRACKABLE (accepted, but its carrier id cannot be stored or matched): sent_at, final UNKNOWN,
+  error_code `carrier_id_invalid`, charged (the carrier took it; no receipt can ever match it).
 Each status change queues its callback (`callbacks.outbox`).
 """
 
@@ -30,6 +35,8 @@ from tikosms.db.types import naive_utc, sqlite_time
 from tikosms.delivery.carrier import Receipt
 
 log = logging.getLogger("tikosms.delivery")
+
+CARRIER_ID_INVALID = "carrier_id_invalid"  # accepted under an id that cannot be stored
 
 # spelled out rather than IN (...): executemany cannot expand an IN list
 WAITING = (Part.status == WAITING_STATUSES[0]) | (Part.status == WAITING_STATUSES[1])
@@ -106,6 +113,21 @@ class Retry:
     part_id: int
     delay: float  # seconds
     detail: str = ""
+    maybe_sent: bool = False  # the carrier may have sent it (SubmitOutcome.maybe_sent)
+
+
+@dataclass(frozen=True, slots=True)
+class Untrackable:
+    """A part the carrier accepted whose message id cannot be stored (too long, control
+    characters): sent and charged, but no receipt can match it."""
+
+    part_id: int
+    carrier: str
+    error_code: str = CARRIER_ID_INVALID
+    callback: bool = True
+
+
+NO_CARRIER_ANSWER = "no_carrier_answer"
 
 
 async def record_accepted(conn: AsyncConnection, items: Sequence[Accepted], now: datetime
@@ -177,15 +199,63 @@ async def record_rejected(conn: AsyncConnection, items: Sequence[Rejected], now:
     await _announce(conn, rows, now)
 
 
-async def record_retries(conn: AsyncConnection, items: Sequence[Retry], now: datetime) -> None:
+async def record_retries(conn: AsyncConnection, items: Sequence[Retry], now: datetime,
+                         max_unanswered: int = 3) -> list[dict[str, Any]]:
+    """Back to the queue after each retry's delay. Those the carrier may have sent count one
+    more unanswered attempt; a part reaching `max_unanswered` ends UNKNOWN (charged). Returns
+    the parts so ended."""
+    if not items:
+        return []
+    plain = [r for r in items if not r.maybe_sent]
+    maybe = [r for r in items if r.maybe_sent]
+    if plain:
+        await conn.execute(
+            update(Part)
+            .where(Part.id == bindparam("pid"), WAITING)
+            .values(due_at=bindparam("due"), updated_at=now, lease_until=None, lease_owner=None),
+            [{"pid": r.part_id, "due": now + timedelta(seconds=r.delay)} for r in plain],
+        )
+    if not maybe:
+        return []
+    await conn.execute(
+        update(Part)
+        .where(Part.id == bindparam("pid"), WAITING)
+        .values(due_at=bindparam("due"), updated_at=now, lease_until=None, lease_owner=None,
+                unanswered=Part.unanswered + 1),
+        [{"pid": r.part_id, "due": now + timedelta(seconds=r.delay)} for r in maybe],
+    )
+    result = await conn.execute(
+        update(Part)
+        .where(Part.id.in_([r.part_id for r in maybe]), Part.status.in_(WAITING_STATUSES),
+               Part.unanswered >= max_unanswered)
+        .values(status="UNKNOWN", error_code=NO_CARRIER_ANSWER, sent_at=now, updated_at=now)
+        .returning(*PART_FIELDS)
+    )
+    ended = [dict(r) for r in result.mappings()]
+    for row in ended:
+        log.warning("part %d given up after %d submits without a usable carrier answer: "
+                    "UNKNOWN %s (charged: the carrier may have sent it) campaign=%s",
+                    row["id"], max_unanswered, NO_CARRIER_ANSWER, row["campaign_id"])
+    await _announce(conn, ended, now)
+    return ended
+
+
+async def record_untrackable(conn: AsyncConnection, items: Sequence[Untrackable],
+                             now: datetime) -> None:
+    """Parts accepted under a carrier id that cannot be stored: final UNKNOWN, charged."""
     if not items:
         return
     await conn.execute(
         update(Part)
         .where(Part.id == bindparam("pid"), WAITING)
-        .values(due_at=bindparam("due"), updated_at=now, lease_until=None, lease_owner=None),
-        [{"pid": r.part_id, "due": now + timedelta(seconds=r.delay)} for r in items],
+        .values(status="UNKNOWN", sent_at=now, updated_at=now, carrier=bindparam("carrier"),
+                error_code=bindparam("err"), lease_until=None, lease_owner=None),
+        [{"pid": u.part_id, "carrier": u.carrier, "err": u.error_code} for u in items],
     )
+    announced = [u.part_id for u in items if u.callback]
+    if announced:
+        rows = [r for r in await _parts(conn, announced) if r["status"] == "UNKNOWN"]
+        await _announce(conn, rows, now)
 
 
 async def record_receipts(

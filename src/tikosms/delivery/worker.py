@@ -6,7 +6,17 @@ One worker per process. Its tasks:
 - the recorder writes submit outcomes and receipts in batches, one transaction per batch; a
   receipt's handler returns (and the carrier acknowledges it) only after its batch committed;
 - the lease keeper renews the leases of parts still in flight, so slow carriers keep their claims;
-- housekeeping expires parts that waited too long and applies receipts that came early.
+- housekeeping expires parts that waited too long, applies receipts that came early, and
+  deletes unmatched receipts and idempotency keys past their expiry.
+
+Crash exposure: a part passes a gate (`_gate`) before it goes to a carrier and gives its slot
+back only once its outcome is committed. So at any moment at most `max_unrecorded` parts (by
+default two windows of every bind) may be with a carrier without being on record: a SIGKILL
+can make another worker send those again after the lease, never more.
+
+One bad item fails alone: the recorder tells a value the database refuses (`poison`) from an
+outage; on a data error it splits the batch until the bad item is alone and gives it a defined
+outcome. Outages are retried with backoff, and the gate pauses submitting meanwhile.
 
 Stopping (SIGTERM): no new claims; submissions in flight get a few seconds to finish; what is still
 claimed then is released to the queue at once.
@@ -15,6 +25,7 @@ claimed then is released to the queue at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -31,11 +42,11 @@ from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
-from tikosms.delivery import queue, transitions
+from tikosms.delivery import expiry, poison, queue, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
 from tikosms.delivery.notify import PartsListener
 from tikosms.delivery.routing import Router
-from tikosms.delivery.transitions import Accepted, Rejected, Retry
+from tikosms.delivery.transitions import Accepted, Rejected, Retry, Untrackable
 from tikosms.messaging import lifecycle
 from tikosms.observability import metrics
 
@@ -49,11 +60,16 @@ AHEAD_SECONDS = 0.4
 MIN_INFLIGHT = 64
 SENDERS_CACHED = 50_000  # campaigns whose sender the worker keeps in memory
 ACCOUNTS_REFRESH = 0.5  # seconds: a new account's campaign joins the rotation within this
+MIN_UNRECORDED = 100  # parts: the gate's floor when the carriers' windows are small or unknown
+
+
+class _DataRefused(Exception):
+    """The database refused a value of the batch (see poison.is_data_error)."""
 
 
 @dataclass(slots=True)
 class _Item:
-    kind: str  # accepted | rejected | retry | receipt
+    kind: str  # accepted | rejected | retry | untrackable | receipt
     value: Any
     done: asyncio.Future[None] | None = None
 
@@ -81,6 +97,11 @@ class DeliveryWorker:
         self._accounts: list[int] = []
         self._accounts_at = 0.0
         self.listener: PartsListener | None = None
+        self.max_unrecorded = settings.max_unrecorded or max(
+            MIN_UNRECORDED, 2 * _window_capacity(router))
+        # slots of parts with a carrier or answered, not yet on record (see the module doc)
+        self._gate = asyncio.Semaphore(self.max_unrecorded)
+        self._held: set[int] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -198,10 +219,21 @@ class DeliveryWorker:
 
     async def _submit(self, part: OutboundPart, announced: bool = True) -> None:
         try:
+            await self._gate.acquire()  # until its outcome is committed (_release)
+            self._held.add(part.part_id)
             carrier_name, outcome = await metrics.timed_submit(self.router, part)
             if outcome.result is SubmitResult.ACCEPTED:
-                assert carrier_name is not None and outcome.carrier_message_id is not None
+                assert carrier_name is not None
                 self.submitted += 1
+                why = poison.check_carrier_id(outcome.carrier_message_id)
+                if why is not None:
+                    log.error("part %d accepted by %s under a message id that cannot be "
+                              "stored (%s): UNKNOWN %s, charged", part.part_id, carrier_name,
+                              why, transitions.CARRIER_ID_INVALID)
+                    await self._record("untrackable", Untrackable(
+                        part.part_id, carrier_name, callback=announced))
+                    return
+                assert outcome.carrier_message_id is not None
                 await self._record("accepted", Accepted(part.part_id, carrier_name,
                                                         outcome.carrier_message_id, announced))
                 log.debug("part %d accepted by %s as %s", part.part_id, carrier_name,
@@ -209,14 +241,17 @@ class DeliveryWorker:
             elif outcome.result is SubmitResult.REJECTED:
                 log.warning("part %d rejected by %s: %s %s", part.part_id, carrier_name,
                             outcome.error_code, outcome.detail)
-                await self._record("rejected", Rejected(part.part_id, carrier_name,
-                                                        outcome.error_code, outcome.detail))
+                await self._record("rejected", Rejected(
+                    part.part_id, carrier_name, poison.clean_error_code(outcome.error_code),
+                    outcome.detail))
             else:
                 delay = outcome.retry_after or NO_CARRIER_RETRY
                 log.info("part %d will be retried in %.1f s: %s", part.part_id, delay,
                          outcome.detail or outcome.result)
-                await self._record("retry", Retry(part.part_id, delay, outcome.detail))
+                await self._record("retry", Retry(part.part_id, delay, outcome.detail,
+                                                  maybe_sent=outcome.maybe_sent))
         except asyncio.CancelledError:
+            self._release(part.part_id)
             raise
         except Exception:
             log.exception("submitting part %d failed unexpectedly; retried in %.0f s",
@@ -232,10 +267,29 @@ class DeliveryWorker:
         self._unrecorded.add(value.part_id)
         await self._records.put(_Item(kind, value))
 
+    def _release(self, part_id: int) -> None:
+        """The part's outcome is on record (or it never reached a carrier): its gate slot is
+        free."""
+        if part_id in self._held:
+            self._held.discard(part_id)
+            self._gate.release()
+
     # --- receipts ------------------------------------------------------------------------
     async def on_receipt(self, receipt: Receipt) -> None:
-        """Returns once the receipt is durably recorded (the carrier then acknowledges it)."""
+        """Returns once the receipt is durably recorded (the carrier then acknowledges it).
+
+        A receipt whose id cannot be stored can match no part (such ids are never stored): it
+        is logged once and acknowledged, never retried."""
         metrics.receipt_received(receipt)
+        why = poison.check_carrier_id(receipt.carrier_message_id)
+        if why is not None:
+            log.error("receipt from %s with an unusable message id (%s) acknowledged and "
+                      "dropped: no part can match it status=%s", receipt.carrier, why,
+                      receipt.status)
+            return
+        receipt = dataclasses.replace(
+            receipt, error_code=poison.clean_error_code(receipt.error_code),
+            alt_ids=tuple(a for a in receipt.alt_ids if poison.check_carrier_id(a) is None))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._records.put(_Item("receipt", receipt, done))
         await done
@@ -254,6 +308,31 @@ class DeliveryWorker:
                     self._records.task_done()
 
     async def _write(self, batch: list[_Item]) -> None:
+        events = await self._write_isolating(batch)
+        for item in batch:
+            if item.done is not None and not item.done.done():
+                item.done.set_result(None)
+            elif item.kind != "receipt":
+                self._unrecorded.discard(item.value.part_id)
+                self._release(item.value.part_id)
+        if events:
+            self.on_recorded()  # the callback dispatcher has something to post
+
+    async def _write_isolating(self, batch: list[_Item]) -> int:
+        """Commit the batch; on a data error, each half alone, down to the bad item(s), which
+        get their defined outcome (`_refused`). Returns the callback events written."""
+        try:
+            return await self._commit(batch)
+        except _DataRefused as exc:
+            if len(batch) == 1:
+                return await self._refused(batch[0], exc.__cause__ or exc)
+            mid = len(batch) // 2
+            return (await self._write_isolating(batch[:mid])
+                    + await self._write_isolating(batch[mid:]))
+
+    async def _commit(self, batch: list[_Item]) -> int:
+        """One transaction for the batch; outages are retried with backoff (nothing lost),
+        a refused value raises _DataRefused at once (retrying cannot fix it)."""
         delay = 0.2
         while True:
             try:
@@ -262,27 +341,53 @@ class DeliveryWorker:
                     conn.info.pop(transitions.EVENTS_WRITTEN, None)  # left by another caller
                     await transitions.record_accepted(
                         conn, [i.value for i in batch if i.kind == "accepted"], now)
+                    await transitions.record_untrackable(
+                        conn, [i.value for i in batch if i.kind == "untrackable"], now)
                     await transitions.record_rejected(
                         conn, [i.value for i in batch if i.kind == "rejected"], now)
                     await transitions.record_retries(
-                        conn, [i.value for i in batch if i.kind == "retry"], now)
+                        conn, [i.value for i in batch if i.kind == "retry"], now,
+                        self.settings.max_unanswered_attempts)
                     await transitions.record_receipts(
                         conn, [i.value for i in batch if i.kind == "receipt"], now)
                     # kept with the pooled connection: taken now, whatever happens next
-                    events = conn.info.pop(transitions.EVENTS_WRITTEN, 0)
-                break
+                    return int(conn.info.pop(transitions.EVENTS_WRITTEN, 0))
             except Exception as exc:
+                if poison.is_data_error(exc):
+                    raise _DataRefused(str(exc)) from exc
                 log.error("recording %d delivery results failed (%s); retrying in %.1f s",
-                          len(batch), exc, delay)
+                          len(batch), _first_line(exc), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-        for item in batch:
-            if item.done is not None and not item.done.done():
-                item.done.set_result(None)
-            elif item.kind != "receipt":
-                self._unrecorded.discard(item.value.part_id)
-        if events:
-            self.on_recorded()  # the callback dispatcher has something to post
+
+    async def _refused(self, item: _Item, exc: BaseException) -> int:
+        """The defined outcome of one item whose values the database refused."""
+        value = item.value
+        why = _first_line(exc)
+        if item.kind == "receipt":
+            log.error("receipt from %s carrier_message_id=%.64r refused by the database (%s): "
+                      "acknowledged and dropped", value.carrier, value.carrier_message_id, why)
+            return 0
+        if item.kind == "accepted":
+            log.error("part %d accepted by %s but its carrier id cannot be stored (%s): "
+                      "UNKNOWN %s, charged", value.part_id, value.carrier, why,
+                      transitions.CARRIER_ID_INVALID)
+            fallback = _Item("untrackable", Untrackable(value.part_id, value.carrier,
+                                                        callback=value.callback))
+        elif item.kind == "rejected":
+            log.error("part %d rejected by %s, error code refused by the database (%s): "
+                      "recorded without it", value.part_id, value.carrier, why)
+            fallback = _Item("rejected", Rejected(value.part_id, value.carrier, None))
+        else:
+            log.error("part %d: its %s could not be recorded (%s); it is retried after its "
+                      "lease", value.part_id, item.kind, why)
+            return 0
+        try:
+            return await self._commit([fallback])
+        except _DataRefused as again:
+            log.error("part %d: its fallback outcome was refused too (%s); it is retried after "
+                      "its lease", value.part_id, _first_line(again))
+            return 0
 
     async def _pace(self, period: float = 0.25) -> None:
         """Keep about AHEAD_SECONDS of measured throughput in flight, no more.
@@ -351,8 +456,27 @@ class DeliveryWorker:
         if expired:
             log.warning("%d parts expired in the queue after %.0f h and were refunded",
                         len(expired), self.settings.queue_expiry_seconds / 3600)
+        await expiry.expire_old_rows(self.db, self.settings, now)
         await self.router.housekeeping(self.db)
         await lifecycle.roll_up(self.db)  # campaign counts and completion, off the hot paths
+
+
+def _window_capacity(router: Router) -> int:
+    """Submits the carriers can have awaiting an answer at once (window x binds of each SMPP
+    carrier; 0 for carriers without a window, such as the simulated one)."""
+    total = 0
+    for carrier in router.carriers.values():
+        config = getattr(carrier, "config", None)
+        window, binds = getattr(config, "window", 0), getattr(config, "binds", 0)
+        if isinstance(window, int) and isinstance(binds, int):
+            total += window * binds
+    return total
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error without the SQL and its parameters (phone numbers, text) that follow."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _report_death(task: asyncio.Task[None]) -> None:
