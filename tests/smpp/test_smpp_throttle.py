@@ -104,7 +104,7 @@ def test_first_refusal_sets_the_rate_to_what_was_accepted() -> None:
     for _ in range(100):  # the rest of the window comes back refused
         clock.now += 0.0005
         bucket.on_result(True)
-    assert bucket.rate == pytest.approx(200.0)
+    assert bucket.rate == pytest.approx(200.0 * 0.97)
 
 
 @pytest.mark.parametrize(

@@ -31,9 +31,11 @@ from collections.abc import Callable
 PERIOD = 1.0  # seconds between two decisions of the controller
 PROBE = 0.02  # fraction of the rate added per clean period
 TOLERANCE = 0.01  # share of refusals above the baseline still taken as "clean"
+MARGIN = 0.97  # a back-off goes a little below the measured accepted rate (jitter at the edge)
 MIN_SAMPLES = 20  # answers needed in a period to judge it
 FIRST_REFUSALS = 15  # refusals, and
 FIRST_SHARE = 0.3  # share of the last second's answers, that make an unlimited bucket react
+IN_A_ROW = 10  # refusals in a row that also make an unlimited bucket react at once
 NOT_HELPED = 0.7  # a back-off "helped" when the share fell below this fraction of the last one
 NOT_HELPED_REFUSALS = 10  # refusals in the period needed for that verdict (not noise)
 
@@ -60,6 +62,7 @@ class TokenBucket:
         self._period_sent = 0
         self._period_throttled = 0
         self._settling = False  # the current period follows a back-off: not judged
+        self._in_a_row = 0  # refusals in a row
         self.baseline = 0.0  # share of refusals that does not depend on the rate
         self._backed_off: tuple[float, float] | None = None  # (rate before, share)
         self.decisions: list[tuple[float, str, float | None]] = []  # (time, what, rate): logs
@@ -99,6 +102,7 @@ class TokenBucket:
         now = self._clock()
         self._answers.append((now, throttled))
         self._period_sent += 1
+        self._in_a_row = self._in_a_row + 1 if throttled else 0
         if throttled:
             self._period_throttled += 1
             if self._rate is None and self._first_refusals_significant(now):
@@ -108,7 +112,10 @@ class TokenBucket:
 
     def _first_refusals_significant(self, now: float) -> bool:
         """Unlimited so far: react at once (not at the period's end) when the last second
-        holds at least FIRST_REFUSALS refusals making FIRST_SHARE of the answers."""
+        holds at least FIRST_REFUSALS refusals making FIRST_SHARE of the answers, or after IN_A_ROW
+        refusals in a row."""
+        if self._in_a_row >= IN_A_ROW:
+            return True  # a run of refusals: a rate limit (a random share rarely makes one)
         self._accepted_rate(now)  # drops answers older than a period
         refused = sum(1 for _, t in self._answers if t)
         share = self.baseline + FIRST_SHARE
@@ -134,7 +141,7 @@ class TokenBucket:
         accepted = self._accepted_rate(now)
         share = sum(1 for _, t in self._answers if t) / max(1, len(self._answers))
         sent = len(self._answers) / PERIOD
-        self._set(max(self.min_rate, accepted), now, "first refusal")
+        self._set(max(self.min_rate, accepted * MARGIN), now, "first refusal")
         if self._answers and self._rate is not None:
             # What was accepted in the last second filled the SMSC's window: wait until the
             # oldest of it is a period old before the next token.
@@ -182,7 +189,7 @@ class TokenBucket:
             else:
                 before = self._rate if self._rate is not None else sent / (now - self._period_start)
             self._backed_off = (before, share)
-            self._set(max(self.min_rate, accepted), now, "back off")
+            self._set(max(self.min_rate, accepted * MARGIN), now, "back off")
             self._new_period(now, settle=True)
             return
         self._new_period(now)
