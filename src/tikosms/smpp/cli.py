@@ -33,10 +33,61 @@ from tikosms.smpp.simulator import SimulatorConfig, SimulatorCounters, SmscSimul
     help="Share of submit_sm answered ESME_RINVDSTADR.",
 )
 @click.option(
+    "--max-tps",
     "--throttle-tps",
+    "throttle_tps",
     default=None,
     type=float,
-    help="Answer ESME_RTHROTTLED above this many submit_sm per second.",
+    help="Answer ESME_RTHROTTLED above this many submit_sm per second per system_id "
+    "(across its binds).",
+)
+@click.option(
+    "--throttle-ratio",
+    default=0.0,
+    show_default=True,
+    help="Share of submit_sm answered ESME_RTHROTTLED whatever the rate (congestion).",
+)
+@click.option(
+    "--no-id-ratio",
+    default=0.0,
+    show_default=True,
+    help="Share of submit_sm answered ROK without a message_id (the part is taken).",
+)
+@click.option(
+    "--nack-ratio",
+    default=0.0,
+    show_default=True,
+    help="Share of submit_sm answered generic_nack ESME_RSYSERR.",
+)
+@click.option(
+    "--nack-ok-ratio",
+    default=0.0,
+    show_default=True,
+    help="Share of submit_sm answered generic_nack with command_status 0.",
+)
+@click.option(
+    "--silent-ratio",
+    default=0.0,
+    show_default=True,
+    help="Share of submit_sm never answered (the part is taken).",
+)
+@click.option(
+    "--stray-ratio",
+    default=0.0,
+    show_default=True,
+    help="Share of submit_sm preceded by a submit_sm_resp to a sequence number never sent.",
+)
+@click.option(
+    "--long-id",
+    default=0,
+    show_default=True,
+    help="Message ids this many characters long (0: normal ids).",
+)
+@click.option(
+    "--long-receipt-fields",
+    default=0,
+    show_default=True,
+    help="Receipt err:/stat: fields this many characters long (0: normal).",
 )
 @click.option(
     "--drop-after",
@@ -64,12 +115,24 @@ def smsc_sim(
     undeliv_ratio: float,
     reject_ratio: float,
     throttle_tps: float | None,
+    throttle_ratio: float,
+    no_id_ratio: float,
+    nack_ratio: float,
+    nack_ok_ratio: float,
+    silent_ratio: float,
+    stray_ratio: float,
+    long_id: int,
+    long_receipt_fields: int,
     drop_after: int | None,
     seed: int | None,
     stats_interval: float,
     duration: float,
 ) -> None:
-    """Run an SMPP 3.4 SMSC simulator (binds, submit_sm, receipts, fault injection)."""
+    """Run an SMPP 3.4 SMSC simulator (binds, submit_sm, receipts, fault injection).
+
+    Receipts not acknowledged (an error status, or the bind dropped before the
+    deliver_sm_resp) are delivered again on another receiver bind of the same system_id.
+    """
     config = SimulatorConfig(
         host=host,
         port=port,
@@ -80,6 +143,14 @@ def smsc_sim(
         undeliv_ratio=undeliv_ratio,
         reject_ratio=reject_ratio,
         throttle_tps=throttle_tps,
+        throttle_ratio=throttle_ratio,
+        no_id_ratio=no_id_ratio,
+        nack_ratio=nack_ratio,
+        nack_ok_ratio=nack_ok_ratio,
+        silent_ratio=silent_ratio,
+        stray_ratio=stray_ratio,
+        long_id=long_id,
+        long_receipt_fields=long_receipt_fields,
         drop_after=drop_after,
         seed=seed,
         record_submits=False,  # a long run would keep every submit_sm in memory
@@ -99,7 +170,8 @@ async def _serve(config: SimulatorConfig, stats_interval: float, duration: float
         f"SMSC simulator listening on {config.host}:{simulator.port} "
         f"(system_id={config.system_id or 'any'} latency_ms={config.latency_ms:g} "
         f"receipt_delay_ms={config.receipt_delay_ms:g} undeliv_ratio={config.undeliv_ratio:g} "
-        f"reject_ratio={config.reject_ratio:g} throttle_tps={config.throttle_tps or 'off'} "
+        f"reject_ratio={config.reject_ratio:g} max_tps={config.throttle_tps or 'off'} "
+        f"throttle_ratio={config.throttle_ratio:g} "
         f"drop_after={config.drop_after or 'off'})"
     )
     stop = asyncio.Event()
@@ -123,7 +195,7 @@ def format_counters(counters: SimulatorCounters) -> str:
     return (
         f"binds={counters.binds} bind_failures={counters.bind_failures} "
         f"submits={counters.submits} accepted={counters.accepted} "
-        f"rejected={counters.rejected} throttled={counters.throttled} "
+        f"rejected={counters.rejected} throttled={counters.throttled} faults={counters.faults} "
         f"receipts_acked={counters.receipts_acked}/{counters.receipts_sent} "
         f"dropped_connections={counters.dropped_connections} "
         f"in_flight={counters.in_flight} max_in_flight={counters.max_in_flight}"

@@ -47,6 +47,10 @@ class SmppCarrierConfig:
     registered_delivery: int = 1  # 1: a receipt for the final outcome
     service_type: str = ""
     throttle_retry_after: float = 1.0  # seconds, the RETRY delay after ESME_RTHROTTLED/RMSGQFUL
+    # A throttled part is submitted again inside the connector (in order, after a short pause
+    # and a new token) up to this many times before it goes back to the worker as RETRY.
+    throttle_resubmits: int = 5
+    throttle_pause: float = 0.1  # seconds before such a resubmission (doubles each time)
     bind_lost_retry_after: float = 0.5  # seconds, the RETRY delay for parts lost with a bind
     stop_timeout: float = 5.0  # seconds stop() waits for responses in flight before unbinding
 

@@ -24,7 +24,7 @@ from tikosms.delivery.carrier import (
     SubmitResult,
 )
 from tikosms.smpp.config import SmppCarrierConfig
-from tikosms.smpp.dlr import parse_receipt
+from tikosms.smpp.dlr import MAX_MESSAGE_ID, parse_receipt
 from tikosms.smpp.pdu import ESM_INTERMEDIATE, ESM_SME_ACK, ESM_SMSC_RECEIPT, BindRequest, Status
 from tikosms.smpp.session import (
     BindRefused,
@@ -37,7 +37,7 @@ from tikosms.smpp.session import (
     SmppSession,
     Unreachable,
 )
-from tikosms.smpp.submit import build_submit
+from tikosms.smpp.submit import SubmitFields, build_submit
 from tikosms.smpp.throttle import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,13 @@ def outcome_for_status(
     if status == Status.ESME_ROK:
         if not message_id:
             # Accepted without an id we could match a receipt to: treat as unknown, resubmit.
+            # Possibly sent: the worker caps such attempts (then UNKNOWN, no_carrier_answer).
             return SubmitOutcome(
                 SubmitResult.RETRY,
                 error_code=error_code,
                 retry_after=retry_after,
                 detail="submit_sm_resp without message_id",
+                maybe_sent=True,
             )
         return SubmitOutcome.accepted(message_id)
     if status in _THROTTLED or status in _TEMPORARY:
@@ -140,39 +142,68 @@ class SmppCarrier:
             fields = build_submit(part, self.config)
         except ValueError as exc:  # text not encodable with its data_coding, bad part numbers
             return SubmitOutcome(SubmitResult.REJECTED, detail=f"cannot encode part: {exc}")
-        await self.bucket.acquire()
+        pause = self.config.throttle_pause
+        for attempt in range(self.config.throttle_resubmits + 1):
+            await self.bucket.acquire()
+            outcome, throttled = await self._submit_once(part, fields)
+            if not throttled or self._stopping or attempt == self.config.throttle_resubmits:
+                break
+            # Throttled: submitted again from here after a short pause (in order, never
+            # dropped), rather than back through the database queue.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.config.throttle_retry_after)
+        if outcome.result is not SubmitResult.ACCEPTED:
+            log.info(
+                "smpp submit not accepted carrier=%s part=%s result=%s error=%s detail=%s",
+                self.name,
+                part.part_id,
+                outcome.result.value,
+                outcome.error_code,
+                outcome.detail,
+            )
+        return outcome
+
+    async def _submit_once(
+        self, part: OutboundPart, fields: SubmitFields
+    ) -> tuple[SubmitOutcome, bool]:
+        """One submit_sm on the least-loaded bind: (outcome, throttled)."""
         # A bind that ends while the part waits for a window slot never sent it: try another.
         for _ in range(len(self._binds) + 1):
             session = self._pick()
             if session is None:
                 return SubmitOutcome(
                     SubmitResult.FAILOVER, detail=f"carrier {self.name}: no bind up"
-                )
+                ), False
             try:
                 response = await session.submit(fields)
             except SessionLost as exc:
                 if exc.sent:
-                    return self._unknown_outcome(part, f"bind lost awaiting submit_sm_resp: {exc}")
+                    return self._unknown_outcome(
+                        part, f"bind lost awaiting submit_sm_resp: {exc}"
+                    ), False
                 continue
             except ResponseTimeout as exc:
-                return self._unknown_outcome(part, str(exc))
-            if response.command_status in (Status.ESME_RTHROTTLED, Status.ESME_RMSGQFUL):
-                self.bucket.on_throttled()
+                return self._unknown_outcome(part, str(exc)), False
+            if response.nack:
+                # generic_nack instead of a submit_sm_resp, whatever its status (0 included):
+                # the SMSC could not read the PDU, so it did not take it; another carrier may.
+                return SubmitOutcome(
+                    SubmitResult.FAILOVER,
+                    error_code=f"0x{response.command_status:08x}",
+                    detail="generic_nack to submit_sm",
+                ), False
+            throttled = response.command_status in _THROTTLED
+            self.bucket.on_result(throttled)
             outcome = outcome_for_status(
                 response.command_status,
                 response.message_id,
                 retry_after=self.config.throttle_retry_after,
             )
-            if outcome.result is not SubmitResult.ACCEPTED:
-                log.info(
-                    "smpp submit not accepted carrier=%s part=%s result=%s error=%s",
-                    self.name,
-                    part.part_id,
-                    outcome.result.value,
-                    outcome.error_code,
-                )
-            return outcome
-        return SubmitOutcome(SubmitResult.FAILOVER, detail=f"carrier {self.name}: binds lost")
+            if outcome.maybe_sent:
+                self._log_unknown(part, outcome.detail)
+            return outcome, throttled
+        lost = SubmitOutcome(SubmitResult.FAILOVER, detail=f"carrier {self.name}: binds lost")
+        return lost, False
 
     @property
     def available(self) -> bool:
@@ -230,6 +261,15 @@ class SmppCarrier:
         return best
 
     def _unknown_outcome(self, part: OutboundPart, detail: str) -> SubmitOutcome:
+        self._log_unknown(part, detail)
+        return SubmitOutcome(
+            SubmitResult.RETRY,
+            retry_after=self.config.bind_lost_retry_after,
+            detail=detail,
+            maybe_sent=True,
+        )
+
+    def _log_unknown(self, part: OutboundPart, detail: str) -> None:
         log.warning(
             "smpp submit outcome unknown, will be resubmitted (possible duplicate) "
             "carrier=%s part=%s detail=%s",
@@ -237,24 +277,40 @@ class SmppCarrier:
             part.part_id,
             detail,
         )
-        return SubmitOutcome(
-            SubmitResult.RETRY, retry_after=self.config.bind_lost_retry_after, detail=detail
-        )
 
     async def _handle_deliver(self, pdu: DeliverSm) -> int:
         """deliver_sm: a receipt goes to on_receipt, and is acknowledged once it returns."""
         if pdu.esm_class & 0x3C not in _RECEIPT_TYPES:
             log.info("smpp mobile-originated message ignored carrier=%s", self.name)
             return Status.ESME_ROK
-        receipt = parse_receipt(pdu.short_message, pdu.tlvs, pdu.data_coding)
+        try:
+            receipt = parse_receipt(pdu.short_message, pdu.tlvs, pdu.data_coding)
+        except Exception as exc:  # never the session's end: nothing else could read it either
+            log.error(
+                "smpp receipt unreadable, acknowledged carrier=%s error=%s",
+                self.name,
+                type(exc).__name__,
+            )
+            return Status.ESME_ROK
+        if receipt is not None and (
+            len(receipt.carrier_message_id) > MAX_MESSAGE_ID
+            or not receipt.carrier_message_id.isprintable()
+        ):
+            # No part has such an id (the column holds 64 characters): it can never match.
+            log.error(
+                "smpp receipt with an id no part can have, acknowledged carrier=%s "
+                "id_length=%d",
+                self.name,
+                len(receipt.carrier_message_id),
+            )
+            return Status.ESME_ROK
         if receipt is None:
             # Answering an error would only make the SMSC send it again, equally unreadable.
             # the receipt's own "text:" field (the message's first characters) is not logged
-            head = bytes(pdu.short_message).split(b"text:")[0].split(b"Text:")[0]
             log.error(
-                "smpp receipt without message id carrier=%s receipt=%r",
+                "smpp receipt without message id, acknowledged carrier=%s length=%d",
                 self.name,
-                head[:160],
+                len(pdu.short_message),
             )
             return Status.ESME_ROK
         if self._on_receipt is None:

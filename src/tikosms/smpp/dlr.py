@@ -89,6 +89,7 @@ def parse_receipt(
     message_id = tlv_id or fields.id
     if not message_id:
         return None
+    message_id = message_id.replace("\x00", "")
     state = tlvs.get(Tag.MESSAGE_STATE)
     if state:
         status = MESSAGE_STATES.get(state[0], "UNKNOWN")
@@ -194,7 +195,21 @@ def _c_string(value: bytes | None) -> str | None:
     return value.split(b"\x00", 1)[0].decode("latin-1").strip() or None
 
 
+MAX_MESSAGE_ID = 64  # characters: parts.carrier_message_id; a longer id can never match
+MAX_ERROR_CODE = 32  # characters kept of a receipt's error code
+
+
+def printable(value: str, limit: int) -> str:
+    """Printable ASCII only (anything else becomes '?'), at most `limit` characters."""
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in value[:limit])
+
+
 def _error_code(err: str | None, network_error: bytes | None) -> str | None:
+    code = _raw_error_code(err, network_error)
+    return printable(code, MAX_ERROR_CODE) if code is not None else None
+
+
+def _raw_error_code(err: str | None, network_error: bytes | None) -> str | None:
     """The text's err when not zero ("001"); else the network_error_code TLV as
     "network_type:error_code" (e.g. "3:1", GSM error 1); None when both say no error."""
     if err and err.strip("0 "):

@@ -94,6 +94,7 @@ class ResponseTimeout(SessionError):
 class SubmitResponse:
     command_status: int
     message_id: str | None
+    nack: bool = False  # a generic_nack came instead of a submit_sm_resp
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,7 @@ class SmppSession:
         self._on_lost = on_lost  # called with the reason as the connection ends (synchronously)
         self._sequence = itertools.count(1)
         self._pending: dict[int, asyncio.Future[_Response]] = {}
+        self.stray_responses = 0  # responses to a sequence number not awaited (ignored)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._out: list[bytes] = []  # PDUs for the next write (see _write)
@@ -211,6 +213,13 @@ class SmppSession:
         except ResponseTimeout as exc:
             await self.close("bind timed out")
             raise BindTimeout(f"no bind_resp within {self._response_timeout:g} s") from exc
+        if header.command_id == Command.GENERIC_NACK:
+            # A generic_nack is never a bind, whatever its status (0 included).
+            await self.close("bind answered with generic_nack")
+            raise BindRefused(
+                f"bind answered with generic_nack: {status_name(header.command_status)}",
+                header.command_status,
+            )
         if header.command_status != Status.ESME_ROK:
             await self.close("bind refused")
             raise BindRefused(
@@ -232,6 +241,8 @@ class SmppSession:
         self._queue.append((fields, future))
         self._pump()
         header, body = await future
+        if header.command_id != Command.SUBMIT_SM_RESP:
+            return SubmitResponse(header.command_status, None, nack=True)
         message_id = read_c_string(body)[0] if body else None
         return SubmitResponse(header.command_status, message_id or None)
 
@@ -461,6 +472,8 @@ class SmppSession:
             future = self._pending.pop(header.sequence_number, None)
             if future is not None and not future.done():
                 future.set_result((header, body))
+            elif future is None:
+                self._stray_response(header)
             return
         if command == Command.DELIVER_SM:
             task = asyncio.ensure_future(self._deliver(header, raw_header + body))
@@ -500,6 +513,19 @@ class SmppSession:
                 status = Status.ESME_RSYSERR
         # deliver_sm_resp: message_id is unused and set to NULL (SMPP 3.4, 4.6.2)
         self._send(Command.DELIVER_SM_RESP, header.sequence_number, b"\x00", status)
+
+    def _stray_response(self, header: Header) -> None:
+        """A response to nothing we await (a sequence number never sent, or one that timed
+        out): ignored, the session goes on; logged once per session, then counted."""
+        self.stray_responses += 1
+        if self.stray_responses == 1:
+            log.warning(
+                "smpp response to no request in flight ignored session=%s command_id=%#x "
+                "sequence=%d (further ones counted, not logged)",
+                self.label,
+                header.command_id,
+                header.sequence_number,
+            )
 
     async def _enquire_link_loop(self) -> None:
         while not self._closed.is_set():

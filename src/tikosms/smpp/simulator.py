@@ -8,7 +8,11 @@ error status, or not answered because the connection ended, is sent again (to an
 bind of the same system_id) after `receipt_retry_ms`, as an SMSC does: none is lost.
 
 Fault injection: `reject_ratio` answers ESME_RINVDSTADR; `throttle_tps` answers ESME_RTHROTTLED
-above that many submit_sm per second; `drop_after` aborts a connection on its N-th submit_sm
+above that many submit_sm per second per system_id (across its binds); `throttle_ratio` answers
+ESME_RTHROTTLED to that share of submit_sm whatever the rate; `no_id_ratio`, `nack_ratio`,
+`nack_ok_ratio`, `silent_ratio`, `stray_ratio` give no usable answer (see SimulatorConfig);
+`long_id` and `long_receipt_fields` make over-long message ids and receipt fields;
+`drop_after` aborts a connection on its N-th submit_sm
 (that one and the others awaiting their response are dropped unanswered and never delivered).
 
 Built on smpp34's codec for submit_sm / deliver_sm, not on `smpp34.Server`: that server
@@ -60,7 +64,17 @@ class SimulatorConfig:
     receipt_delay_ms: float = 0.0  # from submit_sm_resp to the receipt's deliver_sm
     undeliv_ratio: float = 0.0  # share of accepted parts whose receipt says UNDELIV
     reject_ratio: float = 0.0  # share of submit_sm answered ESME_RINVDSTADR
-    throttle_tps: float | None = None  # above this many submit_sm a second: ESME_RTHROTTLED
+    # above this many submit_sm a second per system_id (across its binds): ESME_RTHROTTLED
+    throttle_tps: float | None = None
+    throttle_ratio: float = 0.0  # share of submit_sm answered ESME_RTHROTTLED whatever the rate
+    # Fault modes for "no usable answer" (each a share of submit_sm):
+    no_id_ratio: float = 0.0  # submit_sm_resp ROK without a message_id (the part is taken)
+    nack_ratio: float = 0.0  # generic_nack ESME_RSYSERR instead of submit_sm_resp
+    nack_ok_ratio: float = 0.0  # generic_nack with command_status 0
+    silent_ratio: float = 0.0  # no response at all (the part is taken)
+    stray_ratio: float = 0.0  # before the real answer, a submit_sm_resp to a sequence never sent
+    long_id: int = 0  # >0: message ids this many characters long
+    long_receipt_fields: int = 0  # >0: receipt err:/stat: this many characters long
     drop_after: int | None = None  # abort each connection on its N-th submit_sm
     receipt_retry_ms: float = 1000.0  # resend delay of a receipt not acknowledged
     response_timeout: float = 10.0  # seconds to wait for a deliver_sm_resp
@@ -79,6 +93,7 @@ class SimulatorCounters:
     throttled: int = 0
     dropped_connections: int = 0
     dropped_submits: int = 0  # received, never answered (connection dropped)
+    faults: int = 0  # submit_sm answered with a fault mode (no id, nack, silent, stray)
     receipts_sent: int = 0  # deliver_sm sent (resends included)
     receipts_acked: int = 0
     receipts_failed: int = 0  # answered with an error, or never answered
@@ -132,8 +147,8 @@ class SmscSimulator:
         self._outstanding = 0  # receipts sent without a task, awaiting their deliver_sm_resp
         self._stopping = False
         self._changed = asyncio.Event()
-        self._throttle_window_start = 0.0
-        self._throttle_count = 0
+        # per system_id: (start of the current second, submit_sm counted in it)
+        self._throttle_windows: dict[str, tuple[float, int]] = {}
         self._port = self.config.port
 
     @property
@@ -199,22 +214,41 @@ class SmscSimulator:
             return Status.ESME_RINVPASWD
         return Status.ESME_ROK
 
-    def _decide(self, now: float) -> int:
+    def _decide(self, now: float, system_id: str = "") -> int:
         """The command_status for the next submit_sm: throttle, reject, or accept."""
         tps = self.config.throttle_tps
         if tps is not None:
-            if now - self._throttle_window_start >= 1.0:
-                self._throttle_window_start = now
-                self._throttle_count = 0
-            if self._throttle_count >= tps:
+            start, count = self._throttle_windows.get(system_id, (0.0, 0))
+            if now - start >= 1.0:
+                start, count = now, 0
+            if count >= tps:
                 return Status.ESME_RTHROTTLED
-            self._throttle_count += 1
+            self._throttle_windows[system_id] = (start, count + 1)
+        if self.config.throttle_ratio and self._rng.random() < self.config.throttle_ratio:
+            return Status.ESME_RTHROTTLED
         if self.config.reject_ratio and self._rng.random() < self.config.reject_ratio:
             return Status.ESME_RINVDSTADR
         return Status.ESME_ROK
 
     def _new_message_id(self) -> str:
-        return f"{next(self._ids):x}"
+        message_id = f"{next(self._ids):x}"
+        if self.config.long_id > len(message_id):
+            message_id = message_id.rjust(self.config.long_id, "0")
+        return message_id
+
+    def _fault(self) -> str | None:
+        """A fault mode drawn for the next submit_sm (None: answer normally)."""
+        config = self.config
+        for name, ratio in (
+            ("no_id", config.no_id_ratio),
+            ("nack", config.nack_ratio),
+            ("nack_ok", config.nack_ok_ratio),
+            ("silent", config.silent_ratio),
+            ("stray", config.stray_ratio),
+        ):
+            if ratio and self._rng.random() < ratio:
+                return name
+        return None
 
     def _schedule_receipt(self, receipt: _PendingReceipt) -> None:
         if self.config.receipt_delay_ms <= 0:
@@ -415,7 +449,11 @@ class _Connection:
             self.abort()
             sim._notify()
             return
-        status = sim._decide(loop.time())
+        status = sim._decide(loop.time(), self.system_id)
+        fault = sim._fault() if status == Status.ESME_ROK else None
+        if fault is not None:
+            self._answer_fault(fault, sequence, pdu)
+            return
         message_id = sim._new_message_id() if status == Status.ESME_ROK else None
         if sim.config.record_submits:
             sim.submits.append(_received(self.system_id, sequence, pdu, message_id))
@@ -426,6 +464,33 @@ class _Connection:
             )
         else:
             self._respond(sequence, status, message_id, pdu)
+
+    def _answer_fault(self, fault: str, sequence: int, pdu: smpp34.SubmitSm) -> None:
+        """Answer a submit_sm with no usable answer (fault injection)."""
+        sim = self.sim
+        sim.counters.faults += 1
+        if sim.config.record_submits:
+            sim.submits.append(_received(self.system_id, sequence, pdu, None))
+        if fault == "silent":  # taken, never answered: stays in `unanswered`
+            sim._notify()
+            return
+        self.unanswered.discard(sequence)
+        sim.counters.in_flight -= 1
+        if fault == "no_id":
+            sim.counters.accepted += 1
+            self.send(Command.SUBMIT_SM_RESP, sequence, b"\x00")
+        elif fault == "nack":
+            self.send(Command.GENERIC_NACK, sequence, status=Status.ESME_RSYSERR)
+        elif fault == "nack_ok":
+            self.send(Command.GENERIC_NACK, sequence, status=Status.ESME_ROK)
+        else:  # stray: a response to a sequence never sent, then the real answer
+            self.send(Command.SUBMIT_SM_RESP, (sequence + 0x3FFF_0000) & 0x7FFF_FFFF,
+                      c_string("stray"))
+            self.unanswered.add(sequence)
+            sim.counters.in_flight += 1
+            self._respond(sequence, Status.ESME_ROK, sim._new_message_id(), pdu)
+            return
+        sim._notify()
 
     def _respond(
         self, sequence: int, status: int, message_id: str | None, pdu: smpp34.SubmitSm
@@ -468,10 +533,15 @@ class _Connection:
         done_at = datetime.now(UTC)
         delivered = receipt.state == "DELIVRD"
         error = 0 if delivered else 1  # GSM "unknown subscriber"
+        stat, err = receipt.state, f"{error:03d}"
+        long_fields = self.sim.config.long_receipt_fields
+        if long_fields > 0:  # over-long, garbage fields (fault injection)
+            stat = (stat + "X" * long_fields)[:long_fields]
+            err = ("9" * long_fields)[:long_fields]
         text = (
             f"id:{receipt.message_id} sub:001 dlvrd:{'001' if delivered else '000'} "
             f"submit date:{receipt.submitted_at:%y%m%d%H%M} done date:{done_at:%y%m%d%H%M} "
-            f"stat:{receipt.state} err:{error:03d} text:{receipt.text}"
+            f"stat:{stat} err:{err} text:{receipt.text}"
         )
         return smpp34.DeliverSm(
             receipt.source_addr,
