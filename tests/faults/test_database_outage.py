@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.procs import Process
 
 from bench import procs
-from bench.procs import Process
 from tests.conftest import PG_URL
 from tests.faults.pgproxy import PgProxy
 
@@ -135,8 +135,8 @@ async def test_sqlite_full_disk_is_507_and_stores_nothing(tmp_path: Path) -> Non
 
         await db.engine.dispose()  # every connection from now on is capped
         app = create_app(Settings(database_url=url), db)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-                                     base_url="http://t") as client:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             r = await client.post("/v1/messages", headers=customer.headers, json={
                 "from": "Shop", "message": "x" * 1000, "recipients": procs.recipients(3000)})
         assert r.status_code == 507, r.text
