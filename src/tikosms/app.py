@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
@@ -27,6 +27,7 @@ from tikosms.db.engine import Database
 from tikosms.errors import PayloadTooLarge, ServiceUnavailable, TikoError
 from tikosms.messaging.endpoints import router as messaging_router
 from tikosms.messaging.endpoints import send_single
+from tikosms.messaging.streams import StreamSlots
 from tikosms.messaging.writer import SendWriter
 from tikosms.observability import http as observability_http
 from tikosms.observability import metrics as observability_metrics
@@ -77,6 +78,7 @@ def create_app(
         if settings.rate_limit_per_second > 0 else None
     )
     app.state.token_cache = TokenCache()
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_account)
     app.state.wake_workers = lambda _result=None: None  # replaced by the delivery workers
     if db is not None:
         _install_writers(app)
@@ -93,6 +95,7 @@ def create_app(
     app.add_middleware(observability_http.Observed)  # outermost: sees 413s too
     app.single_send = observability_http.Observed(
         BodyLimit(_single_send, max_bytes=settings.max_body_bytes), route="/v1/message")
+    app.max_header_bytes = settings.max_header_bytes
     return app
 
 
@@ -172,12 +175,32 @@ def tiko_error_response(exc: TikoError) -> Response:
 
 def unexpected_error_response(request: Request, exc: Exception) -> Response:
     """503 when the database is out of reach (the client should retry), else a logged 500."""
+    if isinstance(exc, DataError):
+        # a value the database refused that validation let through: this request's alone
+        log.warning("database refused a value while serving %s %s: %s", request.method,
+                    request.url.path, _short(exc))
+        return JSONResponse(
+            {"success": False, "error": "A value of this request cannot be stored. Nothing "
+             "was changed.", "code": "value_refused"}, status_code=422)
+    if _is_storage_full(exc):
+        # SQLITE_FULL: the transaction was rolled back whole; nothing of this request is stored
+        log.error("database storage full while serving %s %s: %s", request.method,
+                  request.url.path, _short(exc))
+        err = ServiceUnavailable(
+            "The gateway's storage is full: nothing was stored. Please retry later.",
+            code="storage_full", headers={"Retry-After": "30"})
+        return JSONResponse(err.body(), status_code=507, headers=err.headers)
     if _is_database_down(exc):
-        log.error("database unreachable while serving %s %s: %s", request.method,
-                  request.url.path, exc)
-        err = ServiceUnavailable("The service is temporarily unavailable. Please retry.",
-                                 headers={"Retry-After": "5"})
+        what = ("no database connection free within the pool timeout"
+                if isinstance(exc, PoolTimeout) else "database unreachable")
+        log.error("%s while serving %s %s: %s", what, request.method, request.url.path,
+                  _short(exc))
+        err = ServiceUnavailable(
+            "The service is temporarily unavailable (database). Nothing was changed by this "
+            "request; please retry.", headers={"Retry-After": "5"})
         return JSONResponse(err.body(), status_code=503, headers=err.headers)
+    # the traceback carries the SQL but not its parameters (engines hide them unless
+    # TIKOSMS_LOG_SENSITIVE is on)
     log.exception("unexpected error serving %s %s", request.method, request.url.path)
     return JSONResponse(
         {"success": False, "error": "Internal server error. It has been logged.",
@@ -195,7 +218,15 @@ class TikoApp(FastAPI):
 
     single_send: ASGIApp | None = None  # set by create_app
 
+    max_header_bytes = 16 * 1024  # set by create_app from the settings
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _header_bytes(scope) > self.max_header_bytes:
+            err = TikoError(
+                f"The request headers are too large (limit {self.max_header_bytes:,} bytes).",
+                code="headers_too_large")
+            await JSONResponse(err.body(), status_code=431)(scope, receive, send)
+            return
         if self.single_send is not None and scope["type"] == "http" \
                 and scope["path"] == "/v1/message" and scope["method"] == "POST":
             scope["app"] = self
@@ -213,6 +244,25 @@ async def _single_send(scope: Scope, receive: Receive, send: Send) -> None:
     except Exception as exc:  # answered in the envelope, and logged
         response = unexpected_error_response(request, exc)
     await response(scope, receive, send)
+
+
+def _is_storage_full(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and "full" in str(exc.orig).lower()
+
+
+def _short(exc: BaseException) -> str:
+    """The error's class and first line: no SQL, no parameters, no DETAIL lines (which can quote
+    a row's values)."""
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{type(orig).__name__}: {first[:200]}"
+
+
+def _header_bytes(scope: Scope) -> int:
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    for name, value in scope.get("headers", ()):
+        size += len(name) + len(value) + 4  # ": " and CRLF
+    return size
 
 
 def _is_database_down(exc: BaseException) -> bool:

@@ -108,6 +108,19 @@ class Settings(BaseSettings):
     # one access line per HTTP request (logger tikosms.access); off saves ~5% CPU per send
     access_log: bool = True
 
+    # --- API hardening (issue 9, api) ---
+    # debugging only: let SQL errors carry their parameters (phone numbers, text) into logs
+    log_sensitive: bool = False
+    # streamed reads (get_message by campaign, get_messages unpaged) open at once per account,
+    # per process; one more is a 429 with Retry-After
+    max_streams_per_account: int = Field(default=4, ge=1, le=1000)
+    # rows read per page by a streamed read; the connection is released between pages
+    stream_page_rows: int = Field(default=1000, ge=10, le=100_000)
+    # parts one send request may create (recipients x parts per message); more is a 422
+    max_parts_per_request: int = Field(default=500_000, ge=1)
+    # bytes of request line + headers uvicorn accepts (h11); larger is refused by the server
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

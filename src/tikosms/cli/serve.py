@@ -28,7 +28,10 @@ def _serve_uvicorn(app: object, host: str, port: int) -> None:
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
                             loop="auto", http="auto", timeout_graceful_shutdown=5,
-                            access_log=False, log_config=None)
+                            access_log=False, log_config=None,
+                            # h11's bound on request line + headers; httptools is bounded in
+                            # the app (TikoApp: 431)
+                            h11_max_incomplete_event_size=get_settings().max_header_bytes)
     server: Any = _quiet_exit_server(config)
     try:
         server.run()
@@ -117,7 +120,8 @@ def _serve_processes(settings: Settings, processes: int) -> None:
     os.environ["TIKOSMS_DATABASE_URL"] = settings.database_url
     uvicorn.run("tikosms.app:app_from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=processes, log_level="warning", access_log=False,
-                log_config=None, timeout_graceful_shutdown=5)
+                log_config=None, timeout_graceful_shutdown=5,
+                h11_max_incomplete_event_size=settings.max_header_bytes)
 
 
 @cli.command("worker")

@@ -35,9 +35,15 @@ def async_url(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, log_sensitive: bool | None = None) -> None:
+        """`log_sensitive` (default: the setting TIKOSMS_LOG_SENSITIVE, off) lets SQL errors
+        carry their parameters (phone numbers, message text) into logs and tracebacks."""
         self.url = url
-        self.engine: AsyncEngine = _create_engine(url, pool_size)
+        if log_sensitive is None:
+            from tikosms.config import get_settings
+
+            log_sensitive = get_settings().log_sensitive
+        self.engine: AsyncEngine = _create_engine(url, pool_size, hide_parameters=not log_sensitive)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
@@ -110,11 +116,12 @@ class LazyConnection:
             await cm.__aexit__(*exc)
 
 
-def _create_engine(url: str, pool_size: int) -> AsyncEngine:
+def _create_engine(url: str, pool_size: int, hide_parameters: bool = True) -> AsyncEngine:
     aurl = async_url(url)
     if aurl.startswith("sqlite"):
         engine = create_async_engine(
             aurl,
+            hide_parameters=hide_parameters,
             poolclass=AsyncAdaptedQueuePool,
             pool_size=4,
             max_overflow=4,
@@ -124,6 +131,7 @@ def _create_engine(url: str, pool_size: int) -> AsyncEngine:
         return engine
     return create_async_engine(
         aurl,
+        hide_parameters=hide_parameters,
         pool_size=pool_size,
         max_overflow=0,
         # no ping per checkout (a round trip per request); a dead connection is dropped by the

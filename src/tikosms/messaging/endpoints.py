@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from tikosms import formats
 from tikosms.api.deps import CurrentAccount, Db, authenticate_request, json_body, params
@@ -23,7 +23,7 @@ from tikosms.errors import (
     TikoError,
 )
 from tikosms.errors import ValidationFailed as Invalid
-from tikosms.messaging import batch_sql, idempotency
+from tikosms.messaging import batch_sql, idempotency, streams
 from tikosms.messaging import repository as repo
 from tikosms.messaging.cancel import cancel_campaign
 from tikosms.messaging.schemas import parse_campaign, parse_single
@@ -82,7 +82,8 @@ async def post_messages(request: Request, db: Db) -> Response:
     async def prepare(conn: Any, account: Any, body: Any) -> PreparedSend:
         req = parse_campaign(body, now)
         scheduled[0] = req.scheduled_at
-        return await prepare_campaign(conn, account, req, now)
+        return await prepare_campaign(conn, account, req, now,
+                                      request.app.state.settings.max_parts_per_request)
 
     return await _send_once(request, db, "messages", prepare, answer)
 
@@ -179,7 +180,8 @@ async def get_messages(request: Request, account: CurrentAccount, db: Db) -> Res
                 "campaigns": [campaign_view(r) for r in rows],
                 "meta": {"page": number, "per_page": per_page, "total": total},
             })
-    return _stream(db, stmt, "campaigns", campaign_view)
+    return _stream(request, account.id, db, stmt, streams.campaigns_after, "campaigns",
+                   campaign_view)
 
 
 @router.get("/get_message")
@@ -214,7 +216,7 @@ async def get_message(request: Request, account: CurrentAccount, db: Db) -> Resp
         assert campaign_id is not None
         if await repo.get_campaign(conn, account.id, campaign_id) is None:
             raise NotFound(MSG_MESSAGES_NOT_FOUND)
-    return _stream(db, stmt, "data", part_view)
+    return _stream(request, account.id, db, stmt, streams.parts_after, "data", part_view)
 
 
 @router.post("/campaigns/{campaign_id}/cancel")
@@ -266,23 +268,9 @@ def _int_param(value: Any, name: str, low: int, high: int, default: int) -> int:
     return number
 
 
-def _stream(db: Any, stmt: Any, key: str, view: Any) -> Response:
-    """Every row, written as it is read: memory stays flat for 100,000 rows."""
-
-    async def body() -> AsyncIterator[bytes]:
-        yield b'{"success":true,"' + key.encode() + b'":['
-        first = True
-        chunk: list[bytes] = []
-        async with db.connect(stream=True) as conn:
-            async for row in repo.stream_rows(conn, stmt):
-                item = orjson.dumps(view(row))
-                chunk.append(item if first else b"," + item)
-                first = False
-                if len(chunk) >= 500:
-                    yield b"".join(chunk)
-                    chunk = []
-        if chunk:
-            yield b"".join(chunk)
-        yield b"]}"
-
-    return StreamingResponse(body(), media_type="application/json")
+def _stream(request: Request, account_id: int, db: Any, stmt: Any, after: Any, key: str,
+            view: Any) -> Response:
+    """Every row, in keyset pages with the connection released between them (streams.py)."""
+    settings = request.app.state.settings
+    return streams.stream(db, request.app.state.stream_slots, account_id, stmt, after, key, view,
+                          settings.stream_page_rows)

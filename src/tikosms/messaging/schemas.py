@@ -22,6 +22,13 @@ MAX_RECIPIENTS = 100_000
 MAX_CLIENT_REF = 255
 SENDER_TYPES = ("Alpha", "Numeric", "Shortcode")
 _DIGITS = re.compile(r"\+?[0-9]+")
+# Control characters refused in a field (docs/api.md "Control characters"): NUL and the other
+# C0 controls, DEL and the C1 controls. PostgreSQL cannot store NUL in text at all, and the rest
+# are never part of a sender, a reference or a URL. A message keeps LF and CR, which GSM 03.38
+# carries (0x0A, 0x0D) and customers use for line breaks.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MESSAGE_CONTROLS = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+CODE_CONTROL_CHARACTER = "control_character"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,16 @@ class CampaignSend:
 
 def fail(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(message, errors={field: [message]})
+
+
+def refuse_controls(field: str, value: str, pattern: re.Pattern[str] = _CONTROLS) -> None:
+    """422 `control_character` naming the field and the first offending character (as U+XXXX:
+    the character itself would not show)."""
+    found = pattern.search(value)
+    if found is not None:
+        message = (f"The {field} field contains a control character (U+{ord(found.group()):04X})"
+                   " that cannot be sent.")
+        raise ValidationFailed(message, code=CODE_CONTROL_CHARACTER, errors={field: [message]})
 
 
 def require_object(body: Any) -> dict[str, Any]:
@@ -127,6 +144,12 @@ def parse_campaign(body: Any, now: datetime) -> CampaignSend:
             ref = parse_client_ref(item.get("client_ref"))
             url = parse_callback(item.get("callback_url"))
         except ValidationFailed as exc:
+            if exc.code == CODE_CONTROL_CHARACTER:
+                # not a recipient to leave out but a malformed request: the whole send is a 422
+                field = next(iter(exc.errors or {"recipients": []}))
+                raise ValidationFailed(
+                    f"Recipient {index}: {exc.message}", code=CODE_CONTROL_CHARACTER,
+                    errors={f"recipients.{index}.{field}": [exc.message]}) from None
             invalid.append((index, to, exc.message))
             continue
         indexes.append(index)
@@ -145,6 +168,7 @@ def parse_sender(body: dict[str, Any]) -> Sender:
         value = str(value)
     if not isinstance(value, str):
         raise fail("from", "The from field must be a string.")
+    refuse_controls("from", value)
     value = value.strip()
     declared = body.get("sender_type")
     if declared is not None and declared not in SENDER_TYPES:
@@ -180,8 +204,7 @@ def parse_text(body: dict[str, Any], limit: int) -> str:
         raise fail("message", "The message field must not be empty.")
     if len(value) > limit:
         raise fail("message", f"The message must not be longer than {limit:,} characters.")
-    if "\x00" in value:
-        raise fail("message", "The message must not contain NUL characters.")
+    refuse_controls("message", value, _MESSAGE_CONTROLS)
     return value
 
 
@@ -190,6 +213,7 @@ def parse_callback(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidCallbackUrl()
+    refuse_controls("callback_url", value)
     try:
         return validate_callback_url(value)
     except _BadUrl:
@@ -205,6 +229,7 @@ def parse_client_ref(value: Any) -> str | None:
         raise fail("client_ref", "The client_ref field must be a string.")
     if len(value) > MAX_CLIENT_REF:
         raise fail("client_ref", "The client_ref must not be longer than 255 characters.")
+    refuse_controls("client_ref", value)
     return value
 
 

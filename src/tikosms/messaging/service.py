@@ -6,6 +6,7 @@ in the same transaction, so a request is either accepted whole (and paid) or cha
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import secrets
@@ -26,6 +27,7 @@ from tikosms.errors import (
     AccountSuspended,
     InvalidNumberError,
     NoRateForAccount,
+    PaymentRequired,
     ValidationFailed,
 )
 from tikosms.messaging.resolver import resolve_many
@@ -36,6 +38,9 @@ from tikosms.rates.service import cached_rate_book, load_rate_book
 from tikosms.text import SplitText, split_text
 
 MAX_INVALID_LISTED = 100
+# recipients handled between two yields to the event loop while a campaign is laid out (~5 ms
+# of work on this machine kind: no request holds the loop for long)
+YIELD_EVERY = 5000
 
 
 @dataclass(slots=True)
@@ -105,7 +110,7 @@ async def prepare_single(
 
 async def prepare_campaign(
     conn: AsyncConnection, account: accounts.AuthenticatedAccount, req: CampaignSend,
-    now: datetime,
+    now: datetime, max_parts: int = 500_000,
 ) -> PreparedSend:
     """Dedupe, validate, price and lay out a campaign (reads only; `store` then writes it).
 
@@ -114,7 +119,14 @@ async def prepare_campaign(
     """
     if account.status != "active":
         raise AccountSuspended()
-    split = split_or_fail(req.message)
+    split = split_or_fail(req.message)  # parts per recipient: worked out once, from the text
+    n_parts = len(split.parts)
+    # the upper bound of the parts, before any number is resolved or any row built
+    if len(req.numbers) * n_parts > max_parts:
+        raise ValidationFailed(
+            f"This send would create {len(req.numbers) * n_parts:,} parts ({len(req.numbers):,}"
+            f" recipients x {n_parts} parts); at most {max_parts:,} parts per request.",
+            code="too_many_parts", errors={"recipients": ["Too many parts for one request."]})
     plan = await numbering_plan(conn)
     invalid: list[tuple[int, str, str]] = list(req.invalid)
     resolved = await resolve_many(req.numbers, plan)
@@ -133,20 +145,12 @@ async def prepare_campaign(
     del seen, resolved
 
     book = await load_rate_book(conn, account.id, {a[2] for a in accepted})
-    n_parts = len(split.parts)
-    campaign_id = new_id()
-    scheduled = req.scheduled_at is not None
-    status = SCHEDULED if scheduled else QUEUED
-    due_n, now_n = naive_utc(req.scheduled_at or now), naive_utc(now)
-    coding = split.data_coding
-    texts = list(enumerate(split.parts, start=1))
+    # each recipient's price, and the whole cost, before a row is built: a send the account
+    # cannot pay is a 402 at the cost of one integer per recipient, not of its rows
     prices: dict[tuple[str, str | None], tuple[Decimal, int] | None] = {}
-    rows: list[tuple[Any, ...]] = []
-    message_ids = new_ids(len(accepted))
-    kept = 0
+    priced: list[tuple[int, str, str, int] | None] = []  # index, number, mccmnc, micros
     total_micros = 0
-    no_extras: tuple[None, None] = (None, None)
-    for index, number, mcc, mnc, mccmnc in accepted:
+    for n, (index, number, mcc, mnc, mccmnc) in enumerate(accepted, start=1):
         key = (mcc, mnc)
         if key not in prices:
             rate = book.find(mcc, mnc)
@@ -154,11 +158,33 @@ async def prepare_campaign(
         price = prices[key]
         if price is None:
             invalid.append((index, number, MSG_NO_RATE_FOR_ACCOUNT))
+            priced.append(None)
             continue
+        priced.append((index, number, mccmnc, price[1]))
+        total_micros += price[1]
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # other requests go on between slices of a large campaign
+    del accepted
+    if total_micros and await _cannot_pay(conn, account.id, total_micros * n_parts):
+        raise PaymentRequired()
+    campaign_id = new_id()
+    scheduled = req.scheduled_at is not None
+    status = SCHEDULED if scheduled else QUEUED
+    due_n, now_n = naive_utc(req.scheduled_at or now), naive_utc(now)
+    coding = split.data_coding
+    texts = list(enumerate(split.parts, start=1))
+    rows: list[tuple[Any, ...]] = []
+    message_ids = new_ids(sum(1 for p in priced if p is not None))
+    kept = 0
+    no_extras: tuple[None, None] = (None, None)
+    for item in priced:
+        if item is None:
+            continue
+        index, number, mccmnc, cost = item
         message_id = message_ids[kept]
         kept += 1
-        cost = price[1]
-        total_micros += cost
+        if kept % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
         client_ref, callback_url = req.extras.get(index, no_extras)
         ref = secrets.randbelow(65536) if n_parts > 1 else 0
         for no, text in texts:
@@ -194,6 +220,17 @@ async def prepare_campaign(
         scheduled=scheduled,
     )
     return PreparedSend(account.id, campaign, rows, result, account.token_id)
+
+
+async def _cannot_pay(conn: AsyncConnection, account_id: int, cost_micros: int) -> bool:
+    """True when the cost is beyond balance + credit now (the writer still reserves it
+    atomically; this only spares building the rows of a send that cannot be paid)."""
+    from tikosms.accounts import repository as accounts_repo
+
+    row = await accounts_repo.get_account(conn, account_id)
+    if row is None:
+        return False
+    return cost_micros > to_micros(row.balance + row.credit_limit)
 
 
 # a price list has few distinct rates: their micro-units are worked out once

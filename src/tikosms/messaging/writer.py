@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.engine import Database
@@ -80,21 +81,36 @@ class SendWriter:
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
             try:
-                async with self.db.begin() as conn:
-                    outcomes = await self._write(conn, batch)
-            except BaseException as exc:
+                await self._commit(batch)
+            except DBAPIError as exc:
+                if len(batch) == 1 or not _is_data_error(exc):
+                    _fail(batch, exc)
+                    continue
+                # one send's value refused by the database (a character it cannot store, a
+                # number out of range) must not fail the others: each is tried on its own
+                log.warning("send batch refused by the database (%s); retrying its %d sends "
+                            "one by one", type(exc.orig).__name__, len(batch))
                 for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(exc)
+                    try:
+                        await self._commit([item])
+                    except BaseException as one:
+                        _fail([item], one)
+                        if not isinstance(one, Exception):
+                            raise
+            except BaseException as exc:
+                _fail(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
-                continue
-            self.batches += 1
-            for item, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, Exception):
-                    item.done.set_exception(outcome)
-                else:
-                    item.done.set_result(outcome)
+
+    async def _commit(self, batch: list[_Item]) -> None:
+        async with self.db.begin() as conn:
+            outcomes = await self._write(conn, batch)
+        self.batches += 1
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                item.done.set_exception(outcome)
+            else:
+                item.done.set_result(outcome)
 
     async def _write(self, conn: AsyncConnection, batch: list[_Item]) -> list[Any]:
         """One batch in few round trips (PostgreSQL: the rows and the token check in one
@@ -163,6 +179,17 @@ class SendWriter:
                 await batch_sql.insert_campaigns(conn, [p.campaign for p in stored])
                 await repo.bulk_insert_parts(conn, [row for p in stored for row in p.rows])
         return outcomes
+
+
+def _fail(batch: list[_Item], exc: BaseException) -> None:
+    for item in batch:
+        if not item.done.done():
+            item.done.set_exception(exc)
+
+
+def _is_data_error(exc: DBAPIError) -> bool:
+    """The statement was refused for what it carried, not because the database is away."""
+    return not exc.connection_invalidated and not isinstance(exc, OperationalError)
 
 
 async def _release_key(conn: AsyncConnection, item: _Item) -> None:

@@ -1,0 +1,137 @@
+"""A TCP proxy between gateway processes and PostgreSQL that a test can cut and restore: a
+database outage without stopping the shared server (BRIEF: never stop it).
+
+    proxy = PgProxy("127.0.0.1", 5432)
+    proxy.start()            # its own thread and event loop; proxy.port is where to connect
+    url = proxy.url("postgresql://postgres@127.0.0.1:5432/mydb")  # same URL through the proxy
+    proxy.cut()              # open connections dropped, new ones refused (RST)
+    proxy.restore()          # new connections accepted again
+    proxy.stop()
+
+Cut means what a stopped server means to a client: every open connection is closed at once and
+a new one is refused (the listening socket is closed, so connect() gets ECONNREFUSED). Usable
+from synchronous tests (it runs its own loop in a thread) and as a context manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+
+class PgProxy:
+    def __init__(self, upstream_host: str = "127.0.0.1", upstream_port: int = 5432) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = _free_port()
+        self.connections = 0  # accepted since start
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._pipes: set[asyncio.StreamWriter] = set()
+        self._ready = threading.Event()
+
+    def url(self, database_url: str) -> str:
+        """`database_url` with its host and port replaced by the proxy's."""
+        return make_url(database_url).set(host="127.0.0.1", port=self.port) \
+            .render_as_string(hide_password=False)
+
+    # --- control (from any thread) --------------------------------------------------------
+
+    def start(self) -> PgProxy:
+        self._thread = threading.Thread(target=self._run, name="pgproxy", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+        self.restore()
+        return self
+
+    def cut(self) -> None:
+        self._call(self._cut())
+
+    def restore(self) -> None:
+        self._call(self._listen())
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        self._call(self._cut())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._loop = None
+
+    def __enter__(self) -> PgProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the proxy's own loop ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    def _call(self, coro: Any) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port,
+                                                      reuse_address=True)
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._pipes):
+            _reset(writer)
+        self._pipes.clear()
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+                      ) -> None:
+        self.connections += 1
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            _reset(client_w)
+            return
+        self._pipes.update((client_w, server_w))
+        await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w),
+                             return_exceptions=True)
+        for w in (client_w, server_w):
+            self._pipes.discard(w)
+            w.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST (SO_LINGER 0), as a server that went away does."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            linger_zero = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_zero)
+        except OSError:
+            pass
+    writer.transport.abort()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
