@@ -7,14 +7,14 @@ import json
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from tests.conftest import Customer
 from tests.console.conftest import csrf_of, login, make_operator
 from tikosms.accounts import repository as accounts_repo
-from tikosms.console import rollup
+from tikosms.console import reads, rollup
 from tikosms.db.engine import Database
-from tikosms.db.models import CallbackAttempt, CallbackEvent, CarrierRow, Part
+from tikosms.db.models import CallbackAttempt, CallbackEvent, Campaign, CarrierRow, Part
 from tikosms.db.types import utcnow
 
 
@@ -142,3 +142,25 @@ async def test_rotated_signing_secret_replaces_the_old(client: httpx.AsyncClient
     assert after != before and after.startswith("whsec_")
     assert after in answer.text  # shown on the page, not put in a URL
     assert "location" not in answer.headers
+
+
+async def test_campaign_status_and_counts_come_from_the_lifecycle_roll_up(
+        client: httpx.AsyncClient, db: Database, customer: Customer) -> None:
+    """A page never counts a counted campaign's parts again (a 1M-part campaign takes seconds):
+    it shows what the roll-up stored, and counts live only a campaign not yet reached."""
+    r = await client.post("/v1/messages", headers=customer.headers, json={
+        "from": "Shop", "message": "sale", "recipients": ["380501234567", "380501234568"]})
+    assert r.status_code == 200, r.text
+    campaign_id = r.json()["campaign_id"]
+    async with db.connect() as conn:
+        before = await reads.campaign(conn, campaign_id)
+    assert before is not None
+    assert (before["status"], before["counts"]) == ("active", {"QUEUED": 2})  # counted live
+    async with db.begin() as conn:  # as the roll-up stores a finished campaign
+        await conn.execute(update(Campaign).where(Campaign.id == campaign_id).values(
+            counts=json.dumps({"DELIVRD": 2}), status="completed"))
+    async with db.connect() as conn:
+        after = await reads.campaign(conn, campaign_id)
+    assert after is not None
+    assert (after["status"], after["counts"], after["progress"]) == (
+        "completed", {"DELIVRD": 2}, 100)

@@ -144,7 +144,7 @@ async def campaigns_page(conn: AsyncConnection, page: int, kind: str = "bulk",
         stmt = stmt.where(Campaign.account_id == account_id)
     rows = (await conn.execute(stmt.order_by(Campaign.created_at.desc(), Campaign.id)
                                .limit(PAGE).offset(PAGE * page))).all()
-    counts = await status_counts(conn, [r.id for r in rows])
+    counts = await _counts_of(conn, rows)
     return [campaign_summary(r, counts.get(r.id, {})) for r in rows]
 
 
@@ -152,8 +152,24 @@ async def campaign(conn: AsyncConnection, campaign_id: str) -> dict[str, Any] | 
     row = (await conn.execute(select(Campaign).where(Campaign.id == campaign_id))).first()
     if row is None:
         return None
-    counts = await status_counts(conn, [row.id])
+    counts = await _counts_of(conn, [row])
     return campaign_summary(row, counts.get(row.id, {}))
+
+
+async def _counts_of(conn: AsyncConnection, rows: Sequence[Row]) -> dict[str, dict[str, int]]:
+    """Counts by status: the lifecycle roll-up's (stored on the campaign by the workers'
+    housekeeping every few seconds, `messaging.lifecycle`), counted here only for a campaign
+    the roll-up has not reached yet."""
+    out: dict[str, dict[str, int]] = {}
+    uncounted = []
+    for r in rows:
+        if r.counts:
+            out[r.id] = json.loads(r.counts)
+        else:
+            uncounted.append(r.id)
+    if uncounted:
+        out.update(await status_counts(conn, uncounted))
+    return out
 
 
 # Counts by status per campaign, kept COUNTS_SECONDS (5 s) in this process (for good once every part
@@ -200,8 +216,8 @@ def campaign_summary(row: Row, counts: dict[str, int]) -> dict[str, Any]:
     total = sum(counts.values()) or row.total_parts
     final = sum(n for s, n in counts.items() if s in FINAL_STATUSES)
     delivered = counts.get("DELIVRD", 0)
-    if row.status == "canceled":
-        status = "canceled"
+    if row.status in ("canceled", "completed"):  # the lifecycle roll-up's verdict
+        status = row.status
     elif total and final >= total:
         status = "completed"
     elif row.scheduled_at is not None and counts.get("SCHEDULED", 0) == total:
