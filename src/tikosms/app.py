@@ -51,7 +51,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_db = db is None
-        app.state.db = db or Database(settings.database_url, settings.database_pool_size)
+        app.state.db = db or Database(
+            settings.database_url, settings.database_pool_size,
+            command_timeout=settings.database_command_timeout_seconds)
         _install_writers(app)
         # what startup made lives as long as the process: out of the collector's full passes
         gc.freeze()

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     # connections kept open per process (PostgreSQL); requests beyond wait for one rather than
     # open and close connections under load. SQLite uses a small pool of its own
     database_pool_size: int = Field(default=20, ge=1, le=200)
+    # PostgreSQL, `tikosms api`: a statement left without an answer this many seconds fails (a
+    # 503) instead of holding its request and connection for good (a server or network that
+    # went away without closing the connection); 0 = no limit. The worker has none
+    database_command_timeout_seconds: float = Field(default=10.0, ge=0)
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -35,15 +35,20 @@ def async_url(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str, pool_size: int = 10, log_sensitive: bool | None = None) -> None:
+    def __init__(self, url: str, pool_size: int = 10, log_sensitive: bool | None = None,
+                 command_timeout: float = 0) -> None:
         """`log_sensitive` (default: the setting TIKOSMS_LOG_SENSITIVE, off) lets SQL errors
-        carry their parameters (phone numbers, message text) into logs and tracebacks."""
+        carry their parameters (phone numbers, message text) into logs and tracebacks.
+        `command_timeout` (PostgreSQL, seconds; 0 = none): a statement left that long without
+        an answer fails. The API sets it (a 503 rather than a request held for good); the
+        worker does not (its batch updates may wait on row locks longer)."""
         self.url = url
         if log_sensitive is None:
             from tikosms.config import get_settings
 
             log_sensitive = get_settings().log_sensitive
-        self.engine: AsyncEngine = _create_engine(url, pool_size, hide_parameters=not log_sensitive)
+        self.engine: AsyncEngine = _create_engine(
+            url, pool_size, hide_parameters=not log_sensitive, command_timeout=command_timeout)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
@@ -116,7 +121,8 @@ class LazyConnection:
             await cm.__aexit__(*exc)
 
 
-def _create_engine(url: str, pool_size: int, hide_parameters: bool = True) -> AsyncEngine:
+def _create_engine(url: str, pool_size: int, hide_parameters: bool = True,
+                   command_timeout: float = 0) -> AsyncEngine:
     aurl = async_url(url)
     if aurl.startswith("sqlite"):
         engine = create_async_engine(
@@ -129,7 +135,7 @@ def _create_engine(url: str, pool_size: int, hide_parameters: bool = True) -> As
         )
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         aurl,
         hide_parameters=hide_parameters,
         pool_size=pool_size,
@@ -137,8 +143,30 @@ def _create_engine(url: str, pool_size: int, hide_parameters: bool = True) -> As
         # no ping per checkout (a round trip per request); a dead connection is dropped by the
         # pool when it fails, and connections are renewed every few minutes
         pool_recycle=300,
-        connect_args={"server_settings": {"timezone": "UTC"}},
+        # timeout: seconds for a new connection (asyncpg's default is 60), so that a server out
+        # of reach is a 503 within seconds and not a request held for a minute;
+        # command_timeout: seconds a statement may wait for its answer (None: no limit)
+        connect_args={"server_settings": {"timezone": "UTC"}, "timeout": CONNECT_TIMEOUT_S,
+                      "command_timeout": command_timeout or None},
     )
+    _configure_postgres(engine)
+    return engine
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _configure_postgres(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: Any, _exc: BaseException | None) -> None:
+        # The pool invalidates a connection on a disconnect error, then closes it "gracefully"
+        # (SQLAlchemy's terminate: asyncpg close(timeout=2)). With the server cut away mid-use
+        # that close was seen never to return (the send that hit it hung until the client gave
+        # up, instead of a 503). A connection being invalidated is of no further use: abort its
+        # socket now (synchronous, no round trip); the close that follows finds it closed.
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is not None and not driver.is_closed():
+            driver.terminate()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
