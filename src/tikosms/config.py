@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     pending_receipt_expiry_seconds: float = Field(default=72 * 3600.0, gt=0)
     # idempotency keys are deleted after this (seconds); they replay for 24 h
     idempotency_key_expiry_seconds: float = Field(default=24 * 3600.0, gt=0)
+    # --- retention (issue 13) ---
+    # days of delivery history kept (days, fractions allowed): `tikosms db prune` (run daily,
+    # e.g. from cron) deletes final parts last changed longer ago than this, of finished
+    # campaigns, with their callbacks, and the campaigns left without parts; the ledger is kept
+    # for good. 0 = keep everything (off: prune then needs --older-than). Off by default: how
+    # long delivery reports are kept is the operator's decision (contracts, disputes, privacy
+    # law), not one the gateway can guess; docs/operations.md suggests 90
+    retention_days: float = Field(default=0.0, ge=0, le=36500)
 
     # --- simulated carrier (used when no SMPP carrier is configured) ---
     sim_receipt_delay_ms: int = 200  # milliseconds from submit to the receipt
