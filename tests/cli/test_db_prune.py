@@ -337,6 +337,22 @@ async def test_dry_run_counts_what_a_run_deletes_and_deletes_nothing(
     assert deleted["parts"] == 12 * 2 + 3 and deleted["campaigns"] == 4
 
 
+async def test_long_id_lists_are_split_across_statements(
+    client: httpx.AsyncClient, db: Database, settings: Settings, customer: Customer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await make_history(client, db, settings, customer)
+    before = await snapshot(db)
+    monkeypatch.setattr(retention, "IN_LIST", 3)  # a batch of 7 parts: IN lists of 3, 3, 1
+
+    report = await retention.prune(
+        db, retention.Cutoffs.of(utcnow(), float(RETENTION), settings), batch=7)
+
+    after = await snapshot(db)
+    assert report.rows == {t: len(before[t]) - len(after[t]) for t in MODELS}
+    assert report.rows["parts"] == 12 * 2 + 3 and report.rows["callback_events"] > 7
+
+
 # --- the export -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("compress", [False, True], ids=["csv", "gzip"])

@@ -73,7 +73,8 @@ TABLES = ("parts", "callback_events", "callback_attempts", "campaigns", "pending
           "idempotency_keys")
 # callback event states after which nothing more will be posted (callbacks/dispatcher.py)
 CALLBACK_FINISHED = ("delivered", "failed")
-DEFAULT_BATCH = 1000  # rows per transaction: ~10-40 ms of a lock on SQLite
+DEFAULT_BATCH = 1000  # rows per transaction
+IN_LIST = 5000  # values per IN list (5,000 key pairs: 10,000 parameters)
 
 Progress = Callable[[str, dict[str, int]], None]  # (phase, rows so far per table)
 
@@ -165,15 +166,15 @@ class _Pruner:
                 return result
             if self.dry_run:
                 result.counted = {"parts": len(ids), **await _count_callbacks(
-                    conn, CallbackEvent.part_id.in_(ids) & _callback_finished())}
+                    conn, CallbackEvent.part_id, ids, _callback_finished())}
                 return result
             parts = await _delete_returning(
-                conn, Part, Part.id.in_(ids) & self._part_prunable())
+                conn, Part, Part.id, ids, self._part_prunable())
             part_ids = parts.values("id")
             events = await _delete_returning(
-                conn, CallbackEvent, CallbackEvent.part_id.in_(part_ids) & _callback_finished())
+                conn, CallbackEvent, CallbackEvent.part_id, part_ids, _callback_finished())
             attempts = await _delete_returning(
-                conn, CallbackAttempt, CallbackAttempt.event_id.in_(events.values("id")))
+                conn, CallbackAttempt, CallbackAttempt.event_id, events.values("id"))
             result.deleted = {"parts": parts, "callback_events": events,
                               "callback_attempts": attempts}
             return result
@@ -215,12 +216,12 @@ class _Pruner:
             if not ids:
                 return result
             if self.dry_run:
-                result.counted = await _count_callbacks(conn, CallbackEvent.id.in_(ids))
+                result.counted = await _count_callbacks(conn, CallbackEvent.id, ids)
                 return result
             events = await _delete_returning(
-                conn, CallbackEvent, CallbackEvent.id.in_(ids) & old_and_done)
+                conn, CallbackEvent, CallbackEvent.id, ids, old_and_done)
             attempts = await _delete_returning(
-                conn, CallbackAttempt, CallbackAttempt.event_id.in_(events.values("id")))
+                conn, CallbackAttempt, CallbackAttempt.event_id, events.values("id"))
             result.deleted = {"callback_events": events, "callback_attempts": attempts}
             return result
 
@@ -252,7 +253,7 @@ class _Pruner:
                     result.counted = {"campaigns": len(picked)}
                     return result
                 result.deleted = {"campaigns": await _delete_returning(
-                    conn, Campaign, Campaign.id.in_([r.id for r in picked]) & of_kind)}
+                    conn, Campaign, Campaign.id, [r.id for r in picked], of_kind)}
                 return result
 
             await self._batches("campaigns", step)
@@ -286,7 +287,7 @@ class _Pruner:
             result = _Step(len(ids))
             if ids:
                 result.deleted = {"pending_receipts": await _delete_returning(
-                    conn, PendingReceipt, PendingReceipt.id.in_(ids) & old)}
+                    conn, PendingReceipt, PendingReceipt.id, ids, old)}
             return result
 
         await self._batches("pending_receipts", step)
@@ -305,7 +306,7 @@ class _Pruner:
             if keys:
                 result.deleted = {"idempotency_keys": await _delete_returning(
                     conn, IdempotencyKey,
-                    tuple_(IdempotencyKey.account_id, IdempotencyKey.key).in_(keys) & old)}
+                    tuple_(IdempotencyKey.account_id, IdempotencyKey.key), keys, old)}
             return result
 
         await self._batches("idempotency_keys", step)
@@ -383,23 +384,37 @@ def _after(cursor: tuple[Any, Any] | None, time_column: Any, id_column: Any
     return and_(time_column >= t, or_(time_column > t, id_column > i))
 
 
-async def _delete_returning(conn: AsyncConnection, model: Any,
-                            condition: ColumnElement[bool]) -> TableRows:
-    """DELETE the rows matching `condition` and return them (every column, in table order)."""
+async def _delete_returning(conn: AsyncConnection, model: Any, key: Any, values: Sequence[Any],
+                            condition: ColumnElement[bool] | None = None) -> TableRows:
+    """DELETE the rows whose `key` is among `values` and that match `condition`; the rows
+    deleted (every column, in table order)."""
     table: Table = model.__table__
     columns: Sequence[Column[Any]] = list(table.c)
-    rows = (await conn.execute(delete(table).where(condition).returning(*columns))).all()
-    return TableRows([c.name for c in columns], [tuple(r) for r in rows])
+    rows: list[tuple[Any, ...]] = []
+    for chunk in _chunks(values):
+        where = key.in_(chunk) if condition is None else key.in_(chunk) & condition
+        rows += [tuple(r) for r in await conn.execute(
+            delete(table).where(where).returning(*columns))]
+    return TableRows([c.name for c in columns], rows)
 
 
-async def _count_callbacks(conn: AsyncConnection, events: ColumnElement[bool]
-                           ) -> dict[str, int]:
-    ids = list((await conn.execute(select(CallbackEvent.id).where(events))).scalars())
+def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    """IN lists of at most IN_LIST values: a batch's callbacks may be several per part, and
+    a statement takes at most 32,767 parameters (asyncpg) or 32,766 (SQLite)."""
+    return [values[i:i + IN_LIST] for i in range(0, len(values), IN_LIST)]
+
+
+async def _count_callbacks(conn: AsyncConnection, key: Any, values: Sequence[Any],
+                           condition: ColumnElement[bool] | None = None) -> dict[str, int]:
+    ids: list[int] = []
+    for chunk in _chunks(values):
+        where = key.in_(chunk) if condition is None else key.in_(chunk) & condition
+        ids += (await conn.execute(select(CallbackEvent.id).where(where))).scalars()
     attempts = 0
-    if ids:
-        attempts = int((await conn.execute(
+    for chunk in _chunks(ids):
+        attempts += int((await conn.execute(
             select(func.count()).select_from(CallbackAttempt)
-            .where(CallbackAttempt.event_id.in_(ids)))).scalar_one())
+            .where(CallbackAttempt.event_id.in_(chunk)))).scalar_one())
     return {"callback_events": len(ids), "callback_attempts": attempts}
 
 
