@@ -39,7 +39,8 @@ def upgrade() -> None:
 @click.option("--gzip", "compress", is_flag=True, help="gzip the export files (.csv.gz)")
 @click.option("--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="rows per transaction")
-@click.option("--dry-run", is_flag=True, help="count what would be deleted; delete nothing")
+@click.option("--dry-run", is_flag=True,
+              help="count what would be deleted; delete and export nothing")
 @json_option
 def prune(days: float | None, export_dir: Path | None, compress: bool, batch: int,
           dry_run: bool, as_json: bool) -> None:
