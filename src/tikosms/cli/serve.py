@@ -161,7 +161,8 @@ def worker(only: str | None, health_port: int | None) -> None:
                     health = HealthServer(settings.host, health_port, db,
                                           worker=runner if is_worker else None,
                                           dispatcher=None if is_worker else runner,
-                                          metrics_database_seconds=settings.metrics_database_seconds)
+                                          metrics_database_seconds=settings.metrics_database_seconds,
+                                          stale_after=_stale_after(settings))
                     try:
                         await health.start()
                     except OSError as exc:
@@ -177,6 +178,11 @@ def worker(only: str | None, health_port: int | None) -> None:
             await db.dispose()
 
     _run_loop(main())
+
+
+def _stale_after(settings: Settings) -> float:
+    """Seconds after which a worker not seen is no longer counted fresh (/metrics)."""
+    return settings.worker_heartbeat_seconds * settings.worker_heartbeat_missed
 
 
 def _metrics_dir(settings: Settings) -> None:

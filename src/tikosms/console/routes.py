@@ -81,6 +81,12 @@ def _page(request: Request, name: str, sess: auth.SessionInfo | None, **ctx: Any
     return templates.TemplateResponse(request, name, ctx)
 
 
+def _stale_after(request: Request) -> float:
+    """Seconds after which a worker's heartbeat is stale (settings of this process)."""
+    settings = request.app.state.settings
+    return float(settings.worker_heartbeat_seconds * settings.worker_heartbeat_missed)
+
+
 def _back(path: str, *, msg: str | None = None, err: str | None = None) -> RedirectResponse:
     query = urlencode({k: v for k, v in (("msg", msg), ("err", err)) if v})
     return RedirectResponse(f"{path}?{query}" if query else path, status_code=303)
@@ -210,7 +216,8 @@ async def overview(request: Request) -> Response:
             "queue": await reads.queue_depth(conn),
             "callbacks": await reads.callbacks_failing(conn, day),
         }
-    ctx["binds"] = reads.bind_states(getattr(request.app.state, "worker", None))
+        ctx["workers"], ctx["binds"] = await reads.workers_and_binds(
+            conn, now, _stale_after(request))
     return _page(request, "overview.html", sess, **ctx)
 
 
@@ -402,15 +409,15 @@ async def carriers(request: Request) -> Response:
         rows = await reads.carrier_rows(conn)
         routes = await carriers_repo.list_routes(conn)
         errors = await reads.carrier_errors(conn, reads.hour_ago(utcnow()))
+        workers, binds = await reads.workers_and_binds(conn, utcnow(), _stale_after(request))
     configs: dict[str, Any] = {}
     for r in rows:
         try:
             configs[r.name] = carriers_repo.carrier_config(r)
         except (TypeError, ValueError):
             configs[r.name] = None
-    binds = reads.bind_states(getattr(request.app.state, "worker", None))
     return _page(request, "carriers.html", sess, rows=rows, routes=routes, errors=errors,
-                 configs=configs, binds=binds)
+                 configs=configs, binds=binds, workers=workers)
 
 
 def _carrier_settings(form: dict[str, str]) -> dict[str, Any]:
