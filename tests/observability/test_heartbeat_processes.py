@@ -18,7 +18,7 @@ from bench.procs import TIKOSMS, Process, free_port
 from tests.console.conftest import login, make_operator
 from tests.faults.smsc_proc import smsc_sim
 from tikosms.db.engine import Database
-from tikosms.delivery import carriers_repo, heartbeats
+from tikosms.delivery import carriers_repo, heartbeats_repo
 
 PERIOD = 0.3  # seconds between heartbeats here: stale after 3 periods (0.9 s)
 WAIT = 60.0  # seconds any state below may take to be reached (bounds the waits only)
@@ -115,13 +115,13 @@ async def test_a_worker_stopped_cleanly_removes_its_heartbeat(database_url: str,
         with worker:
             async def rows() -> list | None:
                 async with db.connect() as conn:
-                    return await heartbeats.all_beats(conn) or None
+                    return await heartbeats_repo.all_beats(conn) or None
 
             seen = await until(rows, "the worker's heartbeat row")
             worker.stop()  # SIGTERM
             code = worker.proc.returncode  # type: ignore[union-attr]
         async with db.connect() as conn:
-            left = await heartbeats.all_beats(conn)
+            left = await heartbeats_repo.all_beats(conn)
         ready = await http.get("/readyz")
     assert [(b.pid, b.roles) for b in seen] == [(worker.pid, ("delivery",))]
     assert code == 0 and left == []

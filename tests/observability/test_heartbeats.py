@@ -14,9 +14,9 @@ from tikosms.app import create_app
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.db.types import utcnow
-from tikosms.delivery import carriers_repo, heartbeats
+from tikosms.delivery import carriers_repo, heartbeats_repo
 from tikosms.delivery.heartbeat import PRUNE_AFTER, Heartbeat, beating
-from tikosms.delivery.heartbeats import Beat
+from tikosms.delivery.heartbeats_repo import Beat
 from tikosms.delivery.routing import Router, RouteRule
 from tikosms.delivery.simulated import SimulatedCarrier
 from tikosms.delivery.worker import DeliveryWorker
@@ -40,7 +40,7 @@ def beat(owner: str, ago: float = 0.0, roles: tuple[str, ...] = ("delivery", "ca
 async def write(db: Database, *beats: Beat) -> None:
     async with db.begin() as conn:
         for b in beats:
-            await heartbeats.upsert(conn, b)
+            await heartbeats_repo.upsert(conn, b)
 
 
 async def add_carrier(db: Database, name: str = "acme") -> None:
@@ -67,11 +67,11 @@ async def test_a_worker_keeps_its_row_while_it_runs_and_deletes_it_at_a_clean_st
     try:
         async with beating(db, settings, ("delivery", "callbacks"), worker):
             async with db.connect() as conn:
-                during = await heartbeats.all_beats(conn)
+                during = await heartbeats_repo.all_beats(conn)
     finally:
         await sim.stop()
     async with db.connect() as conn:
-        after = await heartbeats.all_beats(conn)
+        after = await heartbeats_repo.all_beats(conn)
     assert [(b.owner, b.roles) for b in during] == [(worker.owner, ("delivery", "callbacks"))]
     assert during[0].carriers["simulated"]["available"] is True
     assert after == []
@@ -90,7 +90,7 @@ async def test_the_row_carries_every_bind_of_an_smpp_carrier(db: Database,
     finally:
         await carrier.stop()
     async with db.connect() as conn:
-        (row,) = await heartbeats.all_beats(conn)
+        (row,) = await heartbeats_repo.all_beats(conn)
     acme = row.carriers["acme"]
     assert acme["available"] is False and acme["window"] == 7
     assert len(acme["binds"]) == 2 and all(b["state"] != "bound" for b in acme["binds"])
@@ -102,7 +102,7 @@ async def test_a_beat_prunes_rows_not_seen_for_long(db: Database, settings: Sett
                 beat("stale:2:bbbbbb", ago=PRUNE_AFTER * period - 30))
     await Heartbeat(db, settings, ("callbacks",)).beat_once()
     async with db.connect() as conn:
-        owners = {b.owner for b in await heartbeats.all_beats(conn)}
+        owners = {b.owner for b in await heartbeats_repo.all_beats(conn)}
     assert "dead:1:aaaaaa" not in owners and "stale:2:bbbbbb" in owners and len(owners) == 2
 
 
@@ -110,10 +110,10 @@ async def test_a_second_beat_updates_the_same_row(db: Database, settings: Settin
     hb = Heartbeat(db, settings, ("callbacks",))
     await hb.beat_once()
     async with db.connect() as conn:
-        (first,) = await heartbeats.all_beats(conn)
+        (first,) = await heartbeats_repo.all_beats(conn)
     await hb.beat_once()
     async with db.connect() as conn:
-        (second,) = await heartbeats.all_beats(conn)
+        (second,) = await heartbeats_repo.all_beats(conn)
     assert second.owner == first.owner and second.seen_at >= first.seen_at
     assert second.started_at == first.started_at
 

@@ -31,7 +31,7 @@ from tikosms.db.models import (
     Part,
     TrafficMinute,
 )
-from tikosms.delivery import heartbeats
+from tikosms.delivery import heartbeats_repo
 from tikosms.numbers.shipped import country_for_mcc
 
 PAGE = 25
@@ -125,7 +125,7 @@ async def workers_and_binds(conn: AsyncConnection, now: datetime, stale_after: f
     the same whichever process serves the page."""
     workers: list[dict[str, Any]] = []
     binds: dict[str, list[dict[str, Any]]] = {}
-    for beat in await heartbeats.all_beats(conn):
+    for beat in await heartbeats_repo.all_beats(conn):
         fresh = beat.fresh(now, stale_after)
         workers.append({"owner": beat.owner, "host": beat.host, "pid": beat.pid,
                         "roles": ", ".join(beat.roles), "started_at": beat.started_at,

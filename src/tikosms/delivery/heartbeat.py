@@ -26,8 +26,8 @@ from typing import Any
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.db.types import utcnow
-from tikosms.delivery import heartbeats
-from tikosms.delivery.heartbeats import Beat
+from tikosms.delivery import heartbeats_repo
+from tikosms.delivery.heartbeats_repo import Beat
 
 log = logging.getLogger("tikosms.delivery.heartbeat")
 
@@ -78,7 +78,7 @@ class Heartbeat:
         try:
             async with asyncio.timeout(STOP_TIMEOUT):
                 async with self.db.begin() as conn:
-                    await heartbeats.remove(conn, self.owner)
+                    await heartbeats_repo.remove(conn, self.owner)
         except Exception as exc:  # the row goes stale and is pruned instead
             log.warning("could not delete the heartbeat of %s (%s); it goes stale",
                         self.owner, type(exc).__name__)
@@ -88,8 +88,8 @@ class Heartbeat:
         beat = Beat(self.owner, socket.gethostname(), os.getpid(), self.roles,
                     self.started_at, now, carrier_states(self.worker))
         async with self.db.begin() as conn:
-            await heartbeats.upsert(conn, beat)
-            await heartbeats.prune(conn, now - timedelta(seconds=PRUNE_AFTER * self.period))
+            await heartbeats_repo.upsert(conn, beat)
+            await heartbeats_repo.prune(conn, now - timedelta(seconds=PRUNE_AFTER * self.period))
         self.beats += 1
 
     async def _run(self) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from tikosms.db.engine import Database
 from tikosms.db.models import CallbackEvent, Part
 from tikosms.db.types import utcnow
-from tikosms.delivery import heartbeats
+from tikosms.delivery import heartbeats_repo
 
 
 class Snapshot(Collector):
@@ -59,7 +59,7 @@ class DatabaseFigures:
                 select(CallbackEvent.state, func.count())
                 .where(CallbackEvent.state.in_(("pending", "failed")))
                 .group_by(CallbackEvent.state))).all())
-            beats = await heartbeats.all_beats(conn)
+            beats = await heartbeats_repo.all_beats(conn)
         due = GaugeMetricFamily("tikosms_queue_due_parts",
                                 "Parts due for sending and not yet claimed, by priority",
                                 labels=["priority"])

@@ -21,8 +21,8 @@ from typing import Any
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.db.types import utcnow
-from tikosms.delivery import carriers_repo, heartbeats
-from tikosms.delivery.heartbeats import Beat
+from tikosms.delivery import carriers_repo, heartbeats_repo
+from tikosms.delivery.heartbeats_repo import Beat
 from tikosms.delivery.simulated import NAME as SIMULATED
 
 READY_TIMEOUT = 2.0  # seconds the database gets to answer a readiness check
@@ -93,7 +93,7 @@ async def _read(db: Database, workers: Workers | None) -> tuple[list[Beat], list
         await conn.exec_driver_sql("SELECT 1")
         if workers is None:
             return [], []
-        beats = await heartbeats.all_beats(conn)
+        beats = await heartbeats_repo.all_beats(conn)
         rows = await carriers_repo.list_carriers(conn)
     wanted = [r.name for r in rows if r.enabled] if rows else [SIMULATED]
     return beats, wanted
