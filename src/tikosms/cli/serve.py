@@ -136,6 +136,7 @@ def worker(only: str | None, health_port: int | None) -> None:
     two sides in processes of their own: `worker --only delivery` and `worker --only callbacks`.
     """
     from tikosms.db.engine import Database
+    from tikosms.delivery.heartbeat import stale_after
     from tikosms.runtime import callbacks_only, delivery, parts_only
 
     settings = _prepare(False)
@@ -162,7 +163,7 @@ def worker(only: str | None, health_port: int | None) -> None:
                                           worker=runner if is_worker else None,
                                           dispatcher=None if is_worker else runner,
                                           metrics_database_seconds=settings.metrics_database_seconds,
-                                          stale_after=_stale_after(settings))
+                                          stale_after=stale_after(settings))
                     try:
                         await health.start()
                     except OSError as exc:
@@ -178,11 +179,6 @@ def worker(only: str | None, health_port: int | None) -> None:
             await db.dispose()
 
     _run_loop(main())
-
-
-def _stale_after(settings: Settings) -> float:
-    """Seconds after which a worker not seen is no longer counted fresh (/metrics)."""
-    return settings.worker_heartbeat_seconds * settings.worker_heartbeat_missed
 
 
 def _metrics_dir(settings: Settings) -> None:

@@ -27,6 +27,7 @@ from tikosms.accounts import service as accounts
 from tikosms.console import auth, reads, services
 from tikosms.db.types import utcnow
 from tikosms.delivery import carriers_repo
+from tikosms.delivery.heartbeat import stale_after
 from tikosms.errors import OperatorError, TikoError
 from tikosms.messaging.cancel import cancel_campaign
 from tikosms.rates import service as rates
@@ -79,12 +80,6 @@ def _page(request: Request, name: str, sess: auth.SessionInfo | None, **ctx: Any
     ctx.update(sess=sess, msg=request.query_params.get("msg"),
                err=request.query_params.get("err"))
     return templates.TemplateResponse(request, name, ctx)
-
-
-def _stale_after(request: Request) -> float:
-    """Seconds after which a worker's heartbeat is stale (settings of this process)."""
-    settings = request.app.state.settings
-    return float(settings.worker_heartbeat_seconds * settings.worker_heartbeat_missed)
 
 
 def _back(path: str, *, msg: str | None = None, err: str | None = None) -> RedirectResponse:
@@ -217,7 +212,7 @@ async def overview(request: Request) -> Response:
             "callbacks": await reads.callbacks_failing(conn, day),
         }
         ctx["workers"], ctx["binds"] = await reads.workers_and_binds(
-            conn, now, _stale_after(request))
+            conn, now, stale_after(request.app.state.settings))
     return _page(request, "overview.html", sess, **ctx)
 
 
@@ -409,7 +404,8 @@ async def carriers(request: Request) -> Response:
         rows = await reads.carrier_rows(conn)
         routes = await carriers_repo.list_routes(conn)
         errors = await reads.carrier_errors(conn, reads.hour_ago(utcnow()))
-        workers, binds = await reads.workers_and_binds(conn, utcnow(), _stale_after(request))
+        workers, binds = await reads.workers_and_binds(
+            conn, utcnow(), stale_after(request.app.state.settings))
     configs: dict[str, Any] = {}
     for r in rows:
         try:

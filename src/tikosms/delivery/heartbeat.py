@@ -35,6 +35,11 @@ PRUNE_AFTER = 60  # periods (5 min by default): a dead worker's row is shown as 
 STOP_TIMEOUT = 2.0  # seconds the row's deletion may take at a clean stop
 
 
+def stale_after(settings: Settings) -> float:
+    """Seconds after which a worker not seen is no longer fresh (15 s by default)."""
+    return settings.worker_heartbeat_seconds * settings.worker_heartbeat_missed
+
+
 def new_owner() -> str:
     """An owner id of the form the delivery worker's claims use (host:pid:random)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -22,6 +22,7 @@ from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.db.types import utcnow
 from tikosms.delivery import carriers_repo, heartbeats_repo
+from tikosms.delivery.heartbeat import stale_after
 from tikosms.delivery.heartbeats_repo import Beat
 from tikosms.delivery.simulated import NAME as SIMULATED
 
@@ -51,7 +52,7 @@ class Workers:
     def from_settings(cls, settings: Settings) -> Workers | None:
         if not settings.readyz_require_workers:
             return None
-        return cls(settings.worker_heartbeat_seconds * settings.worker_heartbeat_missed)
+        return cls(stale_after(settings))
 
 
 async def readiness(db: Database | None, worker: Any = None,

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tikosms.delivery.heartbeat import stale_after
 from tikosms.observability import logs, metrics
 from tikosms.observability.database import DatabaseFigures, bind_families
 from tikosms.observability.health import Workers, readiness
@@ -109,7 +110,7 @@ def install_routes(app: Any) -> None:
         state = request.app.state
         if getattr(state, "db_figures", None) is None:
             state.db_figures = DatabaseFigures(state.db, state.settings.metrics_database_seconds,
-                                               _stale_after(state.settings))
+                                               stale_after(state.settings))
         body = await scrape(state.db_figures, getattr(state, "worker", None))
         return Response(body, media_type=CONTENT_TYPE)
 
@@ -129,10 +130,6 @@ async def scrape(figures: DatabaseFigures | None, worker: Any = None) -> bytes:
 
         extra.append(Snapshot(bind_families(worker.router)))
     return metrics.render(extra)
-
-
-def _stale_after(settings: Any) -> float:
-    return float(settings.worker_heartbeat_seconds * settings.worker_heartbeat_missed)
 
 
 def _json(body: dict[str, Any], status: int) -> Any:
