@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     metrics_database_seconds: float = Field(default=5.0, ge=0, le=3600)
     # port `tikosms worker` answers /healthz, /readyz and /metrics on (on `host`); 0 = none
     worker_health_port: int = Field(default=0, ge=0, le=65535)
+    # seconds between a worker process's heartbeats (its row in worker_heartbeats: alive, the
+    # bind states of its carriers); a worker is fresh while seen within
+    # `worker_heartbeat_missed` periods (15 s by default), its row pruned after 60 periods
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    worker_heartbeat_missed: int = Field(default=3, ge=1, le=100)
+    # /readyz of the API processes asks for a fresh worker heartbeat and every enabled carrier
+    # bound by a fresh worker; false: the database alone (an API deployed without workers)
+    readyz_require_workers: bool = True
 
     # log format: "text" (key=value) or "json". Logs name parts, messages, campaigns and
     # carriers by id; phone numbers and message text are never logged.

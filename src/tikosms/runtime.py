@@ -11,6 +11,7 @@ from tikosms.callbacks.retry import RetryPolicy
 from tikosms.config import Settings
 from tikosms.console import rollup
 from tikosms.db.engine import Database
+from tikosms.delivery.heartbeat import beating
 from tikosms.delivery.routing import Router
 from tikosms.delivery.worker import DeliveryWorker
 from tikosms.observability import logs
@@ -27,7 +28,8 @@ async def delivery(db: Database, settings: Settings) -> AsyncIterator[DeliveryWo
     await dispatcher.start()
     await worker.start()
     try:
-        async with rollup.periodic(db, settings.console_rollup_seconds):  # the console's
+        async with (beating(db, settings, ("delivery", "callbacks"), worker),
+                    rollup.periodic(db, settings.console_rollup_seconds)):  # the console's
             yield worker
     finally:
         await worker.stop()
@@ -46,7 +48,8 @@ async def callbacks_only(db: Database, settings: Settings) -> AsyncIterator[Call
     )
     await dispatcher.start()
     try:
-        yield dispatcher
+        async with beating(db, settings, ("callbacks",)):
+            yield dispatcher
     finally:
         await dispatcher.stop()
 
@@ -59,7 +62,8 @@ async def parts_only(db: Database, settings: Settings) -> AsyncIterator[Delivery
     worker = DeliveryWorker(db, settings, router)
     await worker.start()
     try:
-        async with rollup.periodic(db, settings.console_rollup_seconds):
+        async with (beating(db, settings, ("delivery",), worker),
+                    rollup.periodic(db, settings.console_rollup_seconds)):
             yield worker
     finally:
         await worker.stop()

@@ -4,13 +4,16 @@ the module; each test logs in with a page of its own. Screenshots for docs/dashb
 written to docs/img/ when TIKOSMS_SCREENSHOTS=1.
 
 SQLite only: these tests drive the pages, whose queries the HTTP tests run on both databases.
+The carrier test has a gateway of its own, with a `tikosms smsc-sim` to add as a carrier.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,6 +21,7 @@ import httpx
 import pytest
 
 from bench import procs
+from tests.faults.smsc_proc import Simulator, smsc_sim
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -66,7 +70,13 @@ def browser() -> Iterator[sync_api.Browser]:
 
 @pytest.fixture
 def page(browser: sync_api.Browser, gateway: Gateway) -> Iterator[sync_api.Page]:
-    context = browser.new_context(base_url=gateway.base, viewport={"width": 1400, "height": 900})
+    with logged_in(browser, gateway.base) as p:
+        yield p
+
+
+@contextmanager
+def logged_in(browser: sync_api.Browser, base: str) -> Iterator[sync_api.Page]:
+    context = browser.new_context(base_url=base, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     p = context.new_page()
     p.goto("/admin/login")
@@ -74,8 +84,10 @@ def page(browser: sync_api.Browser, gateway: Gateway) -> Iterator[sync_api.Page]
     p.fill("input[name=password]", PASSWORD)
     p.click("button:has-text('Log in')")
     p.wait_for_url("**/admin")
-    yield p
-    context.close()
+    try:
+        yield p
+    finally:
+        context.close()
 
 
 def shoot(page: sync_api.Page, name: str) -> None:
@@ -156,19 +168,60 @@ def test_revoked_token_no_longer_sends(page: sync_api.Page, gateway: Gateway) ->
     assert httpx.get(f"{gateway.base}/v1/balance", headers=headers).status_code == 401
 
 
-def test_added_carrier_is_stored_with_its_route(page: sync_api.Page, gateway: Gateway) -> None:
-    page.goto("/admin/carriers")
-    form = page.locator("#add-carrier")
-    for field, value in (("name", "acme-ua"), ("host", "127.0.0.1"), ("port", "2775"),
-                         ("system_id", "tiko"), ("password", "secret"), ("tps", "50"),
-                         ("window", "20"), ("match", "255")):
-        form.locator(f"input[name={field}]").fill(value)
-    form.locator("button").click()
-    sync_api.expect(page.locator(".flash.ok")).to_contain_text("Carrier acme-ua added")
-    sync_api.expect(page.locator("tr[data-carrier='acme-ua']")).to_contain_text("127.0.0.1:2775")
-    listed = json.loads(procs.tikosms(["carriers", "list", "--json"], gateway.db,
-                                      gateway.workdir))
-    assert [c["name"] for c in listed] == ["acme-ua"]
+@pytest.fixture
+def smsc_gateway(tmp_path: Path) -> Iterator[tuple[Gateway, Simulator]]:
+    """A `tikosms serve` on the built-in simulated carrier (no carrier stored yet), and a
+    `tikosms smsc-sim` it does not know about."""
+    workdir = procs.new_workdir()
+    with procs.scratch_database("sqlite", workdir) as db, smsc_sim(tmp_path) as sim:
+        procs.tikosms(["operators", "create", "ops", "--password", PASSWORD], db, workdir)
+        account = procs.create_account(db, workdir)
+        port = procs.free_port()
+        # the defaults' carriers reload (2 s); heartbeats every second, not 5
+        env = procs.gateway_env(db, port, idle_poll_seconds=0.05, worker_heartbeat_seconds=1)
+        with procs.Process([procs.TIKOSMS, "serve"], workdir / "serve.log", env, port=port):
+            yield Gateway(f"http://{procs.HOST}:{port}", db, workdir, account), sim
+
+
+def test_added_carrier_is_used_by_the_running_worker(browser: sync_api.Browser,
+                                                     smsc_gateway: tuple[Gateway, Simulator]
+                                                     ) -> None:
+    gateway, sim = smsc_gateway
+    with logged_in(browser, gateway.base) as page:
+        page.goto("/admin/carriers")
+        form = page.locator("#add-carrier")
+        for field, value in (("name", "acme-ua"), ("host", "127.0.0.1"), ("port", str(sim.port)),
+                             ("system_id", "tiko"), ("password", "secret"), ("tps", "50"),
+                             ("window", "20"), ("match", "255")):
+            form.locator(f"input[name={field}]").fill(value)
+        form.locator("button").click()
+        sync_api.expect(page.locator(".flash.ok")).to_contain_text("Carrier acme-ua added")
+        row = page.locator("tr[data-carrier='acme-ua']")
+        sync_api.expect(row).to_contain_text(f"127.0.0.1:{sim.port}")
+        listed = json.loads(procs.tikosms(["carriers", "list", "--json"], gateway.db,
+                                          gateway.workdir))
+        assert [c["name"] for c in listed] == ["acme-ua"]
+        # the running worker loads it and binds (its heartbeat tells this page): no restart
+        for _ in range(80):
+            if "bound" in row.locator("td.binds").inner_text():
+                break
+            page.wait_for_timeout(250)
+            page.reload()
+        sync_api.expect(row.locator("td.binds")).to_contain_text("bound")
+        shoot(page, "carriers.png")
+        with gateway.api() as api:
+            answer = api.post("/v1/message", json={
+                "from": "Shop", "message": "Your code is 5678", "to": procs.recipients(1, 900)[0]})
+        assert answer.status_code == 200, answer.text
+        delivered = "SELECT count(*) FROM parts WHERE carrier = 'acme-ua' AND status = 'DELIVRD'"
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while time.monotonic() < deadline and not procs.count(gateway.db, delivered):
+            time.sleep(0.1)
+        assert procs.count(gateway.db, delivered) == 1
+        page.goto("/admin")
+        sync_api.expect(page.locator("tr[data-bind='acme-ua']").first).to_contain_text("bound")
+    counters = sim.counters()  # the simulator received it (and gave its receipt)
+    assert counters["accepted"] == 1 and counters["receipts_acked"] == 1
 
 
 def test_docs_render_with_no_request_off_this_host(browser: sync_api.Browser,

@@ -18,8 +18,21 @@ from tikosms.smpp.config import SmppCarrierConfig
 from tikosms.smpp.connector import SmppCarrier
 
 
-async def test_ready_when_the_database_answers(client: httpx.AsyncClient) -> None:
+async def test_an_api_that_never_saw_a_worker_is_not_ready_and_says_so(
+        client: httpx.AsyncClient) -> None:
     r = await client.get("/readyz")
+    assert r.status_code == 503
+    checks = r.json()["checks"]
+    assert checks["database"] == "ok"
+    assert checks["workers"].startswith("no worker heartbeat: no `tikosms worker` has been seen")
+
+
+async def test_ready_when_the_database_answers_and_workers_are_not_required(
+        settings: Settings, db: Database) -> None:
+    app = create_app(settings.model_copy(update={"readyz_require_workers": False}), db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t") as c:
+        r = await c.get("/readyz")
     assert r.status_code == 200
     assert r.json() == {"status": "ready", "checks": {"database": "ok"}}
 

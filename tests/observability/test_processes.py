@@ -104,4 +104,11 @@ def test_api_processes_serve_health_and_readiness(database_url: str, tmp_path: P
     with Process([TIKOSMS, "api", "--processes", "2"], tmp_path / "api.log", env, port):
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
         r = httpx.get(f"http://127.0.0.1:{port}/readyz")
-        assert r.status_code == 200 and r.json()["checks"]["database"] == "ok"
+    # no worker runs anywhere: not ready, and the reason says so
+    assert r.status_code == 503 and r.json()["checks"]["database"] == "ok"
+    assert r.json()["checks"]["workers"].startswith("no worker heartbeat")
+    port = free_port()
+    env = {**env, "TIKOSMS_PORT": str(port), "TIKOSMS_READYZ_REQUIRE_WORKERS": "false"}
+    with Process([TIKOSMS, "api", "--processes", "2"], tmp_path / "api2.log", env, port):
+        r = httpx.get(f"http://127.0.0.1:{port}/readyz")
+    assert r.status_code == 200 and r.json()["checks"] == {"database": "ok"}

@@ -136,6 +136,7 @@ def worker(only: str | None, health_port: int | None) -> None:
     two sides in processes of their own: `worker --only delivery` and `worker --only callbacks`.
     """
     from tikosms.db.engine import Database
+    from tikosms.delivery.heartbeat import stale_after
     from tikosms.runtime import callbacks_only, delivery, parts_only
 
     settings = _prepare(False)
@@ -161,7 +162,8 @@ def worker(only: str | None, health_port: int | None) -> None:
                     health = HealthServer(settings.host, health_port, db,
                                           worker=runner if is_worker else None,
                                           dispatcher=None if is_worker else runner,
-                                          metrics_database_seconds=settings.metrics_database_seconds)
+                                          metrics_database_seconds=settings.metrics_database_seconds,
+                                          stale_after=stale_after(settings))
                     try:
                         await health.start()
                     except OSError as exc:

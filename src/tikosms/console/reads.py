@@ -31,6 +31,7 @@ from tikosms.db.models import (
     Part,
     TrafficMinute,
 )
+from tikosms.delivery import heartbeats_repo
 from tikosms.numbers.shipped import country_for_mcc
 
 PAGE = 25
@@ -117,22 +118,31 @@ async def callbacks_failing(conn: AsyncConnection, since: datetime) -> dict[str,
     return {"failed": int(failed), "retrying": int(retrying)}
 
 
-def bind_states(worker: Any) -> dict[str, list[dict[str, Any]]] | None:
-    """Bind states of the carriers of the delivery worker in this process (`tikosms serve`),
-    or None when this process runs none (then the states are unknown here)."""
-    if worker is None:
-        return None
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, carrier in getattr(worker.router, "carriers", {}).items():
-        status = getattr(carrier, "status", None)
-        if callable(status):
-            out[name] = [{"label": b.label, "type": b.bind_type, "state": b.state,
-                          "detail": b.detail, "in_flight": b.in_flight} for b in status()]
-        else:
-            out[name] = [{"label": name, "type": "built-in",
-                          "state": "bound" if carrier.available else "down",
-                          "detail": "", "in_flight": 0}]
-    return out
+async def workers_and_binds(conn: AsyncConnection, now: datetime, stale_after: float
+                            ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Every worker process with a heartbeat row (fresh or stale), and the bind states of
+    each carrier as the fresh delivery workers last reported them (`delivery.heartbeat`):
+    the same whichever process serves the page."""
+    workers: list[dict[str, Any]] = []
+    binds: dict[str, list[dict[str, Any]]] = {}
+    for beat in await heartbeats_repo.all_beats(conn):
+        fresh = beat.fresh(now, stale_after)
+        workers.append({"owner": beat.owner, "host": beat.host, "pid": beat.pid,
+                        "roles": ", ".join(beat.roles), "started_at": beat.started_at,
+                        "seen_ago": max(0.0, (now - beat.seen_at).total_seconds()),
+                        "fresh": fresh, "carriers": sorted(beat.carriers)})
+        if not fresh:
+            continue
+        for name, carrier in beat.carriers.items():
+            if not isinstance(carrier, dict):
+                continue
+            for b in carrier.get("binds", []):
+                binds.setdefault(name, []).append({
+                    "worker": f"{beat.host}:{beat.pid}", "label": b.get("label", ""),
+                    "type": b.get("type", ""), "state": b.get("state", "?"),
+                    "detail": b.get("detail", ""), "in_flight": b.get("in_flight", 0),
+                    "window": carrier.get("window")})
+    return workers, dict(sorted(binds.items()))
 
 
 # --- campaigns ---------------------------------------------------------------------------------

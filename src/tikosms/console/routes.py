@@ -27,6 +27,7 @@ from tikosms.accounts import service as accounts
 from tikosms.console import auth, reads, services
 from tikosms.db.types import utcnow
 from tikosms.delivery import carriers_repo
+from tikosms.delivery.heartbeat import stale_after
 from tikosms.errors import OperatorError, TikoError
 from tikosms.messaging.cancel import cancel_campaign
 from tikosms.rates import service as rates
@@ -210,7 +211,8 @@ async def overview(request: Request) -> Response:
             "queue": await reads.queue_depth(conn),
             "callbacks": await reads.callbacks_failing(conn, day),
         }
-    ctx["binds"] = reads.bind_states(getattr(request.app.state, "worker", None))
+        ctx["workers"], ctx["binds"] = await reads.workers_and_binds(
+            conn, now, stale_after(request.app.state.settings))
     return _page(request, "overview.html", sess, **ctx)
 
 
@@ -402,15 +404,16 @@ async def carriers(request: Request) -> Response:
         rows = await reads.carrier_rows(conn)
         routes = await carriers_repo.list_routes(conn)
         errors = await reads.carrier_errors(conn, reads.hour_ago(utcnow()))
+        workers, binds = await reads.workers_and_binds(
+            conn, utcnow(), stale_after(request.app.state.settings))
     configs: dict[str, Any] = {}
     for r in rows:
         try:
             configs[r.name] = carriers_repo.carrier_config(r)
         except (TypeError, ValueError):
             configs[r.name] = None
-    binds = reads.bind_states(getattr(request.app.state, "worker", None))
     return _page(request, "carriers.html", sess, rows=rows, routes=routes, errors=errors,
-                 configs=configs, binds=binds)
+                 configs=configs, binds=binds, workers=workers)
 
 
 def _carrier_settings(form: dict[str, str]) -> dict[str, Any]:

@@ -368,6 +368,25 @@ class RollupState(Base):
     ran_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+
+class WorkerHeartbeat(Base):
+    """One row per running worker process (`tikosms worker`, or the worker `tikosms serve`
+    embeds), upserted every `worker_heartbeat_seconds` and deleted on a clean stop: how the
+    API processes' `/readyz` and the console know which workers are alive and what their
+    carriers' binds are doing (migration 0007). Rows not seen for long are pruned."""
+
+    __tablename__ = "worker_heartbeats"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)  # as in parts.lease_owner
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    roles: Mapped[str] = mapped_column(String(64))  # "delivery,callbacks" | "delivery" | ...
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # JSON {carrier: {"available": bool, "window": int|null, "binds": [{label, type, state,
+    # detail, in_flight}]}}: the carriers this worker holds, as of seen_at
+    carriers: Mapped[str] = mapped_column(Text, default="{}")
+
 # The console's lookups on parts (migration 0005): the roll-up reads parts changed since its
 # watermark; the message search finds a number or a client_ref without a scan.
 Index("ix_parts_updated_at", Part.updated_at)

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from tikosms.db.engine import Database
 from tikosms.db.models import CallbackEvent, Part
 from tikosms.db.types import utcnow
+from tikosms.delivery import heartbeats_repo
 
 
 class Snapshot(Collector):
@@ -32,9 +33,10 @@ class Snapshot(Collector):
 
 
 class DatabaseFigures:
-    def __init__(self, db: Database, max_age: float = 5.0) -> None:
+    def __init__(self, db: Database, max_age: float = 5.0, stale_after: float = 15.0) -> None:
         self.db = db
         self.max_age = max_age  # seconds a snapshot is served before it is read again
+        self.stale_after = stale_after  # seconds: a worker not seen for longer is not fresh
         self._snapshot: Snapshot | None = None
         self._at = 0.0
 
@@ -57,6 +59,7 @@ class DatabaseFigures:
                 select(CallbackEvent.state, func.count())
                 .where(CallbackEvent.state.in_(("pending", "failed")))
                 .group_by(CallbackEvent.state))).all())
+            beats = await heartbeats_repo.all_beats(conn)
         due = GaugeMetricFamily("tikosms_queue_due_parts",
                                 "Parts due for sending and not yet claimed, by priority",
                                 labels=["priority"])
@@ -71,7 +74,13 @@ class DatabaseFigures:
                                     "(pending) or given up (failed)", labels=["state"])
         for state in ("pending", "failed"):
             pending.add_metric([state], callbacks.get(state, 0))
-        return [due, by_status, pending]
+        now = utcnow()
+        workers = GaugeMetricFamily("tikosms_workers_fresh", "Worker processes whose heartbeat "
+                                    "is fresh, by role (delivery, callbacks)", labels=["role"])
+        for role in ("delivery", "callbacks"):
+            workers.add_metric([role], sum(1 for b in beats if role in b.roles
+                                           and b.fresh(now, self.stale_after)))
+        return [due, by_status, pending, workers]
 
 
 def bind_families(router: Any) -> list[GaugeMetricFamily]:

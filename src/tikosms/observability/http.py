@@ -14,9 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tikosms.delivery.heartbeat import stale_after
 from tikosms.observability import logs, metrics
 from tikosms.observability.database import DatabaseFigures, bind_families
-from tikosms.observability.health import readiness
+from tikosms.observability.health import Workers, readiness
 
 log = logging.getLogger("tikosms.observability")
 
@@ -98,14 +99,18 @@ def install_routes(app: Any) -> None:
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Response:
         state = request.app.state
-        result = await readiness(getattr(state, "db", None), getattr(state, "worker", None))
+        settings = getattr(state, "settings", None)
+        workers = Workers.from_settings(settings) if settings is not None else None
+        result = await readiness(getattr(state, "db", None), getattr(state, "worker", None),
+                                 workers=workers)
         return _json(result.body(), 200 if result.ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_text(request: Request) -> Response:
         state = request.app.state
         if getattr(state, "db_figures", None) is None:
-            state.db_figures = DatabaseFigures(state.db, state.settings.metrics_database_seconds)
+            state.db_figures = DatabaseFigures(state.db, state.settings.metrics_database_seconds,
+                                               stale_after(state.settings))
         body = await scrape(state.db_figures, getattr(state, "worker", None))
         return Response(body, media_type=CONTENT_TYPE)
 
@@ -136,10 +141,11 @@ class HealthServer:
     lines of HTTP/1.1 on asyncio (one request per connection), in the worker's event loop."""
 
     def __init__(self, host: str, port: int, db: Any, worker: Any = None,
-                 dispatcher: Any = None, metrics_database_seconds: float = 5.0) -> None:
+                 dispatcher: Any = None, metrics_database_seconds: float = 5.0,
+                 stale_after: float = 15.0) -> None:
         self.host, self.port = host, port
         self.db, self.worker, self.dispatcher = db, worker, dispatcher
-        self.figures = DatabaseFigures(db, metrics_database_seconds)
+        self.figures = DatabaseFigures(db, metrics_database_seconds, stale_after)
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
