@@ -5,7 +5,7 @@ states of its carriers as JSON) and deletes it when it stops cleanly; the API pr
 `/readyz` and the console's overview and carriers pages read them. A handful of rows: no index
 beyond the primary key.
 
-Revision ID: 0007_worker_heartbeats
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-02 19:50:00
 """
@@ -16,8 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_worker_heartbeats"
-# the brief names it "0006_campaign_lifecycle" (the file); its revision id is "0006"
+revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
