@@ -31,7 +31,6 @@ import tempfile
 from pathlib import Path
 
 import asyncpg
-
 from bench.procs import free_port
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -35,6 +34,7 @@ import pytest
 from bench.procs import Process
 
 from bench import procs
+from tests.conftest import PG_URL
 from tests.faults import pgcluster
 from tests.faults.pgcluster import PgCluster
 from tests.faults.pgproxy import PgProxy
@@ -282,3 +282,51 @@ async def test_sqlite_full_disk_is_507_and_stores_nothing(tmp_path: Path) -> Non
     finally:
         await db.dispose()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs TIKOSMS_TEST_POSTGRES_URL")
+async def test_postgresql_connections_carry_the_server_timeouts_and_tcp_keepalive() -> None:
+    import socket
+
+    from tikosms.db.engine import Database
+
+    assert PG_URL
+    db = Database(PG_URL, idle_in_transaction_timeout=30, tcp_keepalive=9)
+    try:
+        async with db.connect() as conn:
+            shown = {name: (await conn.exec_driver_sql(f"SHOW {name}")).scalar_one() for name in
+                     ("idle_in_transaction_session_timeout", "tcp_keepalives_idle",
+                      "tcp_keepalives_interval", "tcp_keepalives_count", "tcp_user_timeout")}
+            raw = await conn.get_raw_connection()
+            sock = raw.driver_connection._transport.get_extra_info("socket")  # type: ignore[union-attr]
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 9
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 18000
+    finally:
+        await db.dispose()
+    assert shown == {"idle_in_transaction_session_timeout": "30s", "tcp_keepalives_idle": "9",
+                     "tcp_keepalives_interval": "3", "tcp_keepalives_count": "3",
+                     "tcp_user_timeout": "18000"}  # milliseconds
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs TIKOSMS_TEST_POSTGRES_URL")
+async def test_a_worker_statement_left_without_an_answer_fails_and_the_next_one_works() -> None:
+    """A statement that waits on a lock held elsewhere (as behind a session left idle in
+    transaction) fails at the worker's command timeout instead of holding it for good."""
+    from tikosms.db.engine import Database
+
+    assert PG_URL
+    holder = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
+    key = 0x71C0_5A5A
+    db = Database(PG_URL, pool_size=1, command_timeout=0.5)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", key)
+        with pytest.raises(TimeoutError):
+            async with db.begin() as conn:
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
+        await holder.execute("SELECT pg_advisory_unlock($1)", key)
+        async with db.begin() as conn:  # the same pool, the same single connection slot
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
+    finally:
+        await holder.close()
+        await db.dispose()
