@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a package, as run.py
 
 from bench import procs
 from bench.benchmarks import _post, add_carrier, wait_until_final

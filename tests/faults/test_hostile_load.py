@@ -88,7 +88,8 @@ def _sends(api: Api, n: int) -> tuple[list[int], list[float]]:
 def _figures(seconds: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in seconds)
     return {"p50_ms": round(statistics.median(ms), 1),
-            "p95_ms": round(ms[int(len(ms) * 0.95) - 1], 1), "max_ms": round(ms[-1], 1)}
+            "p95_ms": round(ms[int(len(ms) * 0.95) - 1], 1), "max_ms": round(ms[-1], 1),
+            "slowest_send_no": seconds.index(max(seconds)), "over_1s": sum(s > 1 for s in seconds)}
 
 
 class SlowReader:
