@@ -64,8 +64,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=1)
     args = p.parse_args()
     for latency in args.latency_ms:
-        for name, gate in GATES.items():
-            for _ in range(args.runs):
+        for _ in range(args.runs):  # alternated: a machine whose load drifts favours neither
+            for name, gate in GATES.items():
                 rate = one(args.db, args.parts, latency, gate)
                 print(json.dumps({"db": args.db, "parts": args.parts, "smsc_latency_ms": latency,
                                   "gate": name, "parts_per_s": round(rate), **procs.machine()}),
