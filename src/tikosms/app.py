@@ -170,6 +170,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> Response:
         return unexpected_error_response(request, exc)
 
+    # Database errors answered by the exception middleware, not by the server-error one
+    # (`Exception` above), which re-raises after answering: uvicorn then logs a traceback and
+    # closes the connection, so a client's next request on it (keep-alive) failed with a reset
+    # while the database was down, instead of getting its 503.
+    for database_error in (DBAPIError, PoolTimeout, OSError):
+        app.add_exception_handler(database_error, unexpected)  # type: ignore[arg-type]
+
 
 def tiko_error_response(exc: TikoError) -> Response:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)

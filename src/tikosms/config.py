@@ -24,6 +24,21 @@ class Settings(BaseSettings):
     # 503) instead of holding its request and connection for good (a server or network that
     # went away without closing the connection); 0 = no limit. The worker has none
     database_command_timeout_seconds: float = Field(default=10.0, ge=0)
+    # PostgreSQL, `tikosms worker`: the same for the worker's statements (seconds; 0 = no
+    # limit). Longer than the API's: a batch update may wait on row locks. The batch fails and
+    # is retried on a new connection, so a connection that went dead or stuck does not hold
+    # the worker for good
+    database_worker_command_timeout_seconds: float = Field(default=60.0, ge=0)
+    # PostgreSQL, every process: the server ends a session left idle inside a transaction this
+    # long (seconds; 0 = never), so a client gone mid-transaction (a half-open connection)
+    # does not hold its row locks. Sent as a startup parameter, like the two below (behind
+    # pgbouncer: ignore_startup_parameters, or 0 here)
+    database_idle_in_transaction_timeout_seconds: float = Field(default=60.0, ge=0)
+    # PostgreSQL, every process: TCP keepalive on both ends of each connection. Probes start
+    # after this many idle seconds, 3 of them a third of it apart, and data left unacknowledged
+    # this long fails the connection: a peer that went away without closing is noticed in
+    # about 2x this (seconds; 0 = the OS defaults, about 2 hours)
+    database_tcp_keepalive_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -8,8 +8,11 @@ database outage without stopping the shared server (BRIEF: never stop it).
     proxy.restore()          # new connections accepted again
     proxy.stop()
 
-Cut means what a stopped server means to a client: every open connection is closed at once and
-a new one is refused (the listening socket is closed, so connect() gets ECONNREFUSED). Usable
+Cut means what a stopped server means to a client: every open connection is reset at once on
+both sides (PostgreSQL ends the backends and rolls their transactions back, as a stop does) and
+a new one is refused (the listening socket is closed, so connect() gets ECONNREFUSED; one
+accepted in the meantime is reset). A connection that one side ends is ended whole: the proxy
+never leaves a half-closed connection. Usable
 from synchronous tests (it runs its own loop in a thread) and as a context manager.
 """
 
@@ -31,7 +34,8 @@ class PgProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
-        self._pipes: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.StreamWriter] = set()  # both sides of every connection
+        self._down = False
         self._ready = threading.Event()
 
     def url(self, database_url: str) -> str:
@@ -82,41 +86,59 @@ class PgProxy:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     async def _listen(self) -> None:
+        self._down = False
         if self._server is None:
             self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port,
                                                       reuse_address=True)
 
     async def _cut(self) -> None:
+        self._down = True
         if self._server is not None:
-            self._server.close()
+            self._server.close()  # new connections: ECONNREFUSED
             self._server = None
+        # both sides of every connection, including one still connecting upstream: the
+        # gateway sees its connections reset, and PostgreSQL sees its clients go, so it ends
+        # their backends and rolls their transactions back (nothing left "idle in
+        # transaction" holding row locks, as a one-sided close left before)
         for writer in list(self._pipes):
             _reset(writer)
         self._pipes.clear()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
                       ) -> None:
+        if self._down:
+            _reset(client_w)
+            return
         self.connections += 1
+        self._pipes.add(client_w)
         try:
             server_r, server_w = await asyncio.open_connection(*self.upstream)
         except OSError:
+            self._pipes.discard(client_w)
             _reset(client_w)
             return
-        self._pipes.update((client_w, server_w))
-        await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w),
-                             return_exceptions=True)
-        for w in (client_w, server_w):
+        if self._down or client_w not in self._pipes:  # cut while connecting upstream
+            _reset(client_w)
+            _reset(server_w)
+            return
+        self._pipes.add(server_w)
+        pipes = [asyncio.ensure_future(_pipe(client_r, server_w)),
+                 asyncio.ensure_future(_pipe(server_r, client_w))]
+        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        for w in (client_w, server_w):  # one direction ended: end the whole connection
             self._pipes.discard(w)
-            w.close()
+            w.transport.abort()
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
+    """One direction; when it ends (EOF, reset) the caller closes both sockets whole: never a
+    half-closed connection, which PostgreSQL would keep as a live session."""
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

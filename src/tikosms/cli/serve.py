@@ -153,7 +153,8 @@ def worker(only: str | None, health_port: int | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        db = Database(settings.database_url, settings.database_pool_size)
+        db = Database(settings.database_url, settings.database_pool_size,
+                      command_timeout=settings.database_worker_command_timeout_seconds)
         try:
             async with side(db, settings) as runner:
                 health = None

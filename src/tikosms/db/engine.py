@@ -10,6 +10,7 @@ upgrades to a write.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,19 +37,34 @@ def async_url(url: str) -> str:
 
 class Database:
     def __init__(self, url: str, pool_size: int = 10, log_sensitive: bool | None = None,
-                 command_timeout: float = 0) -> None:
+                 command_timeout: float = 0, *, idle_in_transaction_timeout: float | None = None,
+                 tcp_keepalive: float | None = None) -> None:
         """`log_sensitive` (default: the setting TIKOSMS_LOG_SENSITIVE, off) lets SQL errors
         carry their parameters (phone numbers, message text) into logs and tracebacks.
-        `command_timeout` (PostgreSQL, seconds; 0 = none): a statement left that long without
-        an answer fails. The API sets it (a 503 rather than a request held for good); the
-        worker does not (its batch updates may wait on row locks longer)."""
-        self.url = url
-        if log_sensitive is None:
-            from tikosms.config import get_settings
 
-            log_sensitive = get_settings().log_sensitive
+        PostgreSQL only, all in seconds (0 = none):
+        - `command_timeout`: a statement left that long without an answer fails. The API
+          sets TIKOSMS_DATABASE_COMMAND_TIMEOUT_SECONDS (a 503 rather than a request held for
+          good), the worker TIKOSMS_DATABASE_WORKER_COMMAND_TIMEOUT_SECONDS (longer: its batch
+          updates may wait on row locks; the batch is retried);
+        - `idle_in_transaction_timeout` (default: the setting): the server ends a session
+          idle inside a transaction that long, releasing its locks;
+        - `tcp_keepalive` (default: the setting): keepalive probes after that long idle, on
+          both ends, so that a dead peer is noticed (see `keepalive`)."""
+        self.url = url
+        from tikosms.config import get_settings
+
+        settings = get_settings()
+        if log_sensitive is None:
+            log_sensitive = settings.log_sensitive
+        if idle_in_transaction_timeout is None:
+            idle_in_transaction_timeout = settings.database_idle_in_transaction_timeout_seconds
+        if tcp_keepalive is None:
+            tcp_keepalive = settings.database_tcp_keepalive_seconds
         self.engine: AsyncEngine = _create_engine(
-            url, pool_size, hide_parameters=not log_sensitive, command_timeout=command_timeout)
+            url, pool_size, hide_parameters=not log_sensitive, command_timeout=command_timeout,
+            idle_in_transaction_timeout=idle_in_transaction_timeout,
+            tcp_keepalive=tcp_keepalive)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
@@ -122,7 +138,8 @@ class LazyConnection:
 
 
 def _create_engine(url: str, pool_size: int, hide_parameters: bool = True,
-                   command_timeout: float = 0) -> AsyncEngine:
+                   command_timeout: float = 0, idle_in_transaction_timeout: float = 0,
+                   tcp_keepalive: float = 0) -> AsyncEngine:
     aurl = async_url(url)
     if aurl.startswith("sqlite"):
         engine = create_async_engine(
@@ -146,17 +163,67 @@ def _create_engine(url: str, pool_size: int, hide_parameters: bool = True,
         # timeout: seconds for a new connection (asyncpg's default is 60), so that a server out
         # of reach is a 503 within seconds and not a request held for a minute;
         # command_timeout: seconds a statement may wait for its answer (None: no limit)
-        connect_args={"server_settings": {"timezone": "UTC"}, "timeout": CONNECT_TIMEOUT_S,
-                      "command_timeout": command_timeout or None},
+        connect_args={"server_settings": server_settings(idle_in_transaction_timeout,
+                                                         tcp_keepalive),
+                      "timeout": CONNECT_TIMEOUT_S, "command_timeout": command_timeout or None},
     )
-    _configure_postgres(engine)
+    _configure_postgres(engine, tcp_keepalive)
     return engine
 
 
 CONNECT_TIMEOUT_S = 5.0
+KEEPALIVE_PROBES = 3
 
 
-def _configure_postgres(engine: AsyncEngine) -> None:
+def server_settings(idle_in_transaction_timeout: float = 0, tcp_keepalive: float = 0
+                    ) -> dict[str, str]:
+    """Startup parameters of every PostgreSQL connection: UTC, and the server's half of the
+    timeouts (a backend whose client went away mid-transaction, or without closing, is ended
+    and its transaction rolled back, so its row locks do not outlive it)."""
+    settings = {"timezone": "UTC"}
+    if idle_in_transaction_timeout > 0:
+        milliseconds = int(idle_in_transaction_timeout * 1000)
+        settings["idle_in_transaction_session_timeout"] = str(milliseconds)
+    if tcp_keepalive > 0:
+        idle, interval = _keepalive_timers(tcp_keepalive)
+        settings.update(tcp_keepalives_idle=str(idle), tcp_keepalives_interval=str(interval),
+                        tcp_keepalives_count=str(KEEPALIVE_PROBES),
+                        tcp_user_timeout=str(int(2 * tcp_keepalive * 1000)))  # milliseconds
+    return settings
+
+
+def _keepalive_timers(tcp_keepalive: float) -> tuple[int, int]:
+    """(idle seconds before the first probe, seconds between probes): whole seconds, >= 1."""
+    idle = max(1, round(tcp_keepalive))
+    return idle, max(1, round(tcp_keepalive / KEEPALIVE_PROBES))
+
+
+def keepalive(sock: Any, tcp_keepalive: float) -> None:
+    """The client's half: keepalive probes on an idle connection, and unacknowledged data
+    failing it after 2x `tcp_keepalive` s (TCP_USER_TIMEOUT; Linux). A server that went away
+    without a FIN or RST (host down, network cut) is then noticed by a connection waiting
+    in the pool or on an answer, instead of after the OS's two hours."""
+    idle, interval = _keepalive_timers(tcp_keepalive)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
+                            ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+                            ("TCP_USER_TIMEOUT", int(2 * tcp_keepalive * 1000))):
+            if hasattr(socket, name):  # Linux; other systems keep their defaults
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:  # a Unix socket (host=/run/postgresql) has no TCP options
+        pass
+
+
+def _configure_postgres(engine: AsyncEngine, tcp_keepalive: float = 0) -> None:
+    if tcp_keepalive > 0:
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            transport = getattr(dbapi_connection.driver_connection, "_transport", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is not None:
+                keepalive(sock, tcp_keepalive)
+
     @event.listens_for(engine.sync_engine, "invalidate")
     def _on_invalidate(dbapi_connection: Any, _record: Any, _exc: BaseException | None) -> None:
         # The pool invalidates a connection on a disconnect error, then closes it "gracefully"

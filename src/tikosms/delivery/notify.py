@@ -18,6 +18,9 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from tikosms.config import get_settings
+from tikosms.db.engine import keepalive, server_settings
+
 log = logging.getLogger("tikosms.delivery")
 
 CHANNEL = "tikosms_parts"
@@ -51,7 +54,12 @@ class PartsListener:
             lost = asyncio.Event()
             conn: Any = None
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=10)
+                # keepalive: a server gone without closing is noticed, not listened to forever
+                ka = get_settings().database_tcp_keepalive_seconds
+                conn = await asyncpg.connect(self.dsn, timeout=10,
+                                             server_settings=server_settings(0, ka))
+                if ka > 0:
+                    keepalive(conn._transport.get_extra_info("socket"), ka)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda *_args: self.on_notify())
                 self.listening.set()
