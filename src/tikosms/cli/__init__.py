@@ -4,7 +4,15 @@ line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
-from tikosms.cli import accounts, db, numbering, operators, rates, serve  # noqa: F401  (registers)
+from tikosms.cli import (  # noqa: F401  (registers)
+    accounts,
+    db,
+    inbound,
+    numbering,
+    operators,
+    rates,
+    serve,
+)
 from tikosms.cli.base import cli
 
 
@@ -14,10 +22,11 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover - during development only
         pass
     try:
-        from tikosms.smpp.cli import smsc_sim
+        from tikosms.smpp.cli import smsc_mo, smsc_sim
     except ImportError:  # pragma: no cover
         return
     cli.add_command(smsc_sim)
+    cli.add_command(smsc_mo)
 
 
 _register_optional()
