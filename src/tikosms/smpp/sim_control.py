@@ -7,13 +7,16 @@
                "concat": "udh8"|"udh16"|"sar", "order": "in-order"|"reverse"|"shuffle",
                "part_octets": N (cut parts this small), "system_id": "..." (default: any)}
           -> {"parts": N} once every part is acknowledged by the gateway
-    GET /counters -> the simulator's counters
+    GET /counters -> the simulator's counters (?accepted=N: once N submit_sm are accepted,
+                     or after 60 s)
 
 `tikosms smsc-mo` posts to it. Loopback only by default; it is a test tool.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -38,7 +41,14 @@ async def start_control(simulator: SmscSimulator, host: str, port: int) -> web.A
             return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
         return web.json_response({"parts": parts})
 
-    async def get_counters(_request: web.Request) -> web.Response:
+    async def get_counters(request: web.Request) -> web.Response:
+        # ?accepted=N waits (up to 60 s) until N submit_sm were accepted: a test in another
+        # process waits for an event rather than polling
+        wanted = request.query.get("accepted")
+        if wanted is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(60):
+                    await simulator.wait_for(lambda c: c.accepted >= int(wanted))
         return web.json_response(dataclasses.asdict(simulator.counters))
 
     app.router.add_post("/mo", post_mo)
