@@ -189,14 +189,15 @@ def opt_outs_import(account_id: int, csv_file: Any, as_json: bool) -> None:
 
     async def go(db: Database) -> dict[str, Any]:
         async with db.begin() as conn:
-            added, existing, errors = await manage.import_opt_outs(
-                conn, account_id, manage.read_opt_out_csv(text))
-        return {"added": added, "already": existing, "errors": errors}
+            result = await manage.import_opt_outs(conn, account_id,
+                                                  manage.read_opt_out_csv(text))
+        return {"added": result.added, "already": result.existing, "bad": result.bad,
+                "errors": result.errors}
 
     data = run(go)
     emit(data, as_json, lambda d: "\n".join(
         [f"imported: {d['added']} added, {d['already']} already there, "
-         f"{len(d['errors'])} bad row(s) skipped", *d["errors"]]))
+         f"{d['bad']} bad row(s) skipped", *d["errors"]]))
 
 
 @opt_outs_group.command("export")

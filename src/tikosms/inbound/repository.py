@@ -151,6 +151,20 @@ async def add_opt_out(conn: AsyncConnection, account_id: int, recipient: str, se
     return bool(result.rowcount)
 
 
+async def add_opt_outs(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
+    """Many opt-outs in multi-row INSERTs (those already there are kept); how many are new."""
+    added = 0
+    for start in range(0, len(rows), OPT_OUT_CHUNK):
+        result = await conn.execute(
+            _insert(conn, OptOut).values(list(rows[start:start + OPT_OUT_CHUNK]))
+            .on_conflict_do_nothing(index_elements=["account_id", "recipient", "sender"]))
+        added += int(result.rowcount or 0)
+    return added
+
+
+OPT_OUT_CHUNK = 1000  # rows per INSERT (6 parameters each: below SQLite's 32,766)
+
+
 async def remove_opt_outs(conn: AsyncConnection, account_id: int, recipient: str,
                           senders: Sequence[str] | None) -> int:
     """Remove the recipient's opt-outs (for these senders only, when given); how many."""
