@@ -228,3 +228,13 @@ async def test_incomplete_messages_expire_with_a_log_line(
     assert await receiver.expire(utcnow() + timedelta(seconds=601)) == 1
     assert await count(db, InboundFragment) == 0
     assert f"2 of {len(pdus)} parts received" in caplog.text
+
+
+async def test_stop_from_a_sender_that_is_no_number_is_stored_without_opt_out(
+        db: Database, customer: Customer) -> None:
+    await assign(db, customer.account_id, SHORT_CODE)
+    for pdu in mo_pdus("STOP", sender="VeryLongAlphanumericSenderName"):
+        await InboundReceiver(db, 3600).handle(pdu)
+    [message] = await messages(db)
+    assert (message.text, message.opt_out) == ("STOP", None)
+    assert await count(db, OptOut) == 0

@@ -158,7 +158,9 @@ async def store_inbound(conn: AsyncConnection, sender: str, recipient: str, text
     """Route, apply an opt-out keyword, store, deliver: a whole inbound message."""
     account_id, keyword = await route(conn, recipient, text)
     action: str | None = None
-    if account_id is not None:
+    # an opt-out names a phone number (digits, as sends store `to`); an alphanumeric or
+    # over-long sender cannot be sent to, so there is nothing to suppress
+    if account_id is not None and sender.isdigit() and len(sender) <= 20:
         account = await repo.inbound_settings(conn, account_id)
         extra = keywords.parse_stop_keywords(account.stop_keywords if account else None)
         found = keywords.opt_out_action(text, extra)
