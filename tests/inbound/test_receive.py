@@ -238,3 +238,18 @@ async def test_stop_from_a_sender_that_is_no_number_is_stored_without_opt_out(
     [message] = await messages(db)
     assert (message.text, message.opt_out) == ("STOP", None)
     assert await count(db, OptOut) == 0
+
+
+async def test_stop_to_a_number_shared_by_keyword_counts_for_every_account_on_it(
+        db: Database, customer: Customer) -> None:
+    pizza = await make_customer(db, name="Pizza")
+    elsewhere = await make_customer(db, name="Elsewhere")
+    await assign(db, customer.account_id, SHORT_CODE)
+    await assign(db, pizza.account_id, SHORT_CODE, keyword="PIZZA")
+    await assign(db, elsewhere.account_id, LONG_NUMBER)
+    for pdu in mo_pdus("STOP"):
+        await InboundReceiver(db, 3600).handle(pdu)
+    async with db.connect() as conn:
+        rows = (await conn.execute(select(OptOut.account_id, OptOut.sender))).all()
+    assert sorted(rows) == sorted([(customer.account_id, SHORT_CODE),
+                                   (pizza.account_id, SHORT_CODE)])

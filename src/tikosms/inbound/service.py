@@ -156,7 +156,8 @@ async def store_inbound(conn: AsyncConnection, sender: str, recipient: str, text
                         encoding: str, data_coding: int, parts: int, carrier: str | None,
                         now: datetime) -> Inbound:
     """Route, apply an opt-out keyword, store, deliver: a whole inbound message."""
-    account_id, keyword = await route(conn, recipient, text)
+    owners = await repo.owners_of(conn, recipient)
+    account_id, keyword = route(owners, text)
     action: str | None = None
     # an opt-out names a phone number (digits, as sends store `to`); an alphanumeric or
     # over-long sender cannot be sent to, so there is nothing to suppress
@@ -166,7 +167,11 @@ async def store_inbound(conn: AsyncConnection, sender: str, recipient: str, text
         found = keywords.opt_out_action(text, extra)
         if found is not None:
             action, word = found
-            await apply_opt_out(conn, account_id, sender, recipient, action, word, now)
+            # a standard keyword to a number shared by keyword counts for every account on
+            # it (as on a shared short code); an account's own keyword for that account only
+            standard = keywords.opt_out_action(text) is not None
+            for owner in sorted(set(owners.values())) if standard else [account_id]:
+                await apply_opt_out(conn, owner, sender, recipient, action, word, now)
     shown = None if action is None else ("start" if action == "start" else "stop")
     inbound = Inbound(0, new_id(), account_id, sender[:32], recipient[:32], text, encoding,
                       data_coding, parts, keyword, shown, carrier, now)
@@ -189,9 +194,9 @@ async def store_inbound(conn: AsyncConnection, sender: str, recipient: str, text
     return inbound
 
 
-async def route(conn: AsyncConnection, recipient: str, text: str) -> tuple[int | None, str | None]:
-    """(account id or None, the keyword that routed it or None)."""
-    owners = await repo.owners_of(conn, recipient)
+def route(owners: dict[str, int], text: str) -> tuple[int | None, str | None]:
+    """(account id or None, the keyword that routed it or None), from the number's owners
+    (keyword "" for the default owner -> account id)."""
     if not owners:
         return None, None
     word = keywords.first_word(text)
