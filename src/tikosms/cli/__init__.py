@@ -1,5 +1,5 @@
 """The `tikosms` command: serve | api | worker | db | accounts | tokens | rates | numbering |
-carriers | routes | smsc-sim. Every command takes --json where it prints data; errors are one
+carriers | routes | numbers | opt-outs | smsc-sim | smsc-mo. Every command takes --json where it prints data; errors are one
 line on stderr and a non-zero exit."""
 
 from __future__ import annotations
