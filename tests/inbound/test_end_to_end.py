@@ -138,3 +138,41 @@ async def test_mo_in_pieces_and_stop_start_through_real_processes(
             assert [m["text"] for m in listed] == ["start", "STOP", LONG_MO]
     log = (gateway["log"] / "serve.log").read_text()
     assert HANDSET not in log and "STOP" not in log.replace("opt_out=stop", "")
+
+
+async def test_parts_before_and_after_a_gateway_restart_make_one_message(
+        database_url: str, customer: Customer, tmp_path: Path) -> None:
+    """Two parts reach one `tikosms serve`, which is stopped; a new one gets the last part
+    and the account's callback gets the whole text."""
+    smpp_port, control_port = free_port(), free_port()
+    text = "Part one, part two and part three of a reply that a handset cut in three. " * 4
+    async with CallbackReceiver() as receiver:
+        await asyncio.to_thread(tikosms, database_url, "numbers", "assign",
+                                str(customer.account_id), SHORT_CODE)
+        await asyncio.to_thread(tikosms, database_url, "accounts", "update",
+                                str(customer.account_id), "--inbound-url", receiver.url)
+        with Process([TIKOSMS, "smsc-sim", "--port", str(smpp_port), "--control-port",
+                      str(control_port), "--stats-interval", "0"], tmp_path / "smsc-sim.log",
+                     port=control_port):
+            await asyncio.to_thread(tikosms, database_url, "carriers", "add", "sim", "--host",
+                                    "127.0.0.1", "--port", str(smpp_port), "--system-id",
+                                    "tiko", "--password", "pw1")
+            await asyncio.to_thread(tikosms, database_url, "routes", "add", "--match", "*",
+                                    "--carrier", "sim")
+            control = f"http://127.0.0.1:{control_port}"
+            mo = {"from": HANDSET, "to": SHORT_CODE, "text": text, "ref": 4242,
+                  "part_octets": 120}
+            async with httpx.AsyncClient(timeout=90) as http:
+                for name, only in (("first", [3, 1]), ("second", [2])):
+                    api_port = free_port()
+                    env = {"TIKOSMS_DATABASE_URL": database_url, "TIKOSMS_HOST": "127.0.0.1",
+                           "TIKOSMS_PORT": str(api_port), "TIKOSMS_CALLBACK_ALLOW_PRIVATE": "true"}
+                    with Process([TIKOSMS, "serve"], tmp_path / f"serve-{name}.log", env=env,
+                                 port=api_port):
+                        r = await http.post(f"{control}/mo", json={**mo, "only": only})
+                        assert r.json() == {"parts": len(only)}
+                        if name == "first":
+                            continue  # stopped (SIGTERM) with two parts stored
+                        [callback] = await receiver.wait_for(1, timeout=30)
+    assert callback.json["text"] == text and callback.json["parts"] == 3
+    assert (tmp_path / "serve-first.log").read_text().count("inbound message stored") == 0

@@ -5,7 +5,8 @@
     POST /mo  {"from": "380501234567", "to": "12345", "text": "...",
                "data_coding": 0|1|3|8 (default: GSM-7 if it fits, else UCS-2),
                "concat": "udh8"|"udh16"|"sar", "order": "in-order"|"reverse"|"shuffle",
-               "part_octets": N (cut parts this small), "system_id": "..." (default: any)}
+               "part_octets": N (cut parts this small), "system_id": "..." (default: any),
+               "ref": N (the concatenation reference), "only": [part numbers to send]}
           -> {"parts": N} once every part is acknowledged by the gateway
     GET /counters -> the simulator's counters (?accepted=N: once N submit_sm are accepted,
                      or after 60 s)
@@ -36,7 +37,7 @@ async def start_control(simulator: SmscSimulator, host: str, port: int) -> web.A
                 str(body["from"]), str(body["to"]), str(body["text"]),
                 data_coding=body.get("data_coding"), concat=body.get("concat", "udh8"),
                 order=body.get("order", "in-order"), part_octets=body.get("part_octets"),
-                system_id=body.get("system_id"))
+                system_id=body.get("system_id"), ref=body.get("ref"), only=body.get("only"))
         except (KeyError, ValueError, TypeError) as exc:
             return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
         return web.json_response({"parts": parts})

@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -197,15 +197,20 @@ class SmscSimulator:
     async def send_mo(self, source: str, destination: str, text: str, *,
                       data_coding: int | None = None, concat: str = "udh8",
                       order: str = "in-order", part_octets: int | None = None,
-                      system_id: str | None = None, ref: int | None = None) -> int:
+                      system_id: str | None = None, ref: int | None = None,
+                      only: Sequence[int] | None = None) -> int:
         """Send a mobile-originated message (a handset `source` writing to `destination`) to a
         receiver bind of `system_id` (any bound receiver when None), cut in parts when long,
         sent in `order` (in-order, reverse, shuffle). Each part is sent again after
-        `receipt_retry_ms` until acknowledged with ROK. Returns the number of parts."""
+        `receipt_retry_ms` until acknowledged with ROK. `only` sends just those part numbers
+        (with a fixed `ref`, a later call sends the others: a gap, or a gateway restart
+        between parts). Returns the number of parts sent."""
         parts = build_mo_parts(
             text, data_coding, concat=concat, order=order, part_octets=part_octets,
             ref=self._rng.randrange(0x10000) if ref is None else ref,
             seed=self._rng.randrange(1 << 30))
+        if only is not None:
+            parts = [p for p in parts if p.seq in only]
         for part in parts:  # one after the other: the order chosen is the order on the wire
             def encode(sequence: int, part: MoPart = part) -> bytes:
                 return smpp34.DeliverSm(
