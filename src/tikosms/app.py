@@ -25,6 +25,7 @@ from tikosms.api.responses import JSONResponse
 from tikosms.config import Settings, get_settings
 from tikosms.db.engine import Database
 from tikosms.errors import PayloadTooLarge, ServiceUnavailable, TikoError
+from tikosms.inbound.endpoints import router as inbound_router
 from tikosms.messaging.endpoints import router as messaging_router
 from tikosms.messaging.endpoints import send_single
 from tikosms.messaging.streams import StreamSlots
@@ -85,7 +86,7 @@ def create_app(
     if db is not None:
         _install_writers(app)
 
-    for router in (messaging_router, balance_router, rates_router):
+    for router in (messaging_router, balance_router, rates_router, inbound_router):
         app.include_router(router)
     _install_error_handlers(app)
     _install_docs(app)

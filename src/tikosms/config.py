@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # law), not one the gateway can guess; docs/operations.md suggests 90
     retention_days: float = Field(default=0.0, ge=0, le=36500)
 
+    # --- inbound SMS (MO) ---
+    # parts of a concatenated MO still incomplete after this are dropped, with a log line
+    # (seconds; the handset's SMSC retries a lost part for far less than a day)
+    inbound_fragment_expiry_seconds: float = Field(default=24 * 3600.0, gt=0)
+
     # --- simulated carrier (used when no SMPP carrier is configured) ---
     sim_receipt_delay_ms: int = 200  # milliseconds from submit to the receipt
     sim_undeliv_ratio: float = Field(default=0.0, ge=0, le=1)  # share of UNDELIV receipts

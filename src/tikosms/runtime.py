@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,6 +14,7 @@ from tikosms.db.engine import Database
 from tikosms.delivery.heartbeat import beating
 from tikosms.delivery.routing import Router
 from tikosms.delivery.worker import DeliveryWorker
+from tikosms.inbound.service import InboundReceiver
 from tikosms.observability import logs
 
 
@@ -25,6 +26,7 @@ async def delivery(db: Database, settings: Settings) -> AsyncIterator[DeliveryWo
         db, settings, RetryPolicy(initial=settings.callback_retry_initial_seconds)
     )
     worker = DeliveryWorker(db, settings, router, on_recorded=dispatcher.wake)
+    inbound = _inbound(db, settings, router, dispatcher.wake)
     await dispatcher.start()
     await worker.start()
     try:
@@ -33,6 +35,7 @@ async def delivery(db: Database, settings: Settings) -> AsyncIterator[DeliveryWo
             yield worker
     finally:
         await worker.stop()
+        await inbound.stop()
         await dispatcher.stop()
 
 
@@ -60,6 +63,7 @@ async def parts_only(db: Database, settings: Settings) -> AsyncIterator[Delivery
     changes queue are posted by a `--only callbacks` process."""
     router = await Router.from_database(db, settings)
     worker = DeliveryWorker(db, settings, router)
+    inbound = _inbound(db, settings, router)
     await worker.start()
     try:
         async with (beating(db, settings, ("delivery",), worker),
@@ -67,6 +71,16 @@ async def parts_only(db: Database, settings: Settings) -> AsyncIterator[Delivery
             yield worker
     finally:
         await worker.stop()
+        await inbound.stop()
+
+
+def _inbound(db: Database, settings: Settings, router: Router,
+             wake: Callable[[], None] = lambda: None) -> InboundReceiver:
+    """Carriers' MO go to the inbound service (stored, then the callback dispatcher woken)."""
+    receiver = InboundReceiver(db, settings.inbound_fragment_expiry_seconds, wake)
+    router.on_inbound = receiver.handle
+    receiver.start()
+    return receiver
 
 
 def app_background(settings: Settings) -> Any:

@@ -106,4 +106,7 @@ def openapi_document() -> dict[str, Any]:
                           "not_found"),
         },
     }}
+    from tikosms.inbound.openapi import add_inbound_paths
+
+    add_inbound_paths(spec, UNAUTHORIZED)  # GET /v1/inbound, /v1/opt-outs
     return spec

@@ -69,3 +69,23 @@ def _event_ids(count: int) -> list[str]:
     read per id, as `uuid.uuid4` makes, costs more than the rest of the id)."""
     raw = os.urandom(16 * count)
     return [str(uuid.UUID(bytes=raw[i:i + 16], version=4)) for i in range(0, 16 * count, 16)]
+
+
+INBOUND_EVENT_NAME = "message.inbound"
+
+
+async def enqueue_inbound_event(conn: AsyncConnection, inbound_id: int, account_id: int,
+                                url: str, payload: Mapping[str, Any], occurred_at: datetime
+                                ) -> str:
+    """Queue the callback of an inbound message (`tikosms.inbound`); its event id.
+
+    It goes through the same outbox, dispatcher, signing, retries and SSRF checks as status
+    callbacks. The outbox orders events by `part_id`; an inbound event takes `-inbound_id`
+    there (part ids are positive), so each inbound message is a chain of its own."""
+    event_id = _event_ids(1)[0]
+    body = {"event_id": event_id, "event": INBOUND_EVENT_NAME,
+            "occurred_at": formats.campaign_time(occurred_at), **payload}
+    await repository.insert_events(
+        conn, [(event_id, -inbound_id, account_id, url, orjson.dumps(body).decode())],
+        occurred_at)
+    return event_id

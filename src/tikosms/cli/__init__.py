@@ -1,10 +1,18 @@
 """The `tikosms` command: serve | api | worker | db | accounts | tokens | rates | numbering |
-carriers | routes | smsc-sim. Every command takes --json where it prints data; errors are one
-line on stderr and a non-zero exit."""
+carriers | routes | numbers | opt-outs | smsc-sim | smsc-mo. Every command takes --json where
+it prints data; errors are one line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
-from tikosms.cli import accounts, db, numbering, operators, rates, serve  # noqa: F401  (registers)
+from tikosms.cli import (  # noqa: F401  (registers)
+    accounts,
+    db,
+    inbound,
+    numbering,
+    operators,
+    rates,
+    serve,
+)
 from tikosms.cli.base import cli
 
 
@@ -14,10 +22,11 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover - during development only
         pass
     try:
-        from tikosms.smpp.cli import smsc_sim
+        from tikosms.smpp.cli import smsc_mo, smsc_sim
     except ImportError:  # pragma: no cover
         return
     cli.add_command(smsc_sim)
+    cli.add_command(smsc_mo)
 
 
 _register_optional()

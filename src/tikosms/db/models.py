@@ -58,6 +58,9 @@ class Account(Base):
     signing_secret: Mapped[str] = mapped_column(String(100))  # Standard Webhooks "whsec_..."
     balance_updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # inbound (0009): where the account's MO are POSTed, and its own stop keywords (comma list)
+    inbound_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stop_keywords: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ApiToken(Base):
@@ -396,3 +399,76 @@ Index("ix_parts_client_ref", Part.client_ref,
       sqlite_where=text("client_ref IS NOT NULL"))
 # the console's campaign list: newest bulk campaigns first (single sends are campaigns too)
 Index("ix_campaigns_kind_created", Campaign.kind, Campaign.created_at)
+
+
+# --- inbound SMS and opt-outs (migration 0009; accounts.inbound_url and stop_keywords too) ---
+
+
+class OwnedNumber(Base):
+    """A number or short code an account receives on, optionally only for one keyword.
+
+    `keyword` "" is the number's default owner; a keyword row wins for MO whose first word is
+    that keyword (upper case). A number has at most one default owner and one owner per
+    keyword."""
+
+    __tablename__ = "owned_numbers"
+
+    number: Mapped[str] = mapped_column(String(20), primary_key=True)  # digits only
+    keyword: Mapped[str] = mapped_column(String(32), primary_key=True, default="")
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InboundMessage(Base):
+    """A mobile-originated SMS, whole (reassembled when it came in parts), decoded."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (Index("ix_inbound_messages_account", "account_id", "received_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True)  # the API's inbound_id
+    account_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: unrouted
+    sender: Mapped[str] = mapped_column(String(32))  # the handset ("from"), digits as sent
+    recipient: Mapped[str] = mapped_column(String(32))  # our number or short code ("to")
+    text: Mapped[str] = mapped_column(Text)
+    data_coding: Mapped[int] = mapped_column(SmallInteger)
+    encoding: Mapped[str] = mapped_column(String(12))  # gsm7 | ascii | latin1 | ucs2 | ...
+    parts: Mapped[int] = mapped_column(SmallInteger)
+    keyword: Mapped[str | None] = mapped_column(String(32), nullable=True)  # routing keyword
+    opt_out: Mapped[str | None] = mapped_column(String(8), nullable=True)  # stop | start
+    carrier: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InboundFragment(Base):
+    """One part of a concatenated MO, kept until its message is whole (or expires).
+
+    `assembly` is the key of its message: sender, recipient, reference kind and number, total
+    parts (the sender is in it: two handsets may use the same reference to one short code)."""
+
+    __tablename__ = "inbound_fragments"
+    __table_args__ = (Index("ix_inbound_fragments_received", "received_at"),)
+
+    assembly: Mapped[str] = mapped_column(String(120), primary_key=True)
+    seq: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    total: Mapped[int] = mapped_column(SmallInteger)
+    sender: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(32))
+    data_coding: Mapped[int] = mapped_column(SmallInteger)
+    payload: Mapped[str] = mapped_column(Text)  # the part's user data (UDH removed), hex
+    carrier: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OptOut(Base):
+    """A recipient who asked an account to stop: from one of its numbers (`sender`), or from
+    all of them (`sender` "")."""
+
+    __tablename__ = "opt_outs"
+
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(20), primary_key=True)  # digits only
+    sender: Mapped[str] = mapped_column(String(20), primary_key=True, default="")
+    source: Mapped[str] = mapped_column(String(16))  # keyword | api | cli | import
+    keyword: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -86,6 +86,26 @@ deliver_sm_resp) only after this coroutine returns: it returns once the receipt 
 recorded."""
 
 
+@dataclass(frozen=True, slots=True)
+class InboundPdu:
+    """A mobile-originated deliver_sm from a carrier (not a receipt), as it came: one part of
+    a message when it is concatenated. `tikosms.inbound.service` reassembles and decodes."""
+
+    source_addr: str  # the handset
+    destination_addr: str  # our number or short code
+    esm_class: int
+    data_coding: int
+    short_message: bytes
+    tlvs: dict[int, bytes]
+    carrier: str | None = None
+
+
+InboundHandler = Callable[[InboundPdu], Awaitable[None]]
+"""Called for each MO; as for receipts, the carrier acknowledges it only after this returns
+(the MO is then durably stored); if it raises, the carrier answers an error and the SMSC
+delivers it again."""
+
+
 @runtime_checkable
 class Carrier(Protocol):
     name: str

@@ -34,6 +34,7 @@ from tikosms.db.types import utcnow
 from tikosms.delivery import transitions
 from tikosms.delivery.carrier import (
     Carrier,
+    InboundHandler,
     OutboundPart,
     Receipt,
     ReceiptHandler,
@@ -128,6 +129,9 @@ class Router:
         self._watcher: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
+        # carriers' mobile-originated messages (tikosms.inbound): given to every carrier that
+        # takes them (an `on_inbound` attribute) as it starts
+        self.on_inbound: InboundHandler | None = None
 
     @classmethod
     async def from_database(cls, db: Database, settings: Settings) -> Router:
@@ -156,6 +160,7 @@ class Router:
         parts claimed do not find every carrier still connecting; then watch the tables."""
         self._on_receipt, self._bind_wait = on_receipt, bind_wait
         for name, carrier in self.carriers.items():
+            self._attach_inbound(carrier)
             await carrier.start(_from_carrier(name, on_receipt))
         pending = await _wait_bound(list(self.carriers.values()), bind_wait)
         if pending:
@@ -204,6 +209,7 @@ class Router:
                 built = _build_or_log(row)
                 if built is None:
                     continue
+                self._attach_inbound(built)
                 await built.start(_from_carrier(name, self._on_receipt))
                 carriers[name] = built
                 started.append(built)
@@ -253,6 +259,10 @@ class Router:
             except Exception as exc:  # the database away, most often: one line, no trace
                 log.warning("reloading carriers failed (%s); trying again in %.1f s",
                             exc.__class__.__name__, period)
+
+    def _attach_inbound(self, carrier: Carrier) -> None:
+        if self.on_inbound is not None and hasattr(carrier, "on_inbound"):
+            carrier.on_inbound = self.on_inbound
 
     def route(self, mccmnc: str) -> list[str]:
         hit = self._cache.get(mccmnc)

@@ -30,6 +30,7 @@ from tikosms.errors import (
     PaymentRequired,
     ValidationFailed,
 )
+from tikosms.inbound.optouts import leave_out_opted_out, refuse_if_opted_out
 from tikosms.messaging.resolver import resolve_many
 from tikosms.messaging.schemas import CampaignSend, Sender, SingleSend
 from tikosms.numbering import numbering_plan
@@ -93,6 +94,7 @@ async def prepare_single(
     rate = book.find(dest.mcc, dest.mnc)
     if rate is None:
         raise NoRateForAccount()
+    await refuse_if_opted_out(conn, account.id, dest.number, req.sender)
     now = naive_utc_now()
     campaign_id, message_id = new_ids(2)
     cost = rate.rate * len(split.parts)
@@ -143,6 +145,7 @@ async def prepare_campaign(
         seen.add(dest[0])
         accepted.append((index, *dest))
     del seen, resolved
+    accepted = await leave_out_opted_out(conn, account.id, req.sender, accepted, invalid)
 
     book = await load_rate_book(conn, account.id, {a[2] for a in accepted})
     # each recipient's price, and the whole cost, before a row is built: a send the account

@@ -105,6 +105,11 @@ from tikosms.smpp.simulator import SimulatorConfig, SimulatorCounters, SmscSimul
 @click.option(
     "--duration", default=0.0, show_default=True, help="Stop after this many seconds (0: never)."
 )
+@click.option(
+    "--control-port", default=None, type=int,
+    help="Serve the control endpoint (POST /mo: send an MO; tikosms smsc-mo) on this port "
+    "of --host (0: any free port).",
+)
 def smsc_sim(
     host: str,
     port: int,
@@ -127,6 +132,7 @@ def smsc_sim(
     seed: int | None,
     stats_interval: float,
     duration: float,
+    control_port: int | None,
 ) -> None:
     """Run an SMPP 3.4 SMSC simulator (binds, submit_sm, receipts, fault injection).
 
@@ -158,14 +164,22 @@ def smsc_sim(
     try:
         import uvloop  # as the gateway runs: the simulator should not be the slower side
     except ImportError:  # pragma: no cover - uvloop is not on Windows
-        asyncio.run(_serve(config, stats_interval, duration))
+        asyncio.run(_serve(config, stats_interval, duration, control_port))
     else:
-        uvloop.run(_serve(config, stats_interval, duration))
+        uvloop.run(_serve(config, stats_interval, duration, control_port))
 
 
-async def _serve(config: SimulatorConfig, stats_interval: float, duration: float) -> None:
+async def _serve(config: SimulatorConfig, stats_interval: float, duration: float,
+                 control_port: int | None = None) -> None:
     simulator = SmscSimulator(config)
     await simulator.start()
+    control = None
+    if control_port is not None:
+        from tikosms.smpp.sim_control import bound_port, start_control
+
+        control = await start_control(simulator, config.host, control_port)
+        click.echo(f"SMSC simulator control on http://{config.host}:{bound_port(control)} "
+                   "(POST /mo, GET /counters)")
     click.echo(
         f"SMSC simulator listening on {config.host}:{simulator.port} "
         f"(system_id={config.system_id or 'any'} latency_ms={config.latency_ms:g} "
@@ -188,6 +202,8 @@ async def _serve(config: SimulatorConfig, stats_interval: float, duration: float
             if stats_interval > 0 or stop.is_set():
                 click.echo(format_counters(simulator.counters))
     finally:
+        if control is not None:
+            await control.cleanup()
         await simulator.stop()
 
 
@@ -200,3 +216,43 @@ def format_counters(counters: SimulatorCounters) -> str:
         f"dropped_connections={counters.dropped_connections} "
         f"in_flight={counters.in_flight} max_in_flight={counters.max_in_flight}"
     )
+
+
+@click.command("smsc-mo")
+@click.option("--control", "control_url", required=True, metavar="URL",
+              help="The simulator's control endpoint, e.g. http://127.0.0.1:8025")
+@click.option("--from", "source", required=True, help="The handset's number (source_addr).")
+@click.option("--to", "destination", required=True,
+              help="The number or short code written to (destination_addr).")
+@click.option("--text", required=True, help="The message.")
+@click.option("--data-coding", type=click.Choice(["0", "1", "3", "8"]), default=None,
+              help="0 GSM-7, 1 ASCII, 3 Latin-1, 8 UCS-2 (default: GSM-7 if it fits).")
+@click.option("--concat", type=click.Choice(["udh8", "udh16", "sar"]), default="udh8",
+              show_default=True, help="How a long MO is cut.")
+@click.option("--order", type=click.Choice(["in-order", "reverse", "shuffle"]),
+              default="in-order", show_default=True, help="The order its parts are sent in.")
+@click.option("--part-octets", type=int, default=None,
+              help="Cut parts of this many octets (default: 153 GSM-7, 134 UCS-2).")
+@click.option("--system-id", default=None, help="Only to binds of this system_id.")
+def smsc_mo(control_url: str, source: str, destination: str, text: str,
+            data_coding: str | None, concat: str, order: str, part_octets: int | None,
+            system_id: str | None) -> None:
+    """Make a running `tikosms smsc-sim --control-port N` send an MO to the gateway."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = {"from": source, "to": destination, "text": text, "concat": concat, "order": order,
+            "data_coding": None if data_coding is None else int(data_coding),
+            "part_octets": part_octets, "system_id": system_id}
+    request = urllib.request.Request(
+        control_url.rstrip("/") + "/mo", json.dumps(body).encode(),
+        {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(exc.read().decode(errors="replace")) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach {control_url}: {exc}") from None
+    click.echo(f"MO sent in {answer['parts']} part(s), every one acknowledged by the gateway")

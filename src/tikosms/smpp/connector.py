@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tikosms.delivery.carrier import (
+    InboundHandler,
+    InboundPdu,
     OutboundPart,
     ReceiptHandler,
     SubmitOutcome,
@@ -114,6 +116,8 @@ class SmppCarrier:
         self._stopping = False
         self._next = 0
         self._submitters = 0  # binds in state "bound" that can submit (kept by _Bind._set)
+        # mobile-originated deliver_sm go here (set by the router); None: acknowledged, dropped
+        self.on_inbound: InboundHandler | None = None
 
     # -- Carrier protocol -------------------------------------------------------------------
 
@@ -281,8 +285,7 @@ class SmppCarrier:
     async def _handle_deliver(self, pdu: DeliverSm) -> int:
         """deliver_sm: a receipt goes to on_receipt, and is acknowledged once it returns."""
         if pdu.esm_class & 0x3C not in _RECEIPT_TYPES:
-            log.info("smpp mobile-originated message ignored carrier=%s", self.name)
-            return Status.ESME_ROK
+            return await self._handle_inbound(pdu)
         try:
             receipt = parse_receipt(pdu.short_message, pdu.tlvs, pdu.data_coding)
         except Exception as exc:  # never the session's end: nothing else could read it either
@@ -324,6 +327,24 @@ class SmppCarrier:
                 self.name,
                 receipt.carrier_message_id,
             )
+            return Status.ESME_RSYSERR
+        return Status.ESME_ROK
+
+
+    async def _handle_inbound(self, pdu: DeliverSm) -> int:
+        """A mobile-originated message: acknowledged once `on_inbound` has stored it; an error
+        status (the SMSC delivers it again) if that fails."""
+        if self.on_inbound is None:
+            log.info("smpp mobile-originated message ignored (no inbound handler) carrier=%s",
+                     self.name)
+            return Status.ESME_ROK
+        try:
+            await self.on_inbound(InboundPdu(
+                pdu.source_addr, pdu.destination_addr, pdu.esm_class, pdu.data_coding,
+                pdu.short_message, pdu.tlvs, self.name))
+        except Exception as exc:  # not swallowed: the SMSC gets an error and resends it
+            log.error("smpp mobile-originated message not stored carrier=%s error=%s",
+                      self.name, type(exc).__name__)
             return Status.ESME_RSYSERR
         return Status.ESME_ROK
 

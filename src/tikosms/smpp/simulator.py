@@ -26,13 +26,14 @@ import contextlib
 import itertools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import smpp34
 
 from tikosms.smpp.dlr import STATE_CODES
+from tikosms.smpp.mo import MoPart, build_mo_parts
 from tikosms.smpp.pdu import (
     BIND_COMMANDS,
     ESM_SMSC_RECEIPT,
@@ -100,6 +101,8 @@ class SimulatorCounters:
     enquire_links: int = 0  # enquire_link received
     in_flight: int = 0  # submit_sm received, response not yet sent
     max_in_flight: int = 0
+    mo_sent: int = 0  # mobile-originated deliver_sm sent (parts, resends included)
+    mo_acked: int = 0  # ...and acknowledged with ESME_ROK
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,51 @@ class SmscSimulator:
             connection.abort()
         self.counters.dropped_connections += len(self._connections)
         self._notify()
+
+    async def send_mo(self, source: str, destination: str, text: str, *,
+                      data_coding: int | None = None, concat: str = "udh8",
+                      order: str = "in-order", part_octets: int | None = None,
+                      system_id: str | None = None, ref: int | None = None,
+                      only: Sequence[int] | None = None) -> int:
+        """Send a mobile-originated message (a handset `source` writing to `destination`) to a
+        receiver bind of `system_id` (any bound receiver when None), cut in parts when long,
+        sent in `order` (in-order, reverse, shuffle). Each part is sent again after
+        `receipt_retry_ms` until acknowledged with ROK. `only` sends just those part numbers
+        (with a fixed `ref`, a later call sends the others: a gap, or a gateway restart
+        between parts). Returns the number of parts sent."""
+        parts = build_mo_parts(
+            text, data_coding, concat=concat, order=order, part_octets=part_octets,
+            ref=self._rng.randrange(0x10000) if ref is None else ref,
+            seed=self._rng.randrange(1 << 30))
+        if only is not None:
+            parts = [p for p in parts if p.seq in only]
+        for part in parts:  # one after the other: the order chosen is the order on the wire
+            def encode(sequence: int, part: MoPart = part) -> bytes:
+                return smpp34.DeliverSm(
+                    source, destination, part.short_message, esm_class=part.esm_class,
+                    data_coding=part.data_coding, source_addr_ton=1, source_addr_npi=1,
+                    tlvs=[smpp34.Tlv(tag, value) for tag, value in part.tlvs],
+                    sequence_number=sequence).encode()
+
+            while True:
+                connection = await self._mo_receiver(system_id)
+                status = await connection.send_deliver(encode)
+                self.counters.mo_sent += 1
+                if status == Status.ESME_ROK:
+                    self.counters.mo_acked += 1
+                    self._notify()
+                    break
+                self._notify()
+                await asyncio.sleep(self.config.receipt_retry_ms / 1000)
+        return len(parts)
+
+    async def _mo_receiver(self, system_id: str | None) -> _Connection:
+        while True:
+            candidates = [c for c in self._connections if c.can_receive
+                          and (system_id is None or c.system_id == system_id)]
+            if candidates:
+                return min(candidates, key=lambda c: len(c.pending))
+            await self._changed.wait()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -576,6 +624,19 @@ class _Connection:
         future = self.pending.pop(sequence, None)
         if future is not None and not future.done():
             future.set_result(-1)
+
+    async def send_deliver(self, encode: Callable[[int], bytes]) -> int:
+        """Send a deliver_sm (an MO) encoded for its sequence number; its deliver_sm_resp
+        status (-1: connection lost or no answer)."""
+        sequence = next(self._sequence)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending[sequence] = future
+        self.send_raw(encode(sequence))
+        try:
+            return await asyncio.wait_for(future, self.sim.config.response_timeout)
+        except TimeoutError:
+            self.pending.pop(sequence, None)
+            return -1
 
     async def send_receipt(self, receipt: _PendingReceipt) -> int:
         """Send one receipt; its deliver_sm_resp status (-1: connection lost or no answer)."""
