@@ -7,8 +7,8 @@ whole text. `opt_outs` are the recipients who sent a stop keyword (or were added
 account); a send to one of them is refused. accounts gain `inbound_url` (the account's MO
 callback) and `stop_keywords` (its own, beside the standard ones).
 
-Revision ID: 0009_inbound
-Revises: 0006 (the lead re-chains after merging 0007/0008)
+Revision ID: 0009
+Revises: 0007
 Create Date: 2026-12-02 19:55:00
 """
 from __future__ import annotations
@@ -18,9 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_inbound"
-# 0006_campaign_lifecycle.py's revision id is "0006"
-down_revision: str | None = "0006"
+revision: str = "0009"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
