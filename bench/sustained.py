@@ -29,11 +29,13 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -108,15 +110,24 @@ def open_loop(url: str, rate: float, seconds: float, *, method: str = "POST",
     for h in headers:
         args += ["--header", h]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    children = [subprocess.Popen([*args, "--phase", str(i)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, cwd=procs.ROOT)
-                for i in range(processes)]
-    results = []
-    for child in children:
-        out, err = child.communicate(timeout=seconds + 90)
-        if child.returncode != 0:
-            raise RuntimeError(f"openloop failed: {err.decode()[-2000:]}")
-        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory(prefix="openloop-") as tmp:
+        outputs = [Path(tmp) / f"{i}.json" for i in range(processes)]
+        children = [subprocess.Popen([*args, "--phase", str(i), "--output", str(outputs[i])],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     cwd=procs.ROOT)
+                    for i in range(processes)]
+        results = []
+        try:
+            for child, output in zip(children, outputs, strict=True):
+                _, err = child.communicate(timeout=seconds + 90)
+                if child.returncode != 0 or not output.exists():
+                    raise RuntimeError(f"openloop failed: {err.decode()[-2000:]}")
+                results.append(json.loads(output.read_text()))
+        finally:  # interrupted or failed: no generator left behind
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait(5)
     summary = openloop.merge(results)
     summary["gen_cpu_s"] = _children_cpu_since(before)
     return summary
@@ -167,15 +178,14 @@ def generator_processes(rate: float) -> int:
 
 def generator_ceiling(ladder: Ladder, workdir_log: Callable[[str], Any]) -> list[Step]:
     """The generators alone against bench/bare_app.py (one uvicorn process answering a constant
-    JSON): the top rate of the ladder, twice it, and wrk closed loop."""
+    JSON): a middle rate and the top rate of the ladder, and wrk closed loop."""
     port = procs.free_port()
     url = f"http://{procs.HOST}:{port}/v1/message"
     steps = []
     with Process([procs.PYTHON, str(procs.BENCH / "bare_app.py"), str(port), "1"],
                  workdir_log("bare"), port=port) as bare:
         open_loop(url, 200, 1.0)  # warm-up
-        top = ladder.rates[-1]
-        for rate in (top, 2 * top):
+        for rate in sorted({ladder.rates[len(ladder.rates) // 2], ladder.rates[-1]}):
             cpu0 = procs.cpu_seconds(bare.pid)
             r = open_loop(url, rate, ladder.seconds, processes=generator_processes(rate))
             steps.append(_ceiling_step(r, f"open {rate:,}/s", rate,
