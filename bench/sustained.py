@@ -292,8 +292,7 @@ def _one_step(gw: Gateway, seconds: float, rate: float | None) -> Step:
         db1 = _pg_stats(gw.db)
         d = {k: db1[k] - db0[k] for k in db0}
         step.db_per_msg = (f"{d['xact_commit'] / n:.2f} commits, {d['tup_inserted'] / n:.1f} "
-                           f"ins, {d['tup_updated'] / n:.1f} upd, "
-                           f"{d['tup_returned'] / n:.0f} rows read")
+                           f"ins, {d['tup_updated'] / n:.1f} upd")
     return step
 
 
