@@ -227,7 +227,7 @@ class Gateway:
     peer_counts: Callable[[], dict[str, int]] | None = None
     extra_pids: Callable[[], dict[str, list[int]]] | None = None
     accepted_total: int = 0  # 2xx answers so far, warm-up included (a peer's queue)
-    _start: dict[str, int] = field(default_factory=dict)
+    peer_marks: dict[str, int] = field(default_factory=dict)  # simulator counters at step edges
 
 
 def run_ladder(gw: Gateway, ladder: Ladder, log: Callable[[str], None] = print) -> list[Step]:
@@ -266,8 +266,8 @@ def _one_step(gw: Gateway, seconds: float, rate: float | None) -> Step:
     cb1 = _receiver_count(gw)
     gw.accepted_total += r["ok"]
     if gw.peer_counts is not None:
-        gw._start["end"] = gw.peer_counts()["submitted"]
-        gw._start["receipts_end"] = gw.peer_counts()["receipts"]
+        gw.peer_marks["end"] = gw.peer_counts()["submitted"]
+        gw.peer_marks["receipts_end"] = gw.peer_counts()["receipts"]
     queue_end = _not_submitted(gw, mark) if gw.delivers else None
     load_avg = procs.machine()["load"]
     drained = None
@@ -321,7 +321,7 @@ def _mark(gw: Gateway) -> int:
     if gw.db is None:
         if gw.peer_counts is not None:
             counts = gw.peer_counts()
-            gw._start.update(submitted=counts["submitted"], receipts=counts["receipts"])
+            gw.peer_marks.update(submitted=counts["submitted"], receipts=counts["receipts"])
         return 0
     return procs.count(gw.db, "SELECT coalesce(max(id), 0) FROM parts")
 
@@ -356,8 +356,8 @@ def _drain(gw: Gateway, timeout: float) -> bool:
 def _fill_delivery(gw: Gateway, mark: int, window: tuple[float, float], step: Step) -> None:
     """Submitted and receipts per second in the window, accept-to-submit percentiles."""
     if gw.db is None:  # a peer: the simulator's counters from the start to the end of the load
-        step.submitted = (gw._start["end"] - gw._start["submitted"]) / step.seconds
-        step.receipts = (gw._start["receipts_end"] - gw._start["receipts"]) / step.seconds
+        step.submitted = (gw.peer_marks["end"] - gw.peer_marks["submitted"]) / step.seconds
+        step.receipts = (gw.peer_marks["receipts_end"] - gw.peer_marks["receipts"]) / step.seconds
         return
     rows = _fetch(gw.db, "SELECT created_at, sent_at, updated_at, status FROM parts "
                          f"WHERE id > {mark}")
