@@ -19,6 +19,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -35,6 +36,7 @@ class Sizes:
     raw_echo: int  # parts the raw smpp34 client submits (the ceiling)
     e2e_latency: int  # parts through SMPP, SMSC answering after 20 ms
     callbacks: int  # recipients whose ENROUTE and DELIVRD reports are posted
+    sustained_seconds: float = 0.0  # seconds per load step of `sustained` (0: 10 s, quick 2 s)
 
 
 FULL = Sizes(10.0, 100_000, 100_000, 100_000, 100_000, 20_000)
@@ -66,6 +68,7 @@ class Context:
     sizes: Sizes
     workdir: Path
     notes: list[str] = field(default_factory=list)
+    steps: list[Any] = field(default_factory=list)  # sustained.Step of `sustained` and peers
 
     def log(self, name: str) -> Path:
         return self.workdir / f"{self.db_kind}-{name}.log"
@@ -495,6 +498,18 @@ async def _post_plain(url: str) -> dict:
         return await r.json()
 
 
+def bench_sustained(ctx: Context) -> list[Figure]:
+    from bench.sustained import bench_sustained as run
+
+    return run(ctx)
+
+
+def bench_jasmin(ctx: Context) -> list[Figure]:
+    from bench.peers.jasmin.bench import bench_jasmin as run
+
+    return run(ctx)
+
+
 BENCHMARKS: dict[str, Callable[[Context], list[Figure]]] = {
     "single": bench_single,
     "campaign": lambda ctx: bench_campaign(ctx, write=True, read=False),
@@ -502,4 +517,6 @@ BENCHMARKS: dict[str, Callable[[Context], list[Figure]]] = {
     "e2e": bench_e2e,
     "e2e_20ms": bench_e2e_latency,
     "callbacks": bench_callbacks,
+    "sustained": bench_sustained,  # issue 11: accept and deliver at once (bench/sustained.py)
+    "jasmin": bench_jasmin,  # the peer under the same load (bench/peers/jasmin/); once a run
 }

@@ -1,6 +1,8 @@
 """A callback receiver in its own process: answers 200 to every POST and counts them.
 
-    python bench/receiver.py PORT
+    python bench/receiver.py PORT [ANSWER]
+
+ANSWER is the body of every 200 (default "ok"; Jasmin's DLR thrower wants "ACK/Jasmin").
 
 GET /stats answers {"count", "first", "last"} (monotonic seconds of the first and last POST of
 this process); POST /reset starts counting again.
@@ -14,6 +16,7 @@ import time
 from aiohttp import web
 
 state = {"count": 0, "first": 0.0, "last": 0.0}
+ANSWER = sys.argv[2] if len(sys.argv) > 2 else "ok"
 
 
 async def on_post(request: web.Request) -> web.Response:
@@ -26,7 +29,7 @@ async def on_post(request: web.Request) -> web.Response:
         state["first"] = now
     state["count"] += 1
     state["last"] = now
-    return web.Response(text="ok")
+    return web.Response(text=ANSWER)
 
 
 async def on_stats(request: web.Request) -> web.Response:

@@ -4,9 +4,11 @@ ceiling, and append the results to docs/benchmarks.md.
     .venv/bin/python bench/run.py [--quick] [--db sqlite|postgresql|both] [--only NAME ...]
                                   [--no-record | --record FILE]
 
-NAME is one of: single, campaign, get_message, e2e, e2e_20ms, callbacks (repeat --only or
-separate with commas). `--quick` uses a few hundred to a few thousand messages (about a minute
-for everything); the full run sends 100,000-part campaigns and takes several minutes.
+NAME is one of: single, campaign, get_message, e2e, e2e_20ms, callbacks, sustained, jasmin
+(repeat --only or separate with commas). `sustained` (about 10 minutes a database, 2 in quick
+mode) and `jasmin` (the peer of bench/peers/jasmin/, once a run) run only when named.
+`--quick` uses a few hundred to a few thousand messages (about a minute for everything); the
+full run sends 100,000-part campaigns and takes several minutes.
 PostgreSQL is reached at BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test),
 where scratch databases `tikosms_bench_*` are created and dropped.
 """
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     names = selected(args.only)
+    steps: list[Any] = []
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     sizes = resize(QUICK if args.quick else FULL, args.size)
     workdir = procs.new_workdir()
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_before = procs.machine()["load"]
     try:
-        notes += run_all(kinds, names, sizes, workdir, figures)
+        notes += run_all(kinds, names, sizes, workdir, figures, steps)
     except KeyboardInterrupt:
         print(f"interrupted; process logs kept in {workdir}", file=sys.stderr)
         return 130
@@ -60,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{'quick' if args.quick else 'full'} run, {elapsed:.0f} s, "
               f"load average {info['load']}")
     table = markdown(figures)
+    if steps:
+        from bench.sustained import side_by_side, steps_table
+
+        table += "\n\nSustained, every step:\n\n" + steps_table(steps)
+        if any(s.setup.startswith("Jasmin") for s in steps):
+            table += "\n\nSide by side, the same offered load:\n\n" + side_by_side(steps)
     print(f"\n{header}\n\n{table}")
     for note in notes:
         print(f"- {note}")
@@ -74,14 +83,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_all(kinds: list[str], names: list[str], sizes: Sizes, workdir: Path,
-            figures: list[Figure]) -> list[str]:
-    """Each benchmark on each database, in order; figures appended; the notes returned."""
+            figures: list[Figure], steps: list[Any] | None = None) -> list[str]:
+    """Each benchmark on each database, in order; figures (and sustained steps) appended;
+    the notes returned."""
     notes: list[str] = []
     for kind in kinds:
         ctx = Context(kind, sizes, workdir)
         for name in names:
             if name == "get_message" and "campaign" in names:
                 continue  # read back by the campaign run, on the same server
+            if name == "jasmin" and kind != kinds[-1]:
+                continue  # the peer has no database of ours: once, after the last kind
             print(f"[{kind}] {name} ...", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             try:
@@ -95,6 +107,8 @@ def run_all(kinds: list[str], names: list[str], sizes: Sizes, workdir: Path,
             print(f"[{kind}] {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr,
                   flush=True)
         notes += [n for n in ctx.notes if n not in notes]
+        if steps is not None:
+            steps += ctx.steps
     return notes
 
 
@@ -121,7 +135,9 @@ def selected(only: list[str]) -> list[str]:
     unknown = [n for n in wanted if n not in BENCHMARKS]
     if unknown:
         raise SystemExit(f"unknown benchmark {unknown}; choose from {', '.join(BENCHMARKS)}")
-    return [n for n in BENCHMARKS if n in wanted] if wanted else list(BENCHMARKS)
+    if not wanted:  # issue 5's benchmarks; the long sustained runs and the peer when named
+        return [n for n in BENCHMARKS if n not in ("sustained", "jasmin")]
+    return [n for n in BENCHMARKS if n in wanted]
 
 
 def resize(sizes: Sizes, overrides: list[str]) -> Sizes:
@@ -131,7 +147,7 @@ def resize(sizes: Sizes, overrides: list[str]) -> Sizes:
         if name not in Sizes.__dataclass_fields__:
             known = ", ".join(Sizes.__dataclass_fields__)
             raise SystemExit(f"unknown size {name!r}; one of {known}")
-        changes[name] = float(value) if name == "single_seconds" else int(value)
+        changes[name] = float(value) if name.endswith("_seconds") else int(value)
     return replace(sizes, **changes)
 
 

@@ -55,3 +55,41 @@ def test_callbacks_are_counted_by_the_receiver(tmp_path: Path) -> None:
 def test_only_rejects_an_unknown_benchmark() -> None:
     with pytest.raises(SystemExit):
         run.selected(["nope"])
+
+
+def test_sustained_reports_every_figure_of_a_step_beside_the_generator_ceiling(
+    tmp_path: Path,
+) -> None:
+    """A tiny sustained run on SQLite: the generators against bare_app.py, then `serve`
+    delivering to the simulator at one open-loop rate and closed loop."""
+    from bench import sustained
+
+    ladder = sustained.Ladder((50,), 1.0)
+    ceiling = sustained.generator_ceiling(ladder, lambda n: tmp_path / f"{n}.log")
+    assert [s.load for s in ceiling] == ["open 50/s", "closed 64"]
+    assert all(s.accepted > 0 and s.p99_ms > 0 for s in ceiling)
+    with sustained.tikosms_gateway("sqlite", tmp_path, lambda n: tmp_path / f"{n}.log") as gw:
+        steps = sustained.run_ladder(gw, ladder, log=lambda line: None)
+    assert [s.load for s in steps] == ["open 50/s", "closed 64"]
+    for step in steps:
+        assert step.accepted > 0 and step.p50_ms > 0 and step.p99_ms >= step.p50_ms
+        assert step.submitted is not None and step.receipts is not None
+        assert step.queue_end is not None and step.drained_s is not None
+        assert step.submit_p99_ms is not None and step.submit_p99_ms != float("inf")
+        assert {"serve", "simulator", "generator"} <= set(step.cpu_ms)
+        assert step.cpu_ms["serve"] > 0
+    table = sustained.steps_table(ceiling + steps)
+    assert table.count("\n") == len(ceiling + steps) + 1
+    assert "serve, SQLite" in table and "generator alone" in table
+
+
+def test_open_loop_generator_merges_processes_into_one_schedule() -> None:
+    from bench import openloop
+
+    a = {"offered_rate": 100, "scheduled": 50, "started": 10.0, "ended": 11.0, "duration": 1.0,
+         "connections": 2, "statuses": {"200": 50}, "errors": {},
+         "latency_ms": {"1.0": 50}}
+    b = {**a, "statuses": {"200": 49, "503": 1}, "latency_ms": {"2.0": 49, "30.0": 1}}
+    merged = openloop.merge([a, b])
+    assert merged["scheduled"] == 100 and merged["ok"] == 99
+    assert merged["p50_ms"] == 1.0 and merged["p99_ms"] == 2.0 and merged["max_ms"] == 30.0
