@@ -150,8 +150,8 @@ def test_a_rise_of_the_share_of_refusals_is_measured() -> None:
     held is its rate."""
     clock = Clock()
     bucket = TokenBucket(None, clock=clock)
-    for _ in range(300):  # accepted while the rate grew
-        clock.now += 0.004
+    for _ in range(300):  # accepted while the rate grew, under the SMSC's rate (80/s)
+        clock.now += 0.0125
         bucket.on_result(False)
     # 400 answers a second, 100 accepted a second: every fourth accepted
     for i in range(200):

@@ -48,7 +48,8 @@ from collections import deque
 from collections.abc import Callable
 
 PERIOD = 1.0  # seconds between two decisions of the controller
-PROBE = 0.02  # fraction of the rate added per clean period
+PROBE = 0.02  # fraction of the rate added per clean period (the first three in a row)
+MAX_PROBE = 0.25  # ... then doubling each period up to this
 TOLERANCE = 0.01  # share of refusals above the baseline still taken as "clean"
 MARGIN = 0.97  # a back-off goes a little below the measured accepted rate (jitter at the edge)
 MIN_SAMPLES = 20  # answers needed in a period to judge it
@@ -91,6 +92,7 @@ class TokenBucket:
         self._tokens = self._capacity()
         self._updated = now
         self._held_at = -math.inf  # last time a sender found no token
+        self._sent: deque[float] = deque()  # times of the tokens taken over the last PERIOD
         self._lock = asyncio.Lock()
         # answers of the last PERIOD: (time, throttled)
         self._answers: deque[tuple[float, bool]] = deque()
@@ -109,6 +111,7 @@ class TokenBucket:
         self._period_throttled = 0
         self._period_held = False  # the bucket held senders back during the period
         self._settling = False  # the current period follows a back-off: not judged
+        self._clean = 0  # probes in a row (clean periods since the last back-off)
         self._in_a_row = 0  # refusals in a row
         self._baseline = 0.0  # share of refusals that does not depend on the rate
         self._backed_off: tuple[float, float] | None = None  # (rate before, share)
@@ -150,12 +153,22 @@ class TokenBucket:
         self._decide(now)
         self._tokens = min(self._capacity(), self._tokens + (now - self._updated) * self._rate)
         self._updated = now
-        if self._tokens >= 1.0:
+        sent = self._sent
+        while sent and now - sent[0] >= PERIOD:
+            sent.popleft()
+        if self._phase == "done" and len(sent) >= self._rate * PERIOD:
+            # Never more than a second's worth in any second: an SMSC counting over a
+            # sliding second still holds what was sent faster before (slow start).
+            delay = sent[0] + PERIOD - now
+        elif self._tokens >= 1.0:
             self._tokens -= 1.0
+            sent.append(now)
             return 0.0
+        else:
+            delay = (1.0 - self._tokens) / self._rate
         self._held_at = now
         self._period_held = True
-        return (1.0 - self._tokens) / self._rate
+        return delay
 
     def on_result(self, throttled: bool) -> None:
         """One submit answered: throttled (ESME_RTHROTTLED / ESME_RMSGQFUL) or not."""
@@ -235,7 +248,10 @@ class TokenBucket:
             self._phase_accepted += not self._answers[-1][1]
             return
         self._learn_baseline()
-        self._end_slow_start(self._phase_accepted / elapsed, now)
+        # what was accepted over the last second is a floor (a pause of the event loop
+        # during the measure would make it look slower)
+        estimate = max(self._phase_accepted / elapsed, self._accepted_rate(now))
+        self._end_slow_start(estimate, now)
         self._regrow = True  # a rise of the share may have been chance: see _decide
 
     def _search_over(self, now: float) -> None:
@@ -316,7 +332,11 @@ class TokenBucket:
         if share <= self._baseline + max(TOLERANCE, noise):
             self._backed_off = None
             if self._period_held:
-                grown = self._rate * (1 + PROBE)
+                # 2 % a period; doubling from the fourth clean period in a row (a rate far
+                # under the limit, after an estimate spoiled by a pause, is not kept long)
+                step = min(MAX_PROBE, PROBE * 2 ** max(0, self._clean - 2))
+                self._clean += 1
+                grown = self._rate * (1 + step)
                 self._set(grown if self.limit is None else min(self.limit, grown), now, "probe")
         elif backed_off is not None and throttled < NOT_HELPED_REFUSALS and not long_enough:
             return  # too few refusals to tell whether the back-off helped: the period goes on
@@ -342,6 +362,7 @@ class TokenBucket:
             # the rate before the first of back-offs in a row
             before = backed_off[0] if backed_off is not None else self._rate
             self._backed_off = (before, share)
+            self._clean = 0
             self._set(max(self.min_rate, accepted * MARGIN), now, "back off")
             self._new_period(now, settle=True)
             return
