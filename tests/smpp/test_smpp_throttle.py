@@ -310,3 +310,34 @@ def test_converges_on_any_shape_of_rate_limit(
     assert achieved >= 0.93 * limit * (1 - ratio)
     assert run.refused / run.submits < max_refused
     assert bucket.baseline == pytest.approx(ratio, abs=0.03)
+
+
+def test_slow_start_reaches_a_fast_unlimited_smsc_quickly() -> None:
+    """No limit at the SMSC: the cost of slow start is the ramp (about 1.7 s to 5,000/s)."""
+    clock = Clock()
+    bucket = TokenBucket(None, clock=clock)
+    run = run_against(bucket, clock, limit=None, ratio=0.0, seconds=2.0, offered=5000)
+    assert bucket.slow_start
+    assert bucket.rate >= 5000
+    assert run.submits >= 1500  # of 10,000 at full speed from the first part
+
+
+def test_never_more_than_the_rate_in_any_second_once_the_limit_is_found() -> None:
+    """A sliding-second SMSC after slow start: the fast sends of the ramp are still in its
+    second, so the bucket waits for them to leave ours."""
+    clock = Clock()
+    bucket = TokenBucket(None, clock=clock)
+    sent: deque[float] = deque()
+    over = 0  # tokens granted with a second's worth already sent in the last second
+    smsc = ModelSmsc("sliding", 200, 0.0)
+    while clock.now < 1010.0:
+        clock.now += 0.0005
+        while sent and clock.now - sent[0] >= 1.0:
+            sent.popleft()
+        limited = not bucket.slow_start
+        while bucket.try_acquire() == 0.0:
+            over += limited and len(sent) >= bucket.rate
+            sent.append(clock.now)
+            bucket.on_result(smsc.throttled(clock.now))
+    assert not bucket.slow_start
+    assert over == 0
