@@ -42,6 +42,7 @@ passes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import deque
@@ -173,7 +174,10 @@ class TokenBucket:
     def on_result(self, throttled: bool) -> None:
         """One submit answered: throttled (ESME_RTHROTTLED / ESME_RMSGQFUL) or not."""
         now = self._clock()
-        self._answers.append((now, throttled))
+        answers = self._answers
+        answers.append((now, throttled))
+        if now - answers[0][0] > PERIOD + KEPT:
+            answers.popleft()  # one in, at most one out: the deque stays about a second long
         self._period_sent += 1
         self._in_a_row = self._in_a_row + 1 if throttled else 0
         if throttled:
@@ -206,7 +210,7 @@ class TokenBucket:
         self._trim(now)
         if self._in_a_row >= 3:
             return  # the start of a run, maybe (see _run_found): not a rise of the share
-        recent = list(self._answers)[-SS_RECENT:]
+        recent = list(itertools.islice(reversed(self._answers), SS_RECENT))[::-1]
         recent_refused = sum(1 for _, t in recent if t)
         if recent_refused < SS_MIN_REFUSALS:
             return
