@@ -113,6 +113,7 @@ class TokenBucket:
         self._period_held = False  # the bucket held senders back during the period
         self._settling = False  # the current period follows a back-off: not judged
         self._clean = 0  # probes in a row (clean periods since the last back-off)
+        self._ceiling = math.inf  # the rate last refused: faster probing stops there
         self._in_a_row = 0  # refusals in a row
         self._baseline = 0.0  # share of refusals that does not depend on the rate
         self._backed_off: tuple[float, float] | None = None  # (rate before, share)
@@ -228,11 +229,12 @@ class TokenBucket:
             if share - before_share < SS_RISE or share - before_share < SS_Z * error:
                 return
         # Refusals among acceptances (a token bucket): what it accepts while it refuses is
-        # its rate. Measured over MEASURE seconds, sending a quarter above the rate it
-        # seems to accept (still above it, fewer refused than at the rate reached).
+        # its rate. Measured over MEASURE seconds, sending a tenth above the rate it seems
+        # to accept (still above it: the recent answers are not all from while it refused;
+        # fewer refused than at the rate reached).
         self._ss_before = (before_sent, before_refused)
         self._phase_start(now, "measure")
-        held = self._rate * (1 - share + before_share) * 1.25
+        held = self._rate * (1 - share + before_share) * 1.1
         self._set(max(self.min_rate, min(self._rate, held)), now, "limit reached")
 
     def _run_found(self, now: float) -> None:
@@ -300,6 +302,7 @@ class TokenBucket:
         self._regrow = False
         self._phase = "done"
         rate = estimate / max(0.05, 1.0 - self._baseline)
+        self._ceiling = rate
         self._set(max(self.min_rate, rate * margin), now, "limit found")
         self._new_period(now, settle=True)
 
@@ -342,7 +345,10 @@ class TokenBucket:
                 # under the limit, after an estimate spoiled by a pause, is not kept long)
                 step = min(MAX_PROBE, PROBE * 2 ** max(0, self._clean - 2))
                 self._clean += 1
-                grown = self._rate * (1 + step)
+                grown = self._rate * (1 + PROBE)
+                if self._rate < self._ceiling:
+                    # faster only up to the rate last refused
+                    grown = max(grown, min(self._rate * (1 + step), self._ceiling))
                 self._set(grown if self.limit is None else min(self.limit, grown), now, "probe")
         elif backed_off is not None and throttled < NOT_HELPED_REFUSALS and not long_enough:
             return  # too few refusals to tell whether the back-off helped: the period goes on
@@ -369,6 +375,7 @@ class TokenBucket:
             before = backed_off[0] if backed_off is not None else self._rate
             self._backed_off = (before, share)
             self._clean = 0
+            self._ceiling = self._rate
             self._set(max(self.min_rate, accepted * MARGIN), now, "back off")
             self._new_period(now, settle=True)
             return
