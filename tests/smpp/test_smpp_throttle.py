@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from tikosms.smpp.throttle import (
+    BACK_OFF,
     IN_A_ROW,
     MARGIN,
     SEARCH_RATE,
@@ -341,3 +342,15 @@ def test_never_more_than_the_rate_in_any_second_once_the_limit_is_found() -> Non
             bucket.on_result(smsc.throttled(clock.now))
     assert not bucket.slow_start
     assert over == 0
+
+
+def test_a_back_off_takes_at_most_a_tenth_off_the_rate() -> None:
+    """A pause of the event loop bunches submits: a second of many refusals and few answers
+    says little about the SMSC's rate. Taken down a tenth, not to the 20/s it seemed to take."""
+    clock = Clock()
+    bucket = TokenBucket(300.0, clock=clock)
+    for i in range(40):
+        clock.now += 0.025
+        bucket.on_result(i % 2 == 0)
+    clock.now += 0.01
+    assert bucket.rate == pytest.approx(300.0 * BACK_OFF)

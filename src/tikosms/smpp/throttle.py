@@ -53,6 +53,7 @@ PROBE = 0.02  # fraction of the rate added per clean period (the first three in 
 MAX_PROBE = 0.25  # ... then doubling each period up to this
 TOLERANCE = 0.01  # share of refusals above the baseline still taken as "clean"
 MARGIN = 0.97  # a back-off goes a little below the measured accepted rate (jitter at the edge)
+BACK_OFF = 0.9  # ... but not below this fraction of the rate at once
 MIN_SAMPLES = 20  # answers needed in a period to judge it
 NOT_HELPED = 0.7  # a back-off "helped" when the share fell below this fraction of the last one
 NOT_HELPED_REFUSALS = 10  # refusals needed for that verdict (not noise)
@@ -341,9 +342,11 @@ class TokenBucket:
         if share <= self._baseline + max(TOLERANCE, noise):
             self._backed_off = None
             if self._period_held:
-                # 2 % a period; doubling from the fourth clean period in a row (a rate far
-                # under the limit, after an estimate spoiled by a pause, is not kept long)
-                step = min(MAX_PROBE, PROBE * 2 ** max(0, self._clean - 2))
+                # 2 % a period; doubling from the fourth clean period in a row, or from the
+                # second well under the rate last refused (a rate far under the limit, after
+                # an estimate spoiled by a pause of the event loop, is not kept long)
+                far = self._rate < self._ceiling * 0.95
+                step = min(MAX_PROBE, PROBE * 2 ** max(0, self._clean - (0 if far else 2)))
                 self._clean += 1
                 grown = self._rate * (1 + PROBE)
                 if self._rate < self._ceiling:
@@ -376,7 +379,10 @@ class TokenBucket:
             self._backed_off = (before, share)
             self._clean = 0
             self._ceiling = self._rate
-            self._set(max(self.min_rate, accepted * MARGIN), now, "back off")
+            # at most BACK_OFF at a time: a pause of the event loop (here or at the SMSC)
+            # bunches submits and refusals, and makes the accepted rate look low
+            rate = max(accepted * MARGIN, self._rate * BACK_OFF)
+            self._set(max(self.min_rate, rate), now, "back off")
             self._new_period(now, settle=True)
             return
         self._new_period(now)
