@@ -6,28 +6,32 @@ ESME_RMSGQFUL) or not.
 
 **Slow start** (no `limit` configured). The bucket starts at `SS_INITIAL` parts a second and,
 while it is what holds the senders back, grows by `SS_GAIN` per answer: the rate doubles about
-every half second, as TCP's slow start doubles its window every round trip. Sending at full
+every quarter second, as TCP's slow start doubles its window every round trip. Sending at full
 speed from the first part would put a whole window in flight before the first refusal comes
 back, and an SMSC limiting to 200/s refuses all of it (that was 200 refusals in the first
-quarter second, 7.5 % of a 2,800-submit run). Slow start ends at the first sign of a rate limit:
+quarter second, 7.5 % of a 2,800-submit run). Slow start ends at the first sign of a limit:
 
-- `IN_A_ROW` refusals in a row (an SMSC counting per second, or over a sliding second, refuses
-  everything once its count is reached); the limit is then what it accepted over the last
-  second, and the next token waits until the oldest of those is a second old;
+- `IN_A_ROW` refusals in a row (an SMSC counting per second, in fixed seconds or over a sliding
+  one, refuses everything once its count is reached): the bucket sends slowly (`SEARCH_RATE`)
+  until the SMSC accepts again, and its limit is what it accepted over the second before;
 - or a share of refusals among the last `SS_RECENT` answers clearly above the share seen before
-  them (a token-bucket SMSC refuses every other submit or so, not all): the limit is then the
-  rate it accepted since those refusals began (or over the last second, whichever is higher).
+  them, or most of them refused (a token-bucket SMSC refuses among acceptances): the bucket
+  sends a little above the rate it seems to accept for `MEASURE` seconds, and its limit is
+  what it accepted meanwhile.
 
 Refusals whose share stays the same while the rate grows are not about rate: that share is the
 *baseline*, learned during slow start and kept afterwards.
 
-**Then**, once a second (`PERIOD`), the controller judges the answers of the last period:
+**Then** no more than a second's worth is sent in any second (an SMSC counting over a sliding
+second still holds what slow start sent faster), and once a second (`PERIOD`) the controller
+judges the answers of the last period:
 
-- no refusals beyond the baseline share: probe upward gently, `PROBE` a period (only when the
-  bucket held senders back: a rate nobody uses is not raised);
+- no refusals beyond the baseline share: probe upward gently, `PROBE` a period, faster after
+  several clean periods or well under the rate last refused (only when the bucket held senders
+  back: a rate nobody uses is not raised);
 - more refusals than that: back off to the rate the SMSC actually *accepted* over the period
   (scaled up by the baseline share), not to half: an SMSC with a limit of 200/s accepted 200
-  in the last second, so 200/s is where to go, not 100/s;
+  in the last second, so 200/s is where to go, not 100/s; at most `BACK_OFF` at a time;
 - if the previous period was a back-off and the lower rate did not lower the share of
   refusals, the refusals are not about rate (congestion, per-destination throttles): that share
   becomes the baseline, the rate goes back to where it was before the back-off, and the
