@@ -1,9 +1,12 @@
 """Throttling against `tikosms smsc-sim` as a real process, no rate configured on the carrier:
-an SMSC refusing every submit above its rate, one refusing a share whatever the rate."""
+an SMSC refusing every submit above its rate (counted per fixed second, over a sliding second,
+or as a token bucket), one refusing a share whatever the rate."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from tests.faults.smsc_proc import Receipts, carrier_for, drive, smsc_sim, sustained_rate
 from tikosms.delivery.carrier import SubmitResult
@@ -11,8 +14,11 @@ from tikosms.delivery.carrier import SubmitResult
 LIMIT = 200  # submit_sm a second the simulated SMSC allows
 
 
-async def test_rate_limited_smsc_reaches_its_limit_with_few_refusals(tmp_path: Path) -> None:
-    with smsc_sim(tmp_path, "--max-tps", str(LIMIT)) as sim:
+@pytest.mark.parametrize("window", ["fixed", "sliding", "bucket"])
+async def test_rate_limited_smsc_reaches_its_limit_with_few_refusals(
+    tmp_path: Path, window: str
+) -> None:
+    with smsc_sim(tmp_path, "--max-tps", str(LIMIT), "--rate-window", window) as sim:
         carrier = await carrier_for(sim, Receipts())
         try:
             run = await drive(carrier, 2600)
@@ -23,12 +29,10 @@ async def test_rate_limited_smsc_reaches_its_limit_with_few_refusals(tmp_path: P
     assert len(run.finals) == 2600
     achieved = sustained_rate(run.accepted_at, run.started, skip=3.0)
     refusal_share = counters["throttled"] / counters["submits"]
-    print(f"limit={LIMIT}/s achieved={achieved:.1f}/s refusals={counters['throttled']}"
+    print(f"{window}: limit={LIMIT}/s achieved={achieved:.1f}/s refusals={counters['throttled']}"
           f"/{counters['submits']} ({refusal_share:.2%}) worker_retries={run.retries}")
     assert achieved >= 0.9 * LIMIT
-    # Issue 9 asks < 5 %; measured 7.5-8 % on 2,800 submits (most in the first second, the
-    # window in flight when the SMSC first refuses): see the report. Held at < 10 % here.
-    assert refusal_share < 0.10
+    assert refusal_share < 0.05  # issue 9; measured 1-3 % (docs/reliability.md)
 
 
 async def test_rate_independent_refusals_are_retried_without_collapse(tmp_path: Path) -> None:
@@ -47,4 +51,4 @@ async def test_rate_independent_refusals_are_retried_without_collapse(tmp_path: 
     allowed = limit * (1 - ratio)
     print(f"limit={limit}/s ratio={ratio} achieved={achieved:.1f}/s (allowed {allowed:.0f}/s) "
           f"refusals={counters['throttled']}/{counters['submits']} worker_retries={run.retries}")
-    assert achieved >= 0.5 * allowed
+    assert achieved >= 0.8 * allowed  # measured 253-260/s of 270 (docs/reliability.md)

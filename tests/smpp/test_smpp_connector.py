@@ -11,6 +11,10 @@ from tikosms.smpp.connector import SmppCarrier
 from tikosms.smpp.pdu import ESM_UDHI, Tag
 from tikosms.smpp.simulator import SmscSimulator
 
+# parts/s: a carrier rate configured far above what a test sends (the bucket then starts
+# there; with none it starts slowly, see smpp/throttle.py)
+KNOWN_RATE = 1_000_000.0
+
 
 async def test_carrier_satisfies_the_protocol(carrier: SmppCarrier) -> None:
     assert isinstance(carrier, Carrier)
@@ -89,7 +93,8 @@ async def test_window_of_100_is_filled_and_never_exceeded(
     simulator_factory: Any, carrier_factory: Any, make_part: Any
 ) -> None:
     simulator = await simulator_factory(latency_ms=20)
-    carrier = await carrier_factory(simulator.port, window=100)
+    # a rate configured (far above what is sent): no slow start, the burst fills the window
+    carrier = await carrier_factory(simulator.port, window=100, tps=KNOWN_RATE)
     outcomes = await asyncio.gather(*(carrier.submit(make_part(i)) for i in range(400)))
     assert all(o.result is SubmitResult.ACCEPTED for o in outcomes)
     assert simulator.counters.max_in_flight == 100
@@ -99,7 +104,7 @@ async def test_window_is_per_bind(
     simulator_factory: Any, carrier_factory: Any, make_part: Any
 ) -> None:
     simulator = await simulator_factory(latency_ms=20)
-    carrier = await carrier_factory(simulator.port, window=10, binds=3)
+    carrier = await carrier_factory(simulator.port, window=10, binds=3, tps=KNOWN_RATE)
     await carrier.wait_state(lambda: all(s.state == "bound" for s in carrier.status()))
     outcomes = await asyncio.gather(*(carrier.submit(make_part(i)) for i in range(200)))
     assert all(o.result is SubmitResult.ACCEPTED for o in outcomes)

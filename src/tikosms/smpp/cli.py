@@ -11,7 +11,12 @@ import signal
 
 import click
 
-from tikosms.smpp.simulator import SimulatorConfig, SimulatorCounters, SmscSimulator
+from tikosms.smpp.simulator import (
+    RATE_WINDOWS,
+    SimulatorConfig,
+    SimulatorCounters,
+    SmscSimulator,
+)
 
 
 @click.command("smsc-sim")
@@ -40,6 +45,20 @@ from tikosms.smpp.simulator import SimulatorConfig, SimulatorCounters, SmscSimul
     type=float,
     help="Answer ESME_RTHROTTLED above this many submit_sm per second per system_id "
     "(across its binds).",
+)
+@click.option(
+    "--rate-window",
+    type=click.Choice(RATE_WINDOWS),
+    default="fixed",
+    show_default=True,
+    help="How --max-tps is counted: fixed (a count reset a second after its first submit_sm), "
+    "sliding (at most N accepted in any second), bucket (a token bucket of N a second).",
+)
+@click.option(
+    "--rate-burst",
+    default=None,
+    type=float,
+    help="--rate-window bucket: the tokens the bucket holds (default: a tenth of a second's).",
 )
 @click.option(
     "--throttle-ratio",
@@ -120,6 +139,8 @@ def smsc_sim(
     undeliv_ratio: float,
     reject_ratio: float,
     throttle_tps: float | None,
+    rate_window: str,
+    rate_burst: float | None,
     throttle_ratio: float,
     no_id_ratio: float,
     nack_ratio: float,
@@ -149,6 +170,8 @@ def smsc_sim(
         undeliv_ratio=undeliv_ratio,
         reject_ratio=reject_ratio,
         throttle_tps=throttle_tps,
+        rate_window=rate_window,
+        rate_burst=rate_burst,
         throttle_ratio=throttle_ratio,
         no_id_ratio=no_id_ratio,
         nack_ratio=nack_ratio,
@@ -185,6 +208,7 @@ async def _serve(config: SimulatorConfig, stats_interval: float, duration: float
         f"(system_id={config.system_id or 'any'} latency_ms={config.latency_ms:g} "
         f"receipt_delay_ms={config.receipt_delay_ms:g} undeliv_ratio={config.undeliv_ratio:g} "
         f"reject_ratio={config.reject_ratio:g} max_tps={config.throttle_tps or 'off'} "
+        f"rate_window={config.rate_window} "
         f"throttle_ratio={config.throttle_ratio:g} "
         f"drop_after={config.drop_after or 'off'})"
     )

@@ -8,7 +8,8 @@ error status, or not answered because the connection ended, is sent again (to an
 bind of the same system_id) after `receipt_retry_ms`, as an SMSC does: none is lost.
 
 Fault injection: `reject_ratio` answers ESME_RINVDSTADR; `throttle_tps` answers ESME_RTHROTTLED
-above that many submit_sm per second per system_id (across its binds); `throttle_ratio` answers
+above that many submit_sm per second per system_id (across its binds), counted as `rate_window`
+says (a fixed second, a sliding second, or a token bucket); `throttle_ratio` answers
 ESME_RTHROTTLED to that share of submit_sm whatever the rate; `no_id_ratio`, `nack_ratio`,
 `nack_ok_ratio`, `silent_ratio`, `stray_ratio` give no usable answer (see SimulatorConfig);
 `long_id` and `long_receipt_fields` make over-long message ids and receipt fields;
@@ -22,6 +23,7 @@ accepts any password and cannot drop a connection, which the simulator must do.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -54,6 +56,8 @@ from tikosms.text import decode_part
 
 log = logging.getLogger(__name__)
 
+RATE_WINDOWS = ("fixed", "sliding", "bucket")  # how SimulatorConfig.throttle_tps is counted
+
 
 @dataclass(frozen=True)
 class SimulatorConfig:
@@ -67,6 +71,11 @@ class SimulatorConfig:
     reject_ratio: float = 0.0  # share of submit_sm answered ESME_RINVDSTADR
     # above this many submit_sm a second per system_id (across its binds): ESME_RTHROTTLED
     throttle_tps: float | None = None
+    # how throttle_tps is counted: "fixed" (a count reset one second after the first submit_sm
+    # it counts), "sliding" (at most throttle_tps accepted in any second), "bucket" (a token
+    # bucket of throttle_tps a second holding rate_burst tokens)
+    rate_window: str = "fixed"
+    rate_burst: float | None = None  # "bucket": tokens it holds; None: a tenth of a second's
     throttle_ratio: float = 0.0  # share of submit_sm answered ESME_RTHROTTLED whatever the rate
     # Fault modes for "no usable answer" (each a share of submit_sm):
     no_id_ratio: float = 0.0  # submit_sm_resp ROK without a message_id (the part is taken)
@@ -150,8 +159,12 @@ class SmscSimulator:
         self._outstanding = 0  # receipts sent without a task, awaiting their deliver_sm_resp
         self._stopping = False
         self._changed = asyncio.Event()
+        if self.config.rate_window not in RATE_WINDOWS:
+            raise ValueError(f"rate_window must be one of {', '.join(RATE_WINDOWS)}")
         # per system_id: (start of the current second, submit_sm counted in it)
         self._throttle_windows: dict[str, tuple[float, int]] = {}
+        self._throttle_logs: dict[str, collections.deque[float]] = {}  # "sliding"
+        self._throttle_buckets: dict[str, tuple[float, float]] = {}  # "bucket": (time, tokens)
         self._port = self.config.port
 
     @property
@@ -265,18 +278,41 @@ class SmscSimulator:
     def _decide(self, now: float, system_id: str = "") -> int:
         """The command_status for the next submit_sm: throttle, reject, or accept."""
         tps = self.config.throttle_tps
-        if tps is not None:
-            start, count = self._throttle_windows.get(system_id, (0.0, 0))
-            if now - start >= 1.0:
-                start, count = now, 0
-            if count >= tps:
-                return Status.ESME_RTHROTTLED
-            self._throttle_windows[system_id] = (start, count + 1)
+        if tps is not None and not self._within_rate(now, system_id, tps):
+            return Status.ESME_RTHROTTLED
         if self.config.throttle_ratio and self._rng.random() < self.config.throttle_ratio:
             return Status.ESME_RTHROTTLED
         if self.config.reject_ratio and self._rng.random() < self.config.reject_ratio:
             return Status.ESME_RINVDSTADR
         return Status.ESME_ROK
+
+    def _within_rate(self, now: float, system_id: str, tps: float) -> bool:
+        """Count one submit_sm against the rate limit; False: above it (not counted)."""
+        window = self.config.rate_window
+        if window == "sliding":
+            accepted = self._throttle_logs.setdefault(system_id, collections.deque())
+            while accepted and now - accepted[0] >= 1.0:
+                accepted.popleft()
+            if len(accepted) >= tps:
+                return False
+            accepted.append(now)
+            return True
+        if window == "bucket":
+            capacity = self.config.rate_burst or max(1.0, tps / 10)
+            updated, tokens = self._throttle_buckets.get(system_id, (now, capacity))
+            tokens = min(capacity, tokens + (now - updated) * tps)
+            if tokens < 1.0:
+                self._throttle_buckets[system_id] = (now, tokens)
+                return False
+            self._throttle_buckets[system_id] = (now, tokens - 1.0)
+            return True
+        start, count = self._throttle_windows.get(system_id, (0.0, 0))
+        if now - start >= 1.0:
+            start, count = now, 0
+        if count >= tps:
+            return False
+        self._throttle_windows[system_id] = (start, count + 1)
+        return True
 
     def _new_message_id(self) -> str:
         message_id = f"{next(self._ids):x}"

@@ -2,42 +2,83 @@
 
 One bucket per carrier, shared by all its binds, one token per part (not per message). The
 connector reports every submit's answer (`on_result`): throttled (ESME_RTHROTTLED /
-ESME_RMSGQFUL) or not. Once a second (`PERIOD`) the controller looks at the answers of the
-last period:
+ESME_RMSGQFUL) or not.
 
-- no refusals beyond the *baseline share* (below): probe upward gently, `PROBE` a period;
+**Slow start** (no `limit` configured). The bucket starts at `SS_INITIAL` parts a second and,
+while it is what holds the senders back, grows by `SS_GAIN` per answer: the rate doubles about
+every quarter second, as TCP's slow start doubles its window every round trip. Sending at full
+speed from the first part would put a whole window in flight before the first refusal comes
+back, and an SMSC limiting to 200/s refuses all of it (that was 200 refusals in the first
+quarter second, 7.5 % of a 2,800-submit run). Slow start ends at the first sign of a limit:
+
+- `IN_A_ROW` refusals in a row (an SMSC counting per second, in fixed seconds or over a sliding
+  one, refuses everything once its count is reached): the bucket sends slowly (`SEARCH_RATE`)
+  until the SMSC accepts again, and its limit is what it accepted over the second before;
+- or a share of refusals among the last `SS_RECENT` answers clearly above the share seen before
+  them, or most of them refused (a token-bucket SMSC refuses among acceptances): the bucket
+  sends a little above the rate it seems to accept for `MEASURE` seconds, and its limit is
+  what it accepted meanwhile.
+
+Refusals whose share stays the same while the rate grows are not about rate: that share is the
+*baseline*, learned during slow start and kept afterwards.
+
+**Then** no more than a second's worth is sent in any second (an SMSC counting over a sliding
+second still holds what slow start sent faster), and once a second (`PERIOD`) the controller
+judges the answers of the last period:
+
+- no refusals beyond the baseline share: probe upward gently, `PROBE` a period, faster after
+  several clean periods or well under the rate last refused (only when the bucket held senders
+  back: a rate nobody uses is not raised);
 - more refusals than that: back off to the rate the SMSC actually *accepted* over the period
   (scaled up by the baseline share), not to half: an SMSC with a limit of 200/s accepted 200
-  in the last second, so 200/s is where to go, not 100/s;
+  in the last second, so 200/s is where to go, not 100/s; at most `BACK_OFF` at a time;
 - if the previous period was a back-off and the lower rate did not lower the share of
   refusals, the refusals are not about rate (congestion, per-destination throttles): that share
   becomes the baseline, the rate goes back to where it was before the back-off, and the
   refused parts are simply retried (by the connector). A rate limit met later still shows as
-  refusals above the baseline.
+  refusals above the baseline. That verdict waits for `NOT_HELPED_REFUSALS` refusals (several
+  periods at a low rate) rather than backing off again on too few.
 
-A carrier without a configured limit (`limit` None) is unlimited until its first refusal; the
-first reaction is immediate (not at the end of the period): the rate becomes what was accepted
-over the last second. A configured `limit` is a ceiling the probing never passes.
+A configured `limit` is where the bucket starts (no slow start) and a ceiling the probing never
+passes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 
 PERIOD = 1.0  # seconds between two decisions of the controller
-PROBE = 0.02  # fraction of the rate added per clean period
+PROBE = 0.02  # fraction of the rate added per clean period (the first three in a row)
+MAX_PROBE = 0.25  # ... then doubling each period up to this
 TOLERANCE = 0.01  # share of refusals above the baseline still taken as "clean"
 MARGIN = 0.97  # a back-off goes a little below the measured accepted rate (jitter at the edge)
+BACK_OFF = 0.9  # ... but not below this fraction of the rate at once
 MIN_SAMPLES = 20  # answers needed in a period to judge it
-FIRST_REFUSALS = 15  # refusals, and
-FIRST_SHARE = 0.3  # share of the last second's answers, that make an unlimited bucket react
-IN_A_ROW = 10  # refusals in a row that also make an unlimited bucket react at once
 NOT_HELPED = 0.7  # a back-off "helped" when the share fell below this fraction of the last one
-NOT_HELPED_REFUSALS = 10  # refusals in the period needed for that verdict (not noise)
+NOT_HELPED_REFUSALS = 10  # refusals needed for that verdict (not noise)
+SLOWER = 0.95  # ... and a rate at most this fraction of the one before (it did slow down)
+MAX_JUDGED = 5.0  # periods a judgement may wait for enough answers or refusals
+HELD = 0.2  # seconds: the bucket "holds senders back" if one waited this recently
+
+SS_INITIAL = 50.0  # parts per second at the start of slow start
+SS_GAIN = 2.8  # parts per second added per answer in slow start: x2 about every 0.25 s
+IN_A_ROW = 10  # refusals in a row that end slow start: a rate limit reached
+SS_RECENT = 40  # answers compared with the ones before them for a rise of the share
+SS_RISE = 0.1  # the rise of the share of refusals that ends slow start ...
+SS_Z = 4.0  # ... when this many standard errors above the share before (two-sample test)
+SS_HIGH = 0.6  # a share of refusals among the recent answers that ends slow start in any case
+SS_MIN_REFUSALS = 5  # ... with at least this many refusals among the recent answers
+SS_BASELINE_SAMPLES = 100  # answers before a share seen in slow start is taken as the baseline
+SEARCH_RATE = 40.0  # parts per second (at most a tenth of the rate reached) sent while a run
+# of refusals lasts, to see it end
+SEARCH_MAX = 2.0  # periods: a run longer than that is not a full per-second window
+KEPT = 0.25  # seconds of answers kept beyond a PERIOD (for _search_over)
+MEASURE = 0.25  # seconds the rate is held to measure what a token-bucket SMSC accepts
 
 
 class TokenBucket:
@@ -51,27 +92,56 @@ class TokenBucket:
         self.limit = limit  # parts per second agreed with the carrier; None: none
         self.min_rate = min_rate if limit is None else min(min_rate, limit)
         self._clock = clock
-        self._rate: float | None = limit
+        self._slow_start = limit is None
+        self._rate: float = SS_INITIAL if limit is None else limit
         now = clock()
         self._tokens = self._capacity()
         self._updated = now
+        self._held_at = -math.inf  # last time a sender found no token
+        self._sent: deque[float] = deque()  # times of the tokens taken over the last PERIOD
         self._lock = asyncio.Lock()
         # answers of the last PERIOD: (time, throttled)
         self._answers: deque[tuple[float, bool]] = deque()
+        self._ss_sent = 0  # answers during slow start
+        self._ss_throttled = 0
+        self._ss_before = (0, 0)  # (answers, refusals) in slow start before the limit showed
+        # slow start: "grow", then "search" (after a run of refusals) or "measure" (after a
+        # rise of their share), then "done"
+        self._phase = "grow" if limit is None else "done"
+        self._phase_since = now
+        self._phase_sent = 0
+        self._phase_accepted = 0
+        self._regrow = False  # slow start ended on a rise of the share, not on a run
         self._period_start = now
         self._period_sent = 0
         self._period_throttled = 0
+        self._period_held = False  # the bucket held senders back during the period
         self._settling = False  # the current period follows a back-off: not judged
+        self._clean = 0  # probes in a row (clean periods since the last back-off)
+        self._ceiling = math.inf  # the rate last refused: faster probing stops there
         self._in_a_row = 0  # refusals in a row
-        self.baseline = 0.0  # share of refusals that does not depend on the rate
+        self._baseline = 0.0  # share of refusals that does not depend on the rate
         self._backed_off: tuple[float, float] | None = None  # (rate before, share)
         self.decisions: list[tuple[float, str, float | None]] = []  # (time, what, rate): logs
 
     @property
-    def rate(self) -> float | None:
-        """The rate in force now (parts per second); None: not limited."""
+    def rate(self) -> float:
+        """The rate in force now (parts per second)."""
         self._decide(self._clock())
         return self._rate
+
+    @property
+    def baseline(self) -> float:
+        """The share of refusals that does not depend on the rate; in slow start, the share
+        seen so far while the rate grew (once there are enough answers and no limit)."""
+        if self._phase == "grow" and self._ss_sent >= SS_BASELINE_SAMPLES:
+            return self._ss_throttled / self._ss_sent
+        return self._baseline
+
+    @property
+    def slow_start(self) -> bool:
+        """Still looking for the carrier's limit from below (no rate-limit refusal seen yet)."""
+        return self._slow_start
 
     async def acquire(self) -> None:
         """Wait for one token. Waiters are served in order (one sleeps at a time)."""
@@ -88,72 +158,177 @@ class TokenBucket:
         """Take a token and return 0.0, or return the seconds until one is due."""
         now = self._clock()
         self._decide(now)
-        if self._rate is None:
-            return 0.0
         self._tokens = min(self._capacity(), self._tokens + (now - self._updated) * self._rate)
         self._updated = now
-        if self._tokens >= 1.0:
+        sent = self._sent
+        while sent and now - sent[0] >= PERIOD:
+            sent.popleft()
+        if self._phase == "done" and len(sent) >= self._rate * PERIOD:
+            # Never more than a second's worth in any second: an SMSC counting over a
+            # sliding second still holds what was sent faster before (slow start).
+            delay = sent[0] + PERIOD - now
+        elif self._tokens >= 1.0:
             self._tokens -= 1.0
+            sent.append(now)
             return 0.0
-        return (1.0 - self._tokens) / self._rate
+        else:
+            delay = (1.0 - self._tokens) / self._rate
+        self._held_at = now
+        self._period_held = True
+        return delay
 
     def on_result(self, throttled: bool) -> None:
         """One submit answered: throttled (ESME_RTHROTTLED / ESME_RMSGQFUL) or not."""
         now = self._clock()
-        self._answers.append((now, throttled))
+        answers = self._answers
+        answers.append((now, throttled))
+        if now - answers[0][0] > PERIOD + KEPT:
+            answers.popleft()  # one in, at most one out: the deque stays about a second long
         self._period_sent += 1
         self._in_a_row = self._in_a_row + 1 if throttled else 0
         if throttled:
             self._period_throttled += 1
-            if self._rate is None and self._first_refusals_significant(now):
-                self._first_refusal(now)
-                return
-        self._decide(now)
-
-    def _first_refusals_significant(self, now: float) -> bool:
-        """Unlimited so far: react at once (not at the period's end) when the last second
-        holds at least FIRST_REFUSALS refusals making FIRST_SHARE of the answers, or after IN_A_ROW
-        refusals in a row."""
-        if self._in_a_row >= IN_A_ROW:
-            return True  # a run of refusals: a rate limit (a random share rarely makes one)
-        self._accepted_rate(now)  # drops answers older than a period
-        refused = sum(1 for _, t in self._answers if t)
-        share = self.baseline + FIRST_SHARE
-        return refused >= FIRST_REFUSALS and refused >= share * len(self._answers)
+        if not self._slow_start:
+            self._decide(now)
+            return
+        self._ss_sent += 1
+        self._ss_throttled += throttled
+        if self._phase == "search":
+            if not throttled:
+                self._search_over(now)
+        elif throttled and self._in_a_row >= IN_A_ROW:
+            self._run_found(now)
+        elif self._phase == "measure":
+            self._measure(now)
+        elif throttled:
+            self._limit_reached(now)
+        elif now - self._held_at <= HELD:
+            self._rate += SS_GAIN
 
     def on_throttled(self) -> None:
         """Kept for callers that only report refusals."""
         self.on_result(True)
 
+    # -- slow start -------------------------------------------------------------------------
+
+    def _limit_reached(self, now: float) -> None:
+        """A refusal while growing: does it show a rate limit (see the module's docstring)?"""
+        self._trim(now)
+        if self._in_a_row >= 3:
+            return  # the start of a run, maybe (see _run_found): not a rise of the share
+        recent = list(itertools.islice(reversed(self._answers), SS_RECENT))[::-1]
+        recent_refused = sum(1 for _, t in recent if t)
+        if recent_refused < SS_MIN_REFUSALS:
+            return
+        before_sent = self._ss_sent - len(recent)
+        before_refused = self._ss_throttled - recent_refused
+        share = recent_refused / len(recent)
+        before_share = before_refused / before_sent if before_sent > 0 else 0.0
+        if share < SS_HIGH or len(recent) < SS_RECENT:
+            # not most of them refused (refused from the start: a limit under SS_INITIAL):
+            # a rise of the share?
+            if before_sent < SS_RECENT:
+                return  # too few answers before the recent ones to tell
+            pooled = self._ss_throttled / self._ss_sent
+            error = math.sqrt(pooled * (1 - pooled) * (1 / len(recent) + 1 / before_sent))
+            if share - before_share < SS_RISE or share - before_share < SS_Z * error:
+                return
+        # Refusals among acceptances (a token bucket): what it accepts while it refuses is
+        # its rate. Measured over MEASURE seconds, sending a tenth above the rate it seems
+        # to accept (still above it: the recent answers are not all from while it refused;
+        # fewer refused than at the rate reached).
+        self._ss_before = (before_sent, before_refused)
+        self._phase_start(now, "measure")
+        held = self._rate * (1 - share + before_share) * 1.1
+        self._set(max(self.min_rate, min(self._rate, held)), now, "limit reached")
+
+    def _run_found(self, now: float) -> None:
+        """IN_A_ROW refusals in a row: an SMSC that counts per second (in fixed seconds or over
+        a sliding one) and is full. What it accepted over the last second is not its limit
+        when its second began after ours (a fixed window: the end of its previous second is
+        counted too); what it accepted over the second before it takes parts again is. So:
+        send slowly until it accepts again (`_search_over`)."""
+        if self._phase == "grow":
+            refused = self._in_a_row
+            self._ss_before = (self._ss_sent - refused, self._ss_throttled - refused)
+        self._phase_start(now, "search")
+        self._set(min(self._rate / 10, SEARCH_RATE), now, "limit reached")
+
+    def _measure(self, now: float) -> None:
+        elapsed = now - self._phase_since
+        if elapsed < MEASURE or self._phase_sent < MIN_SAMPLES:
+            self._phase_sent += 1
+            self._phase_accepted += not self._answers[-1][1]
+            return
+        self._learn_baseline()
+        # what was accepted over the last second is a floor (a pause of the event loop
+        # during the measure would make it look slower)
+        estimate = max(self._phase_accepted / elapsed, self._accepted_rate(now))
+        self._end_slow_start(estimate, now)
+        self._regrow = True  # a rise of the share may have been chance: see _decide
+
+    def _search_over(self, now: float) -> None:
+        """The first acceptance after a run of refusals: the SMSC's second has begun again,
+        and what it accepted over the second before is its limit. Its second began between
+        our previous submit (refused) and this one: half of what it accepted in that gap, a
+        second earlier, is counted too."""
+        searched = now - self._phase_since
+        estimate = self._accepted_rate(now)
+        if len(self._answers) >= 2:
+            previous = self._answers[-2][0]
+            gap = sum(
+                1 for t, throttled in self._answers
+                if previous - PERIOD < t <= now - PERIOD and not throttled
+            )
+            estimate += gap / 2 / PERIOD
+        self._learn_baseline()
+        if searched > SEARCH_MAX * PERIOD:
+            # refused for longer than any per-second window: not a window that was full
+            # (an outage, a long pause); grow again from where it accepts now
+            self._phase = "grow"
+            self._set(max(SS_INITIAL, estimate), now, "slow start again")
+            return
+        self._end_slow_start(estimate, now, margin=1.0)
+
+    def _learn_baseline(self) -> None:
+        """Refusals seen while the rate grew, at a steady share: not about the rate."""
+        sent, refused = self._ss_before
+        if sent >= SS_BASELINE_SAMPLES and refused / sent <= SS_HIGH / 2:
+            self._baseline = refused / sent
+
+    def _phase_start(self, now: float, phase: str) -> None:
+        self._phase = phase
+        self._phase_since = now
+        self._phase_sent = 0
+        self._phase_accepted = 0
+
+    def _end_slow_start(self, estimate: float, now: float, margin: float = MARGIN) -> None:
+        self._slow_start = False
+        self._regrow = False
+        self._phase = "done"
+        rate = estimate / max(0.05, 1.0 - self._baseline)
+        self._ceiling = rate
+        self._set(max(self.min_rate, rate * margin), now, "limit found")
+        self._new_period(now, settle=True)
+
     # -- the controller ---------------------------------------------------------------------
+
+    def _trim(self, now: float) -> None:
+        answers = self._answers
+        while answers and now - answers[0][0] > PERIOD + KEPT:
+            answers.popleft()
 
     def _accepted_rate(self, now: float) -> float:
         """Answers not throttled over the last PERIOD, per second."""
-        answers = self._answers
-        while answers and now - answers[0][0] > PERIOD:
-            answers.popleft()
-        if not answers:
+        self._trim(now)
+        if not self._answers:
             return self.min_rate
-        accepted = sum(1 for _, throttled in answers if not throttled)
+        since = now - PERIOD
+        accepted = sum(1 for t, throttled in self._answers if t > since and not throttled)
         return accepted / PERIOD
 
-    def _first_refusal(self, now: float) -> None:
-        accepted = self._accepted_rate(now)
-        share = sum(1 for _, t in self._answers if t) / max(1, len(self._answers))
-        sent = len(self._answers) / PERIOD
-        self._set(max(self.min_rate, accepted * MARGIN), now, "first refusal")
-        if self._answers and self._rate is not None:
-            # What was accepted in the last second filled the SMSC's window: wait until the
-            # oldest of it is a period old before the next token.
-            wait = self._answers[0][0] + PERIOD - now
-            self._tokens = min(self._tokens, 1.0 - wait * self._rate)
-        # what was sent over the last second: where to return if the refusals prove not to
-        # be about the rate
-        self._backed_off = (max(accepted, sent), share)
-        self._new_period(now, settle=True)
-
     def _decide(self, now: float) -> None:
-        if now - self._period_start < PERIOD:
+        if self._slow_start or now - self._period_start < PERIOD:
             return
         if self._settling:
             # The answers of the period after a change still include submits sent before it
@@ -161,35 +336,57 @@ class TokenBucket:
             self._new_period(now)
             return
         sent, throttled = self._period_sent, self._period_throttled
-        if sent < MIN_SAMPLES and not (now - self._period_start >= 5 * PERIOD and sent >= 5):
+        long_enough = now - self._period_start >= MAX_JUDGED * PERIOD
+        if sent < MIN_SAMPLES and not (long_enough and sent >= 5):
             return  # too few answers to judge: the period goes on
         share = throttled / sent
-        backed_off, self._backed_off = self._backed_off, None
         # the share's noise at this sample size (three standard deviations) is not a signal
-        noise = 3 * math.sqrt(self.baseline * (1 - self.baseline) / sent)
-        if share <= self.baseline + max(TOLERANCE, noise):
-            if self._rate is not None:
+        noise = 3 * math.sqrt(self._baseline * (1 - self._baseline) / sent)
+        backed_off = self._backed_off
+        if share <= self._baseline + max(TOLERANCE, noise):
+            self._backed_off = None
+            if self._period_held:
+                # 2 % a period; doubling from the fourth clean period in a row, or from the
+                # second well under the rate last refused (a rate far under the limit, after
+                # an estimate spoiled by a pause of the event loop, is not kept long)
+                far = self._rate < self._ceiling * 0.95
+                step = min(MAX_PROBE, PROBE * 2 ** max(0, self._clean - (0 if far else 2)))
+                self._clean += 1
                 grown = self._rate * (1 + PROBE)
+                if self._rate < self._ceiling:
+                    # faster only up to the rate last refused
+                    grown = max(grown, min(self._rate * (1 + step), self._ceiling))
                 self._set(grown if self.limit is None else min(self.limit, grown), now, "probe")
+        elif backed_off is not None and throttled < NOT_HELPED_REFUSALS and not long_enough:
+            return  # too few refusals to tell whether the back-off helped: the period goes on
         elif (
             backed_off is not None
             and throttled >= NOT_HELPED_REFUSALS
             and share >= backed_off[1] * NOT_HELPED
+            and self._rate <= backed_off[0] * SLOWER
         ):
             # Slowing down did not lower the share: those refusals are not about the rate.
-            self.baseline = share
+            self._backed_off = None
+            self._baseline = share
             self._set(backed_off[0], now, "rate-independent")
+            if self._regrow:
+                # slow start ended on a rise of the share that was not about the rate after
+                # all: no limit found yet, grow again (the baseline known now)
+                self._regrow = False
+                self._slow_start = True
+                self._phase = "grow"
         else:
-            accepted = self._accepted_rate(now) / max(0.05, 1.0 - self.baseline)
-            if self._rate is not None:
-                accepted = min(accepted, self._rate)
-            # the rate before the first of back-offs in a row (None: unlimited)
-            if backed_off is not None:
-                before = backed_off[0]
-            else:
-                before = self._rate if self._rate is not None else sent / (now - self._period_start)
+            accepted = self._accepted_rate(now) / max(0.05, 1.0 - self._baseline)
+            accepted = min(accepted, self._rate)
+            # the rate before the first of back-offs in a row
+            before = backed_off[0] if backed_off is not None else self._rate
             self._backed_off = (before, share)
-            self._set(max(self.min_rate, accepted * MARGIN), now, "back off")
+            self._clean = 0
+            self._ceiling = self._rate
+            # at most BACK_OFF at a time: a pause of the event loop (here or at the SMSC)
+            # bunches submits and refusals, and makes the accepted rate look low
+            rate = max(accepted * MARGIN, self._rate * BACK_OFF)
+            self._set(max(self.min_rate, rate), now, "back off")
             self._new_period(now, settle=True)
             return
         self._new_period(now)
@@ -199,9 +396,10 @@ class TokenBucket:
         self._period_start = now
         self._period_sent = 0
         self._period_throttled = 0
+        self._period_held = False
 
-    def _set(self, rate: float | None, now: float, why: str) -> None:
-        if rate is not None and self.limit is not None:
+    def _set(self, rate: float, now: float, why: str) -> None:
+        if self.limit is not None:
             rate = min(rate, self.limit)
         self._rate = rate
         self._tokens = min(self._tokens, self._capacity())
@@ -212,4 +410,4 @@ class TokenBucket:
 
     def _capacity(self) -> float:
         # A burst of a tenth of a second's worth (at least one token): smooth, not bursty.
-        return max(1.0, (self._rate or 0.0) / 10)
+        return max(1.0, self._rate / 10)
