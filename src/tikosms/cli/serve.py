@@ -37,6 +37,8 @@ def _serve_uvicorn(app: object, host: str, port: int) -> None:
         server.run()
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=2)
+    finally:
+        resolver.shutdown()
 
 
 def _quiet_exit_server(config: object) -> object:
