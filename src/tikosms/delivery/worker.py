@@ -59,6 +59,7 @@ NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tri
 AHEAD_SECONDS = 0.4
 MIN_INFLIGHT = 64
 ACCOUNTS_REFRESH = 0.5  # seconds: a new account's campaign joins the rotation within this
+RECORD_LINGER_BELOW = 64  # results waiting: fewer, and the recorder lingers before writing
 MIN_UNRECORDED = 100  # parts: the gate's floor when the carriers' windows are small or unknown
 
 
@@ -302,6 +303,11 @@ class DeliveryWorker:
     async def _recorder(self) -> None:
         while True:
             first = await self._records.get()
+            linger = self.settings.record_linger_seconds
+            if linger and self._records.qsize() < RECORD_LINGER_BELOW:
+                # a few results: let more come, one transaction records them all (a receipt's
+                # acknowledgement and a gate slot wait this long more, no longer)
+                await asyncio.sleep(linger)
             batch = [first]
             while len(batch) < 2000 and not self._records.empty():
                 batch.append(self._records.get_nowait())
