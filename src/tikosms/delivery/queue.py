@@ -21,7 +21,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.driver_sql import list_param
-from tikosms.db.models import ATTEMPTS_CAP, WAITING_STATUSES, Campaign, Part
+from tikosms.db.models import ATTEMPTS_CAP, WAITING_STATUSES, Part
 from tikosms.db.types import naive_utc, sqlite_time
 
 
@@ -181,21 +181,3 @@ async def release_leases(conn: AsyncConnection, owner: str, ids: list[int]) -> i
         .values(lease_until=None, lease_owner=None)
     )
     return int(result.rowcount or 0)
-
-
-@dataclass(frozen=True, slots=True)
-class Sender:
-    """What a campaign gives each of its parts on the way out (a campaign never changes these)."""
-
-    sender: str
-    sender_type: str
-    has_callback: bool  # the campaign has a callback URL: every status change is announced
-
-
-async def senders(conn: AsyncConnection, campaign_ids: set[str]) -> dict[str, Sender]:
-    rows = await conn.execute(
-        select(Campaign.id, Campaign.sender, Campaign.sender_type, Campaign.callback_url).where(
-            Campaign.id.in_(campaign_ids)
-        )
-    )
-    return {r.id: Sender(r.sender, r.sender_type, bool(r.callback_url)) for r in rows}
