@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     claim_batch: int = Field(default=500, ge=1, le=10000)
     # seconds a worker sleeps when the queue is empty (woken at once by a send in-process)
     idle_poll_seconds: float = 0.2
+    # seconds a worker lets new sends gather after a wake before it claims them, and its
+    # recorder lets results gather when it has few: a trickle of single sends is claimed and
+    # recorded in batches instead of a transaction per send (0: at once)
+    claim_linger_seconds: float = Field(default=0.02, ge=0, le=1)
+    record_linger_seconds: float = Field(default=0.01, ge=0, le=1)
     # parts that have waited longer than this in the queue expire (EXPIRED, refunded); seconds
     queue_expiry_seconds: float = 48 * 3600.0
 

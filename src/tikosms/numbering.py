@@ -26,6 +26,10 @@ async def numbering_plan(conn: AsyncConnection) -> NumberingPlan | None:
     now = time.monotonic()
     if hit is not None and now - hit[0] < REFRESH_SECONDS:
         return hit[1]
+    if hit is not None:
+        # one request reads the plan again; those arriving meanwhile keep the plan they would
+        # have had a moment earlier, instead of each reading it too
+        _cache[key] = (now, hit[1])
     rows = (await conn.execute(select(NumberingPrefix))).all()
     plan = NumberingPlan((r.prefix, r.mcc, r.mnc) for r in rows) if rows else None
     _cache[key] = (now, plan)

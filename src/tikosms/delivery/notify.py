@@ -1,8 +1,10 @@
 """PostgreSQL LISTEN/NOTIFY: a send accepted by an API process wakes the workers of every other
 process at once, instead of at their next poll (`TIKOSMS_IDLE_POLL_SECONDS`).
 
-The send's transaction says `pg_notify('tikosms_parts', '')` (messaging/batch_sql.py); PostgreSQL
-delivers it at commit, once per transaction. Each worker keeps one connection of its own that
+The send's transaction says `pg_notify('tikosms_parts', '')` (messaging/batch_sql.py), or with
+the payload `campaign` when campaigns are among its sends (the worker then looks up the accounts
+with due campaign parts at once); PostgreSQL delivers it at commit, once per transaction and
+payload. Each worker keeps one connection of its own that
 listens. A lost listener is only slower, never wrong: the worker still polls, and the listener
 reconnects with a growing pause.
 """
@@ -24,6 +26,7 @@ from tikosms.db.engine import keepalive, server_settings
 log = logging.getLogger("tikosms.delivery")
 
 CHANNEL = "tikosms_parts"
+CAMPAIGN = "campaign"  # the payload when campaign parts were written
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -33,7 +36,9 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 class PartsListener:
-    def __init__(self, database_url: str, on_notify: Callable[[], None]) -> None:
+    def __init__(self, database_url: str, on_notify: Callable[[bool], None]) -> None:
+        """`on_notify(campaign)`: called on each notification; `campaign` when campaign parts
+        were written (or when what was written meanwhile is unknown)."""
         self.dsn = asyncpg_dsn(database_url)
         self.on_notify = on_notify
         self.listening = asyncio.Event()  # set while a connection listens
@@ -61,10 +66,11 @@ class PartsListener:
                 if ka > 0:
                     keepalive(conn._transport.get_extra_info("socket"), ka)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, lambda *_args: self.on_notify())
+                await conn.add_listener(
+                    CHANNEL, lambda _c, _pid, _ch, payload: self.on_notify(payload == CAMPAIGN))
                 self.listening.set()
                 pause = 1.0
-                self.on_notify()  # anything accepted while we were not listening
+                self.on_notify(True)  # anything accepted while we were not listening
                 await lost.wait()
                 log.warning("the listener for new parts lost its database connection; "
                             "reconnecting (meanwhile new parts are found by polling)")

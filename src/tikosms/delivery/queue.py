@@ -15,11 +15,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Select, and_, case, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tikosms.db.models import ATTEMPTS_CAP, WAITING_STATUSES, Campaign, Part
+from tikosms.db.driver_sql import list_param
+from tikosms.db.models import ATTEMPTS_CAP, WAITING_STATUSES, Part
+from tikosms.db.types import naive_utc, sqlite_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +39,10 @@ class ClaimedPart:
     mccmnc: str
     attempts: int
     due_at: datetime
-    callback_url: str | None  # the part's own; its campaign's may apply (`senders`)
+    callback_url: str | None  # the part's own; its campaign's may apply (`campaign_callback`)
+    sender: str = ""  # its campaign's (read in the same statement as the claim)
+    sender_type: str = ""
+    campaign_callback: bool = False  # its campaign has a callback URL
 
 
 def _due(now: datetime) -> list:  # type: ignore[type-arg]
@@ -54,7 +60,7 @@ async def claim_due_parts(
     """Claim up to `limit` due parts. `accounts`: the accounts with due campaign parts, when
     the caller knows them (a recent `accounts_with_due_parts`); looked up otherwise."""
     lease_until = now + timedelta(seconds=lease_seconds)
-    claimed = await _claim(conn, _candidates(now, priority=0), limit, owner, now, lease_until)
+    claimed = await _claim(conn, limit, owner, now, lease_until)
     room = limit - len(claimed)
     if room <= 0:
         return claimed
@@ -66,10 +72,7 @@ async def claim_due_parts(
     for account_id in accounts:
         if room <= 0:
             break
-        got = await _claim(
-            conn, _candidates(now, priority=1, account_id=account_id), min(share, room),
-            owner, now, lease_until,
-        )
+        got = await _claim(conn, min(share, room), owner, now, lease_until, account_id)
         claimed += got
         room -= len(got)
     return claimed
@@ -83,38 +86,78 @@ async def accounts_with_due_parts(conn: AsyncConnection, now: datetime) -> list[
     ]
 
 
-def _candidates(now: datetime, priority: int, account_id: int | None = None) -> Select:  # type: ignore[type-arg]
-    conds = [Part.priority == priority, *_due(now)]
-    if account_id is not None:
-        conds.append(Part.account_id == account_id)
-    return select(Part.id).where(and_(*conds)).order_by(Part.due_at, Part.id)
-
-
-# LEAST(attempts + 1, cap), spelled so that SQLite runs it too: a part claimed every second for
-# years never overflows the column (and every claim with it)
-_COUNT_CLAIM = case((Part.attempts < ATTEMPTS_CAP, Part.attempts + 1), else_=Part.attempts)
+# One statement per claim, on the driver (at a claim per few single sends, SQLAlchemy's
+# statement building cost more than the database's work): the due candidates (SKIP LOCKED on
+# PostgreSQL), their lease, and what the submit needs of their campaign (sender, whether it has
+# a callback URL), read in the same statement instead of a query of their own.
+# attempts: LEAST(attempts + 1, cap), spelled so that SQLite runs it too: a part claimed every
+# second for years never overflows the column (and every claim with it).
+_RETURNING = (
+    "parts.id, parts.campaign_id, parts.account_id, parts.\"to\", parts.text, "
+    "parts.data_coding, parts.part_no, parts.total_parts, parts.concat_ref, parts.mccmnc, "
+    "parts.attempts, parts.due_at, parts.callback_url"
+)
+_SET = (
+    "lease_until = {p1}, lease_owner = {p2}, updated_at = {p3}, "
+    f"attempts = CASE WHEN parts.attempts < {ATTEMPTS_CAP} THEN parts.attempts + 1 "
+    "ELSE parts.attempts END"
+)
+_CANDIDATES = (
+    "SELECT id FROM parts WHERE priority = {priority} AND status IN ('SCHEDULED', 'QUEUED') "
+    "AND due_at <= {p3} AND (lease_until IS NULL OR lease_until < {p3}){account} "
+    "ORDER BY due_at, id LIMIT {p4}"
+)
+_PG_CLAIM = (
+    "UPDATE parts SET " + _SET.format(p1="$1", p2="$2", p3="$3") + " FROM campaigns c "
+    "WHERE c.id = parts.campaign_id AND parts.id IN ("
+    + _CANDIDATES.format(priority="{priority}", p3="$3", p4="$4", account="{account}")
+    + " FOR UPDATE SKIP LOCKED) "
+    f"RETURNING {_RETURNING}, c.sender, c.sender_type, COALESCE(c.callback_url, '') <> ''"
+)
+# SQLite: RETURNING cannot name the tables of UPDATE ... FROM, and a subquery there scans its
+# table (3.40): the campaigns are read by a second statement
+_SQLITE_CLAIM = (
+    "UPDATE parts SET " + _SET.format(p1="?1", p2="?2", p3="?3") + " WHERE id IN ("
+    + _CANDIDATES.format(priority="{priority}", p3="?3", p4="?4", account="{account}")
+    + f") RETURNING {_RETURNING}"
+)
+_SQLITE_CAMPAIGNS = (
+    "SELECT id, sender, sender_type, COALESCE(callback_url, '') <> '' FROM campaigns "
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
+_CLAIM_SQL = {
+    (dialect, account): sql.format(priority=1 if account else 0,
+                                   account=f" AND account_id = {p5}" if account else "")
+    for dialect, sql, p5 in (("postgresql", _PG_CLAIM, "$5"), ("sqlite", _SQLITE_CLAIM, "?5"))
+    for account in (False, True)
+}
 
 
 async def _claim(
-    conn: AsyncConnection, candidates: Select, limit: int, owner: str,  # type: ignore[type-arg]
-    now: datetime, lease_until: datetime,
+    conn: AsyncConnection, limit: int, owner: str, now: datetime, lease_until: datetime,
+    account_id: int | None = None,
 ) -> list[ClaimedPart]:
-    """One statement: UPDATE ... WHERE id IN (the due candidates, SKIP LOCKED) RETURNING."""
-    candidates = candidates.limit(limit)
-    if conn.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    result = await conn.execute(
-        update(Part)
-        .where(Part.id.in_(candidates.scalar_subquery()))
-        .values(lease_until=lease_until, lease_owner=owner, attempts=_COUNT_CLAIM,
-                updated_at=now)
-        .returning(
-            Part.id, Part.campaign_id, Part.account_id, Part.to, Part.text, Part.data_coding,
-            Part.part_no, Part.total_parts, Part.concat_ref, Part.mccmnc, Part.attempts,
-            Part.due_at, Part.callback_url,
-        )
-    )
-    return sorted((ClaimedPart(*tuple(row)) for row in result), key=lambda p: (p.due_at, p.id))
+    """One statement: UPDATE ... WHERE id IN (the due candidates) RETURNING. Single messages
+    (priority 0) without `account_id`, that account's campaign parts with it."""
+    dialect = conn.dialect.name
+    now_n, until_n = naive_utc(now), naive_utc(lease_until)
+    if dialect == "postgresql":
+        params: tuple[Any, ...] = (until_n, owner, now_n, limit)
+    else:
+        params = (sqlite_time(until_n), owner, sqlite_time(now_n), limit)
+    if account_id is not None:
+        params += (account_id,)
+    result = await conn.exec_driver_sql(_CLAIM_SQL[(dialect, account_id is not None)], params)
+    rows = [tuple(row) for row in result]
+    if dialect != "postgresql" and rows:
+        found = await conn.exec_driver_sql(
+            _SQLITE_CAMPAIGNS, (list_param(conn, list({r[1] for r in rows})),))
+        campaigns: dict[str, tuple[Any, ...]] = {
+            c[0]: (c[1], c[2], bool(c[3])) for c in (tuple(row) for row in found)}
+        # SQLite gives the time back as the text it stores
+        rows = [(*r[:11], datetime.fromisoformat(r[11]), r[12], *campaigns[r[1]])
+                for r in rows]
+    return sorted((ClaimedPart(*row) for row in rows), key=lambda p: (p.due_at, p.id))
 
 
 async def renew_leases(
@@ -138,21 +181,3 @@ async def release_leases(conn: AsyncConnection, owner: str, ids: list[int]) -> i
         .values(lease_until=None, lease_owner=None)
     )
     return int(result.rowcount or 0)
-
-
-@dataclass(frozen=True, slots=True)
-class Sender:
-    """What a campaign gives each of its parts on the way out (a campaign never changes these)."""
-
-    sender: str
-    sender_type: str
-    has_callback: bool  # the campaign has a callback URL: every status change is announced
-
-
-async def senders(conn: AsyncConnection, campaign_ids: set[str]) -> dict[str, Sender]:
-    rows = await conn.execute(
-        select(Campaign.id, Campaign.sender, Campaign.sender_type, Campaign.callback_url).where(
-            Campaign.id.in_(campaign_ids)
-        )
-    )
-    return {r.id: Sender(r.sender, r.sender_type, bool(r.callback_url)) for r in rows}

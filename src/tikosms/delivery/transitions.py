@@ -51,6 +51,12 @@ _PG_ACCEPT = (
     "FROM unnest($2::bigint[], $3::varchar[], $4::varchar[]) AS v(id, carrier, cmid) "
     f"WHERE parts.id = v.id AND parts.{_WAITING_SQL}"
 )
+# PostgreSQL: the same, and the receipts that came before it (pending_receipts), in one round trip
+# (a data-modifying WITH runs whatever the main query reads)
+_PG_ACCEPT_AND_EARLY = (
+    f"WITH u AS ({_PG_ACCEPT}) "
+    "SELECT id FROM pending_receipts WHERE carrier_message_id = ANY($4::varchar[])"
+)
 _SQLITE_ACCEPT = (
     "UPDATE parts SET status = 'ENROUTE', sent_at = ?, updated_at = ?, carrier = ?, "
     "carrier_message_id = ?, lease_until = NULL, lease_owner = NULL "
@@ -135,23 +141,22 @@ async def record_accepted(conn: AsyncConnection, items: Sequence[Accepted], now:
     if not items:
         return
     stamp = naive_utc(now)
+    cmids = [a.carrier_message_id for a in items]
+    # and the receipts that arrived before we stored the carrier's message id
     if conn.dialect.name == "postgresql":
-        await conn.exec_driver_sql(_PG_ACCEPT, (
-            stamp, [a.part_id for a in items], [a.carrier for a in items],
-            [a.carrier_message_id for a in items],
-        ))
+        result = await conn.exec_driver_sql(_PG_ACCEPT_AND_EARLY, (
+            stamp, [a.part_id for a in items], [a.carrier for a in items], cmids))
+        early_ids = [tuple(row) for row in result]
     else:
         when = sqlite_time(stamp)
         await conn.exec_driver_sql(_SQLITE_ACCEPT, [  # type: ignore[arg-type]
             (when, when, a.carrier, a.carrier_message_id, a.part_id) for a in items
         ])
+        early_ids = await run_with_list(conn, _PENDING_RECEIPTS_FOR, cmids)
     announced = [a.part_id for a in items if a.callback]
     if announced:
         rows = [r for r in await _parts(conn, announced) if r["status"] == ENROUTE]
         await _announce(conn, rows, now)
-    # receipts that arrived before we stored the carrier's message id
-    early_ids = await run_with_list(
-        conn, _PENDING_RECEIPTS_FOR, [a.carrier_message_id for a in items])
     if early_ids:
         carriers = {(a.carrier_message_id, a.carrier) for a in items}
         await apply_pending_receipts(

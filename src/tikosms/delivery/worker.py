@@ -58,8 +58,8 @@ NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tri
 # (the fairness promise: one account's campaign never holds another's message back ~1 s).
 AHEAD_SECONDS = 0.4
 MIN_INFLIGHT = 64
-SENDERS_CACHED = 50_000  # campaigns whose sender the worker keeps in memory
 ACCOUNTS_REFRESH = 0.5  # seconds: a new account's campaign joins the rotation within this
+RECORD_LINGER_BELOW = 64  # results waiting: fewer, and the recorder lingers before writing
 MIN_UNRECORDED = 100  # parts: the gate's floor when the carriers' windows are small or unknown
 
 
@@ -89,7 +89,6 @@ class DeliveryWorker:
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._unrecorded: set[int] = set()  # parts answered by a carrier, not yet recorded
         self._records: asyncio.Queue[_Item] = asyncio.Queue()
-        self._senders: dict[str, queue.Sender] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.submitted = 0
         self._finished = 0  # submissions answered, for the throughput estimate
@@ -120,8 +119,11 @@ class DeliveryWorker:
             self.listener.start()
         log.info("delivery worker %s started: carriers=%s", self.owner, self.router.describe())
 
-    def wake(self) -> None:
-        """New parts are due (a send was accepted in this process): claim now."""
+    def wake(self, campaign: bool = False) -> None:
+        """New parts are due (a send was accepted): claim now. `campaign`: among them a
+        campaign's, whose account the next claim looks up."""
+        if campaign:
+            self._accounts_at = 0.0
         self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -170,52 +172,55 @@ class DeliveryWorker:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            limit = min(room, self.settings.claim_batch)
+            self._wake.clear()  # a wake from now on means parts newer than this claim
             try:
-                parts = await self._claim(min(room, self.settings.claim_batch))
+                parts = await self._claim(limit)
             except Exception:
                 log.exception("claiming parts failed; retrying in 1 s")
                 await asyncio.sleep(1)
                 continue
-            if not parts:
-                self._wake.clear()
+            for part, announced in parts:
+                self._inflight[part.part_id] = asyncio.create_task(self._submit(part, announced))
+            if len(parts) >= limit:
+                continue  # a backlog: claim again at once
+            # everything due is claimed: wait for news (a send accepted) or the next poll, then
+            # let a few more sends arrive, so that a trickle of single sends is claimed in
+            # batches rather than one claim per send
+            if not self._wake.is_set():
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll_seconds)
                 except TimeoutError:
-                    pass
-                continue
-            for part, announced in parts:
-                self._inflight[part.part_id] = asyncio.create_task(self._submit(part, announced))
+                    continue
+            if self.settings.claim_linger_seconds and not self._stopping.is_set():
+                await asyncio.sleep(self.settings.claim_linger_seconds)
 
     async def _claim(self, limit: int) -> list[tuple[OutboundPart, bool]]:
         """Claimed parts, each with whether its status changes are announced (a callback URL
         of its own or its campaign's): recording skips the callback work for the others."""
         now = utcnow()
-        async with self.db.begin() as conn:
-            # the accounts with due campaign parts, looked up at most every ACCOUNTS_REFRESH s
-            # while claims come back full (a claim that comes back short looks again next time)
-            fresh = time.monotonic() - self._accounts_at < ACCOUNTS_REFRESH
-            if not fresh:
-                self._accounts = await queue.accounts_with_due_parts(conn, now)
-                self._accounts_at = time.monotonic()
-            claimed = await queue.claim_due_parts(
-                conn, self.owner, limit, now, self.settings.lease_seconds, self._accounts
-            )
-            if len(claimed) < limit:
-                self._accounts_at = 0.0
-            if len(self._senders) > SENDERS_CACHED:
-                self._senders.clear()  # bounded: one entry per campaign, and campaigns never end
-            missing = {p.campaign_id for p in claimed} - self._senders.keys()
-            if missing:
-                self._senders.update(await queue.senders(conn, missing))
-        out = []
-        for p in claimed:
-            sender = self._senders[p.campaign_id]
-            out.append((OutboundPart(
-                part_id=p.id, to=p.to, sender=sender.sender, sender_type=sender.sender_type,
-                text=p.text, data_coding=p.data_coding, part_no=p.part_no,
-                total_parts=p.total_parts, concat_ref=p.concat_ref, mccmnc=p.mccmnc,
-            ), sender.has_callback or bool(p.callback_url)))
-        return out
+        # the accounts with due campaign parts, looked up at most every ACCOUNTS_REFRESH s (at
+        # once after a campaign was accepted: `wake(campaign=True)`)
+        refresh = time.monotonic() - self._accounts_at >= ACCOUNTS_REFRESH
+        if self.db.is_postgres and not refresh and not self._accounts:
+            # single messages only: the claim is one statement, atomic on its own; autocommit
+            # spares the BEGIN and COMMIT round trips
+            async with self.db.connect() as conn:
+                claimed = await queue.claim_due_parts(
+                    conn, self.owner, limit, now, self.settings.lease_seconds, [])
+        else:
+            async with self.db.begin() as conn:
+                if refresh:
+                    self._accounts = await queue.accounts_with_due_parts(conn, now)
+                    self._accounts_at = time.monotonic()
+                claimed = await queue.claim_due_parts(
+                    conn, self.owner, limit, now, self.settings.lease_seconds, self._accounts
+                )
+        return [(OutboundPart(
+            part_id=p.id, to=p.to, sender=p.sender, sender_type=p.sender_type,
+            text=p.text, data_coding=p.data_coding, part_no=p.part_no,
+            total_parts=p.total_parts, concat_ref=p.concat_ref, mccmnc=p.mccmnc,
+        ), p.campaign_callback or bool(p.callback_url)) for p in claimed]
 
     async def _submit(self, part: OutboundPart, announced: bool = True) -> None:
         try:
@@ -298,6 +303,11 @@ class DeliveryWorker:
     async def _recorder(self) -> None:
         while True:
             first = await self._records.get()
+            linger = self.settings.record_linger_seconds
+            if linger and self._records.qsize() < RECORD_LINGER_BELOW:
+                # a few results: let more come, one transaction records them all (a receipt's
+                # acknowledgement and a gate slot wait this long more, no longer)
+                await asyncio.sleep(linger)
             batch = [first]
             while len(batch) < 2000 and not self._records.empty():
                 batch.append(self._records.get_nowait())

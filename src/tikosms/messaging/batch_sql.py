@@ -60,6 +60,7 @@ _CAMPAIGN_PG_TYPES = (
     "bigint", "text", "timestamp", "smallint", "varchar", "timestamp", "timestamp",
 )
 CAMPAIGN_COST = CAMPAIGN_COLUMNS.index("cost")  # micro-units: what the send reserves
+CAMPAIGN_KIND = CAMPAIGN_COLUMNS.index("kind")  # single | bulk
 
 LEDGER = BulkInsert("ledger_entries", LEDGER_COLUMNS, _LEDGER_PG_TYPES, ("created_at",))
 CAMPAIGNS = BulkInsert("campaigns", CAMPAIGN_COLUMNS, _CAMPAIGN_PG_TYPES,
@@ -92,8 +93,9 @@ _RESERVE_LEDGER_PG = (
     "FROM r, unnest($4::bigint[], $5::bigint[], $6::varchar[]) WITH ORDINALITY "
     "AS c(cost, rest, cid, n) ORDER BY c.n "
     # the workers of every process learn at commit that parts are due (delivery/notify.py;
-    # one notification per transaction however many rows)
-    "RETURNING pg_notify('tikosms_parts', '')"
+    # one notification per transaction and payload however many rows; `campaign` when
+    # campaign parts are among them)
+    "RETURNING pg_notify('tikosms_parts', $7)"
 )
 
 
@@ -113,10 +115,12 @@ async def insert_sends(conn: AsyncConnection, campaigns: Sequence[tuple[Any, ...
 
 
 async def reserve_with_ledger(conn: AsyncConnection, account_id: int, costs: Sequence[int],
-                              campaign_ids: Sequence[str], now: datetime) -> bool:
+                              campaign_ids: Sequence[str], now: datetime,
+                              campaign: bool = False) -> bool:
     """Take the sum of `costs` (micro-units) from the balance if the credit limit allows it,
     with a `reserve` ledger row per send; False (nothing changed) when it does not. The
-    UPDATE holds the account row until commit."""
+    UPDATE holds the account row until commit. `campaign`: campaign parts are among the sends
+    (PostgreSQL: the workers' notification says so)."""
     whole = sum(costs)
     rests, taken = [], 0
     for cost in costs:
@@ -124,7 +128,8 @@ async def reserve_with_ledger(conn: AsyncConnection, account_id: int, costs: Seq
         rests.append(whole - taken)
     if conn.dialect.name == "postgresql":
         result = await conn.exec_driver_sql(_RESERVE_LEDGER_PG, (
-            whole, naive_utc(now), account_id, list(costs), rests, list(campaign_ids)))
+            whole, naive_utc(now), account_id, list(costs), rests, list(campaign_ids),
+            "campaign" if campaign else ""))
         return len(result.all()) == len(costs)
     final = await reserve(conn, account_id, whole, now)
     if final is None:

@@ -157,13 +157,15 @@ class SendWriter:
             costs = [batch[i].prepared.campaign[batch_sql.CAMPAIGN_COST]  # micro-units
                      for i in indexes]
             ids = [batch[i].prepared.result.campaign_id for i in indexes]
-            if await batch_sql.reserve_with_ledger(conn, account_id, costs, ids, now):
+            campaign = any(batch[i].prepared.campaign[batch_sql.CAMPAIGN_KIND] != "single"
+                           for i in indexes)
+            if await batch_sql.reserve_with_ledger(conn, account_id, costs, ids, now, campaign):
                 for i in indexes:
                     outcomes[i] = STORED
                 continue
             for i, cost, campaign_id in zip(indexes, costs, ids, strict=True):
                 if await batch_sql.reserve_with_ledger(conn, account_id, [cost], [campaign_id],
-                                                       now):
+                                                       now, campaign):
                     outcomes[i] = STORED
                 else:
                     outcomes[i] = PaymentRequired()

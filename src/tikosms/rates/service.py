@@ -109,6 +109,10 @@ async def cached_rate_book(
     at = at or utcnow()
     hit = _cache.get(key)
     if hit is None or now - hit[0] >= REFRESH_SECONDS:
+        if hit is not None:
+            # one request reads the rates again; those arriving meanwhile keep the book they
+            # would have had a moment earlier, instead of each reading it too
+            _cache[key] = (now, *hit[1:])
         rows = await _select_rows(conn, account_id, [mcc])
         if len(_cache) >= MAX_CACHED:
             _cache.clear()

@@ -1,0 +1,277 @@
+"""Single sends accepted while the gateway delivers them: a quick, reproducible measurement.
+
+    .venv/bin/python bench/quick_sustained.py --db postgresql --seconds 10 [--rate 1000]
+    .venv/bin/python bench/quick_sustained.py --db sqlite --seconds 10
+
+Real processes: `tikosms smsc-sim` (answers at once, receipts at once), `tikosms api` +
+`tikosms worker` (PostgreSQL) or `tikosms serve` (SQLite), on a scratch database. The load:
+`wrk` (Debian package) with 64 keep-alive connections, closed loop, each POST /v1/message to a
+new number; with `--rate`, an open loop of that many sends a second (bench/loadgen.py's aiohttp,
+one task per send). Prints one JSON line: accepted/s, handed to the SMSC/s during the load, the
+queue (QUEUED parts) at the end of the load, accept p50/p99, 200-to-submit_sm p50/p99 (created_at
+to sent_at), and CPU ms per accepted send of each process (from /proc; the PostgreSQL backends of
+the scratch database included). Not part of the full bench/run.py suite (the `sustained`
+benchmark there is the complete version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import procs
+from bench.procs import Process
+
+WRK_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{"from": "TikoBench", "to": "38050%07d", "message": "bench code 1234"}',
+    (math.random(0, 999) * 10000 + counter) % 10000000)
+  return wrk.format("POST", nil, nil, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests,
+    summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout,
+    summary.duration, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def pg_backend_pids(db_url: str, name: str) -> list[int]:
+    async def go() -> list[int]:
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", name)
+            return [int(r[0]) for r in rows]
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
+def cpu(pids: list[int]) -> float:
+    return sum(procs.cpu_seconds(p) for p in pids)
+
+
+def run_wrk(url: str, token: str, seconds: float, connections: int, workdir: Path) -> dict:
+    script = workdir / "post.lua"
+    script.write_text(WRK_LUA, encoding="utf-8")
+    done = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{int(seconds)}s", "-s", str(script),
+         "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json", url],
+        capture_output=True, text=True, timeout=seconds + 60)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT"):
+            n, errors, micros, p50, p99 = line.split()[1:]
+            return {"requests": int(n), "errors": int(errors), "seconds": int(micros) / 1e6,
+                    "p50_ms": float(p50), "p99_ms": float(p99)}
+    raise RuntimeError(f"wrk failed: {done.stdout} {done.stderr}")
+
+
+async def open_loop(url: str, token: str, rate: float, seconds: float) -> dict:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(session: aiohttp.ClientSession, n: int) -> None:
+        nonlocal errors
+        body = json.dumps({"from": "TikoBench", "to": f"38051{n % 10_000_000:07d}",
+                           "message": "bench code 1234"})
+        t0 = time.perf_counter()
+        try:
+            async with session.post(url, data=body, headers=headers) as r:
+                await r.read()
+                if r.status != 200:
+                    errors += 1
+                    return
+        except Exception:
+            errors += 1
+            return
+        latencies.append(time.perf_counter() - t0)
+
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = []
+        start = time.perf_counter()
+        n = 0
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(elapsed * rate)
+            while n < due:
+                tasks.append(asyncio.create_task(one(session, n)))
+                n += 1
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*tasks)
+        took = time.perf_counter() - start
+    ms = sorted(1000 * x for x in latencies)
+    return {"requests": len(latencies), "errors": errors, "seconds": took,
+            "p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99)}
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def xact_commits(db: procs.ScratchDb) -> int:
+    """Transactions committed in the scratch database so far (PostgreSQL; 0 on SQLite)."""
+    if db.kind != "postgresql":
+        return 0
+
+    async def go() -> int:
+        conn = await asyncpg.connect(db.url)
+        try:
+            return int(await conn.fetchval(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
+def db_figures(db: procs.ScratchDb, since_sql: str) -> dict:
+    """Parts sent, QUEUED, and 200-to-submit percentiles."""
+    if db.kind == "sqlite":
+        import sqlite3
+        assert db.path is not None
+        conn = sqlite3.connect(f"file:{db.path}?mode=ro", uri=True, timeout=10)
+        try:
+            sent = conn.execute("SELECT count(*) FROM parts WHERE sent_at IS NOT NULL")
+            n_sent = int(sent.fetchone()[0])
+            queued = int(conn.execute(
+                "SELECT count(*) FROM parts WHERE status = 'QUEUED'").fetchone()[0])
+            lags = sorted(r[0] for r in conn.execute(
+                "SELECT (julianday(sent_at) - julianday(created_at)) * 86400000 FROM parts "
+                "WHERE sent_at IS NOT NULL"))
+        finally:
+            conn.close()
+    else:
+        async def go() -> tuple[int, int, list[float]]:
+            conn = await asyncpg.connect(db.url)
+            try:
+                n = await conn.fetchval("SELECT count(*) FROM parts WHERE sent_at IS NOT NULL")
+                q = await conn.fetchval("SELECT count(*) FROM parts WHERE status = 'QUEUED'")
+                rows = await conn.fetch(
+                    "SELECT extract(epoch FROM sent_at - created_at) * 1000 FROM parts "
+                    "WHERE sent_at IS NOT NULL ORDER BY 1")
+                return int(n), int(q), [float(r[0]) for r in rows]
+            finally:
+                await conn.close()
+        n_sent, queued, lags = asyncio.run(go())
+    return {"sent": n_sent, "queued": queued, "submit_p50_ms": percentile(lags, 0.5),
+            "submit_p99_ms": percentile(lags, 0.99)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--rate", type=float, default=0, help="open loop at this rate (0: wrk)")
+    p.add_argument("--pyspy", type=Path, help="profile each gateway process during the load "
+                   "(py-spy raw stacks into this folder; bench/profile_summary.py reads them)")
+    args = p.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="tikosms-quick-"))
+    load1 = open("/proc/loadavg").read().split()[0]
+    with procs.scratch_database(args.db, workdir) as db, ExitStack() as stack:
+        account = procs.create_account(db, workdir)
+        sim_port = procs.free_port()
+        sim = stack.enter_context(Process(
+            [procs.TIKOSMS, "smsc-sim", "--port", str(sim_port), "--stats-interval", "0"],
+            workdir / "sim.log", port=sim_port))
+        procs.tikosms(["carriers", "add", "sim", "--host", procs.HOST, "--port", str(sim_port),
+                       "--system-id", "bench", "--password", "bench", "--window", "100"],
+                      db, workdir)
+        procs.tikosms(["routes", "add", "--match", "*", "--carrier", "sim"], db, workdir)
+        port = procs.free_port()
+        env = procs.gateway_env(db, port)
+        named: dict[str, list[int]] = {"smsc-sim": [sim.pid]}
+        if db.kind == "sqlite":
+            serve = stack.enter_context(Process([procs.TIKOSMS, "serve"], workdir / "serve.log",
+                                                env, port))
+            named["serve"] = [serve.pid]
+        else:
+            api = stack.enter_context(Process([procs.TIKOSMS, "api"], workdir / "api.log",
+                                              env, port))
+            worker = stack.enter_context(Process([procs.TIKOSMS, "worker"],
+                                                 workdir / "worker.log", env))
+            named["api"] = [api.pid]
+            named["worker"] = [worker.pid]
+        ready = workdir / ("serve.log" if db.kind == "sqlite" else "worker.log")
+        end = time.monotonic() + 60
+        while (db.kind == "postgresql" and b"running" not in ready.read_bytes()
+               and time.monotonic() < end):
+            time.sleep(0.1)
+        time.sleep(2)  # binds up
+        url = f"http://{procs.HOST}:{port}/v1/message"
+        pg_before: dict[int, float] = {}
+        if db.kind == "postgresql":
+            assert db.name is not None
+            pg_before = {pid: procs.cpu_seconds(pid) for pid in pg_backend_pids(db.url, db.name)}
+            named["postgres"] = []
+        before = {k: cpu(v) for k, v in named.items()}
+        xacts = xact_commits(db)
+        spies = []
+        if args.pyspy:
+            args.pyspy.mkdir(parents=True, exist_ok=True)
+            spy = str(Path(procs.PYTHON).parent / "py-spy")
+            for name in ("api", "worker", "serve"):
+                for pid in named.get(name, []):
+                    spies.append(subprocess.Popen(
+                        [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                         "--nonblocking", "--duration", str(int(args.seconds)),
+                         "--output", str(args.pyspy / f"{args.db}-{name}.txt")],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        t0 = time.time()
+        if args.rate:
+            load = asyncio.run(open_loop(url, account.token, args.rate, args.seconds))
+        else:
+            load = run_wrk(url, account.token, args.seconds, args.connections, workdir)
+        after = {k: cpu(v) for k, v in named.items()}
+        took = time.time() - t0
+        if db.kind == "postgresql":
+            assert db.name is not None
+            # backends opened during the load count whole; the scratch database's only
+            before["postgres"] = 0.0
+            after["postgres"] = sum(procs.cpu_seconds(pid) - pg_before.get(pid, 0.0)
+                                    for pid in pg_backend_pids(db.url, db.name))
+        xacts = xact_commits(db) - xacts
+        for spy_proc in spies:
+            spy_proc.wait(60)
+        figures = db_figures(db, "")
+    accepted = load["requests"] - load["errors"]
+    out = {
+        "db": args.db, "mode": f"open {args.rate:g}/s" if args.rate else
+        f"wrk {args.connections} conns", "load1": load1,
+        "accepted_per_s": round(accepted / load["seconds"]),
+        "handed_per_s": round(figures["sent"] / took),
+        "queued_at_end": figures["queued"], "errors": load["errors"],
+        "p50_ms": round(load["p50_ms"], 1), "p99_ms": round(load["p99_ms"], 1),
+        "submit_p50_ms": round(figures["submit_p50_ms"], 1),
+        "submit_p99_ms": round(figures["submit_p99_ms"], 1),
+        "db_commits_per_send": round(xacts / max(1, accepted), 2),
+        "cpu_ms_per_send": {k: round(1000 * (after[k] - before[k]) / max(1, accepted), 3)
+                            for k in named},
+    }
+    out["cpu_ms_total"] = round(sum(v for k, v in out["cpu_ms_per_send"].items()  # type: ignore[union-attr]
+                                    if k != "smsc-sim"), 3)
+    print(json.dumps(out))
+    os.environ.get("KEEP") or subprocess.run(["rm", "-rf", str(workdir)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
