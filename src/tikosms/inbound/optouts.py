@@ -1,14 +1,17 @@
 """The send path's opt-out check: a send to a recipient who opted out is refused.
 
-Kept to two calls so that the send path stays as it is: `refuse_if_opted_out` (a single send:
-one primary-key lookup) and `leave_out_opted_out` (a campaign: one query for the whole list,
-after a one-row check that the account has any opt-out at all). A recipient is suppressed for
-a send when the account holds an opt-out for it from the send's sender (a number the recipient
-wrote STOP to) or from every sender (STOPALL, or one added without a sender).
+Kept to two calls so that the send path stays as it is: `opted_out_sends` (single sends: one
+query for a whole group-commit batch, in the transaction that stores them, so a send needs no
+database round trip of its own before the write) and `leave_out_opted_out` (a campaign: one
+query for the whole list, after a one-row check that the account has any opt-out at all).
+A recipient is suppressed for a send when the account holds an opt-out for it from the send's
+sender (a number the recipient wrote STOP to) or from every sender (STOPALL, or one added
+without a sender).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tikosms.errors import ValidationFailed
@@ -35,10 +38,19 @@ def sender_key(value: str, sender_type: str) -> str:
     return value
 
 
-async def refuse_if_opted_out(conn: Any, account_id: int, recipient: str, sender: Any) -> None:
-    """422 `opted_out` when the recipient opted out of this sender (`schemas.Sender`)."""
-    if await repo.is_opted_out(conn, account_id, recipient, sender_key(sender.value, sender.type)):
-        raise OptedOut()
+def opt_out_key(recipient: str, sender: Any) -> tuple[str, str]:
+    """What a single send is checked against: (recipient, sender key) (`schemas.Sender`)."""
+    return recipient, sender_key(sender.value, sender.type)
+
+
+async def opted_out_sends(conn: Any, sends: Sequence[tuple[int, str, str]]) -> set[int]:
+    """The indexes of the single sends (account, recipient, sender key) whose recipient opted
+    out of that sender or of the whole account."""
+    held = await repo.opt_outs_of(conn, sorted({(a, r) for a, r, _ in sends}))
+    if not held:
+        return set()
+    return {i for i, (a, r, s) in enumerate(sends)
+            if (a, r, s) in held or (a, r, "") in held}
 
 
 async def leave_out_opted_out(conn: Any, account_id: int, sender: Any,

@@ -211,6 +211,29 @@ async def is_opted_out(conn: Any, account_id: int, recipient: str, sender: str) 
     return result.first() is not None
 
 
+_OPTED_OUT_PAIRS = {
+    "postgresql": "SELECT o.account_id, o.recipient, o.sender FROM opt_outs o "
+                  "JOIN unnest($1::int[], $2::varchar[]) AS q(account_id, recipient) "
+                  "ON o.account_id = q.account_id AND o.recipient = q.recipient",
+    "sqlite": "SELECT account_id, recipient, sender FROM opt_outs WHERE (account_id, recipient) "
+              "IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+              "FROM json_each(?))",
+}
+
+
+async def opt_outs_of(conn: Any, pairs: Sequence[tuple[int, str]]) -> set[tuple[int, str, str]]:
+    """The opt-outs (account, recipient, sender) held for these (account, recipient) pairs: one
+    query for a whole group-commit batch of single sends."""
+    if not pairs:
+        return set()
+    if conn.dialect.name == "postgresql":
+        params: tuple[Any, ...] = ([a for a, _ in pairs], [r for _, r in pairs])
+    else:
+        params = (list_param(conn, [[a, r] for a, r in pairs]),)
+    result = await conn.exec_driver_sql(_OPTED_OUT_PAIRS[conn.dialect.name], params)
+    return {(row[0], row[1], row[2]) for row in result}
+
+
 async def opted_out_among(conn: Any, account_id: int, sender: str, recipients: Sequence[str]
                           ) -> set[str]:
     """The recipients among these who opted out of this sender (or of the whole account): one

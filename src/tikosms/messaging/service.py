@@ -30,7 +30,7 @@ from tikosms.errors import (
     PaymentRequired,
     ValidationFailed,
 )
-from tikosms.inbound.optouts import leave_out_opted_out, refuse_if_opted_out
+from tikosms.inbound.optouts import leave_out_opted_out, opt_out_key
 from tikosms.messaging.resolver import resolve_many
 from tikosms.messaging.schemas import CampaignSend, Sender, SingleSend
 from tikosms.numbering import numbering_plan
@@ -76,6 +76,8 @@ class PreparedSend:
     rows: list[tuple[Any, ...]]
     result: SendResult
     token_id: int = 0  # the API token it came with, checked again when it is written
+    # a single send's (recipient, sender key): the writer refuses it if the recipient opted out
+    opt_out: tuple[str, str] | None = None
 
 
 async def prepare_single(
@@ -94,7 +96,6 @@ async def prepare_single(
     rate = book.find(dest.mcc, dest.mnc)
     if rate is None:
         raise NoRateForAccount()
-    await refuse_if_opted_out(conn, account.id, dest.number, req.sender)
     now = naive_utc_now()
     campaign_id, message_id = new_ids(2)
     cost = rate.rate * len(split.parts)
@@ -107,7 +108,8 @@ async def prepare_single(
         req.callback_url, QUEUED, 0, now, now,
     )
     result = SendResult(campaign_id, [message_id], 1, len(split.parts), cost, split.encoding)
-    return PreparedSend(account.id, campaign, rows, result, account.token_id)
+    return PreparedSend(account.id, campaign, rows, result, account.token_id,
+                        opt_out_key(dest.number, req.sender))
 
 
 async def prepare_campaign(

@@ -25,6 +25,7 @@ from tikosms.db.engine import Database
 from tikosms.db.models import IdempotencyKey
 from tikosms.db.types import utcnow
 from tikosms.errors import AccountSuspended, NotAuthenticated, PaymentRequired
+from tikosms.inbound.optouts import OptedOut, opted_out_sends
 from tikosms.messaging import batch_sql
 from tikosms.messaging import repository as repo
 from tikosms.messaging.idempotency import TTL
@@ -122,6 +123,16 @@ class SendWriter:
             if item.idem is not None and not await _claim_key(conn, p.account_id, item, now):
                 outcomes[i] = KEY_TAKEN
         candidates = [i for i, o in enumerate(outcomes) if o is None]
+        # recipients who opted out (STOP): checked here, one query for the batch, in the
+        # transaction that would store the send
+        singles = [i for i in candidates if batch[i].prepared.opt_out is not None]
+        if singles:
+            keys = [(batch[i].prepared.account_id, *batch[i].prepared.opt_out)  # type: ignore[misc]
+                    for i in singles]
+            for j in await opted_out_sends(conn, keys):
+                outcomes[singles[j]] = OptedOut()
+                await _release_key(conn, batch[singles[j]])
+            candidates = [i for i in candidates if outcomes[i] is None]
         if not candidates:
             return outcomes
         sends = [batch[i].prepared for i in candidates]
