@@ -1,10 +1,19 @@
 """The `tikosms` command: serve | api | worker | db | accounts | tokens | rates | numbering |
-carriers | routes | smsc-sim. Every command takes --json where it prints data; errors are one
+carriers | routes | smsc-sim |
+smpp-users | smpp-server. Every command takes --json where it prints data; errors are one
 line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
-from tikosms.cli import accounts, db, numbering, operators, rates, serve  # noqa: F401  (registers)
+from tikosms.cli import (  # noqa: F401  (registers)
+    accounts,
+    db,
+    numbering,
+    operators,
+    rates,
+    serve,
+    smpp_server,
+)
 from tikosms.cli.base import cli
 
 
