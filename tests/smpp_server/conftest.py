@@ -89,6 +89,42 @@ async def running_gateway(settings: Settings, db: Database, *, balance: str = "1
         await sim.stop()
 
 
+@dataclass
+class BareServer:
+    """The SMPP server alone: no worker, so parts wait in the queue."""
+
+    db: Database
+    server: SmppServer
+    account_id: int
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+@asynccontextmanager
+async def bare_server(db: Database, *, balance: str = "100",
+                      user: dict[str, Any] | None = None,
+                      **config: Any) -> AsyncIterator[BareServer]:
+    await add_rates(db)
+    who = await make_customer(db, balance=balance)
+    async with db.begin() as conn:
+        await users.create_user(conn, who.account_id, SYSTEM_ID, PASSWORD, **(user or {}))
+    server = SmppServer(db, ServerConfig(**{"port": 0, "outbox_poll_seconds": 0.05,
+                                            "credentials_check_seconds": 0.2, **config}))
+    await server.start()
+    try:
+        yield BareServer(db, server, who.account_id)
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def bare(db: Database) -> AsyncIterator[BareServer]:
+    async with bare_server(db) as b:
+        yield b
+
+
 @pytest.fixture
 async def gateway(settings: Settings, db: Database) -> AsyncIterator[Gateway]:
     async with running_gateway(settings, db) as gw:
