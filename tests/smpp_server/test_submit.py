@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from tests.smpp_server.conftest import BareServer, Gateway, Inbox, customer
 from tikosms.db.engine import Database
-from tikosms.db.models import Campaign, FINAL_STATUSES, LedgerEntry, Part
+from tikosms.db.models import FINAL_STATUSES, Campaign, LedgerEntry, Part
 from tikosms.smpp.pdu import ESM_UDHI, Status, Tag
 from tikosms.smpp.submit import SubmitFields, sar_tlvs, udh
 from tikosms.text import encode_part
@@ -105,7 +105,8 @@ async def test_udh_segments_keep_the_customers_segmentation_and_are_billed_each(
     got = sorted(gateway.sim.submits, key=lambda s: s.short_message[5])
     assert [s.short_message[:6] for s in got] == [udh("udh8", 0x42, 2, 1), udh("udh8", 0x42, 2, 2)]
     assert all(s.esm_class & ESM_UDHI for s in got)
-    assert await ledger_sum(gateway.db, gateway.account_id) == Decimal("1000") - 2 * Decimal("0.045")
+    assert await ledger_sum(gateway.db, gateway.account_id) == \
+        Decimal("1000") - 2 * Decimal("0.045")
 
 
 async def test_ucs2_segments_with_a_16_bit_reference_and_sar_tlvs(gateway: Gateway) -> None:
@@ -136,7 +137,8 @@ async def test_a_long_message_payload_is_split_and_billed_per_part(gateway: Gate
     assert len(parts) == 5
     assert "".join(str(p["text"]) for p in parts) == text
     assert len({p["concat_ref"] for p in parts}) == 1
-    assert await ledger_sum(gateway.db, gateway.account_id) == Decimal("1000") - 5 * Decimal("0.045")
+    assert await ledger_sum(gateway.db, gateway.account_id) == \
+        Decimal("1000") - 5 * Decimal("0.045")
 
 
 async def test_data_codings_0_1_3_and_8_carry_the_same_text(gateway: Gateway) -> None:
