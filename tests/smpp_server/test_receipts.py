@@ -68,6 +68,7 @@ async def test_thousands_of_submits_get_their_receipts_on_the_same_bind(
     texts = {p.tlvs[Tag.RECEIPTED_MESSAGE_ID].rstrip(b"\x00").decode():
              receipt_fields(p)["text"] for p in inbox.items}
     assert texts[answers[7].message_id] == "Code 0007"  # type: ignore[index]
+    assert gateway.sim.counters.submits == n  # each part went to the carrier once
     await wait_outbox_empty(gateway.db)
 
 
