@@ -642,6 +642,7 @@ class OutboxPump:
         self._lost: list[int] = []
         self._event = asyncio.Event()
         self._running = True
+        self._idle = True  # the last round claimed nothing
         self._purged_at = 0.0
 
     def wake(self) -> None:
@@ -679,11 +680,26 @@ class OutboxPump:
                 return
 
     async def _round(self) -> None:
+        """One transaction: the answers learnt since the last round, then a claim of what is
+        due for the binds with room (a read first when the last round found nothing, so an
+        idle server does not take SQLite's write lock every poll)."""
         db, config = self.server.db, self.server.config
         now = utcnow()
         acked, refused, lost = self._acked, self._refused, self._lost
-        if acked or refused or lost:
-            self._acked, self._refused, self._lost = [], [], []
+        self._acked, self._refused, self._lost = [], [], []
+        rooms: dict[int, int] = {}
+        if self._running:
+            for c in self.server.receivers():
+                account_id = c.user.account_id  # type: ignore[union-attr]
+                rooms[account_id] = rooms.get(account_id, 0) + c.room
+        rooms = {a: r for a, r in rooms.items() if r > 0}
+        due = list(rooms)
+        if rooms and self._idle and not (acked or refused or lost):
+            async with db.connect() as conn:
+                due = await outbox.due_accounts(conn, list(rooms), now)
+        claimed: list[outbox.OutboxItem] = []
+        if acked or refused or lost or due:
+            lease = timedelta(seconds=config.response_timeout + 5)
             try:
                 async with db.begin() as conn:
                     await outbox.mark_delivered(conn, acked, now)
@@ -695,31 +711,13 @@ class OutboxPump:
                     for delay, ids in by_delay.items():
                         await outbox.retry_later(conn, ids, now + timedelta(seconds=delay))
                     await outbox.release(conn, lost, now)
+                    for account_id in due:
+                        claimed += await outbox.claim_due(conn, [account_id], now, lease,
+                                                          rooms[account_id])
             except BaseException:
                 self._acked[:0], self._refused[:0], self._lost[:0] = acked, refused, lost
                 raise
-        if not self._running:
-            return
-        loop_now = asyncio.get_running_loop().time()
-        if loop_now - self._purged_at > 600:
-            self._purged_at = loop_now
-            async with db.begin() as conn:
-                await outbox.purge_delivered(conn, now)
-        rooms: dict[int, int] = {}
-        for c in self.server.receivers():
-            rooms[c.user.account_id] = rooms.get(c.user.account_id, 0) + c.room  # type: ignore[union-attr]
-        rooms = {a: r for a, r in rooms.items() if r > 0}
-        if not rooms:
-            return
-        async with db.connect() as conn:
-            due = await outbox.due_accounts(conn, list(rooms), now)
-        if not due:
-            return
-        lease = timedelta(seconds=config.response_timeout + 5)
-        async with db.begin() as conn:
-            claimed = [item for account_id in due
-                       for item in await outbox.claim_due(conn, [account_id], now, lease,
-                                                          rooms[account_id])]
+        self._idle = not claimed
         for item in claimed:
             receivers = [c for c in self.server.receivers(item.account_id) if c.room > 0]
             if not receivers:
@@ -728,6 +726,11 @@ class OutboxPump:
             min(receivers, key=lambda c: len(c.outstanding)).send_item(item)
         if claimed:
             self._event.set()  # more may be due: look again at once
+        loop_now = asyncio.get_running_loop().time()
+        if self._running and loop_now - self._purged_at > 600:
+            self._purged_at = loop_now
+            async with db.begin() as conn:
+                await outbox.purge_delivered(conn, now)
 
 
 async def _parts_of(db: Database, account_id: int, message_id: str) -> list[tuple[Any, ...]]:
