@@ -5,7 +5,7 @@ bare SMSC simulator (issue 12): how much the gateway costs an SMPP customer.
         [--latency-ms 0]
 
 Real processes: `tikosms smsc-sim` as the carrier, `tikosms serve` (SQLite, the embedded
-default; or `tikosms api` + `tikosms worker` + `tikosms smpp-server` with --db postgresql)
+default)
 with that carrier added by `tikosms carriers add`. The customer is the project's ESME session
 (`tikosms.smpp.session`, smpp34's codec), bound as a transceiver with the window given; it
 submits every message as fast as the window lets it and waits for every receipt. The same
@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.procs import HOST, TIKOSMS, free_port, wait_port  # noqa: E402
-from tikosms.smpp.pdu import BindRequest  # noqa: E402
-from tikosms.smpp.session import DeliverSm, SmppSession  # noqa: E402
-from tikosms.smpp.submit import SubmitFields  # noqa: E402
+from bench.procs import HOST, TIKOSMS, free_port, wait_port
+from tikosms.smpp.pdu import BindRequest
+from tikosms.smpp.session import DeliverSm, SmppSession
+from tikosms.smpp.submit import SubmitFields
 
 
 async def one_bind(port: int, system_id: str, password: str, n: int, window: int
@@ -117,14 +117,10 @@ async def run(n: int, windows: list[int], db_kind: str, latency_ms: int) -> None
     carrier_id, customer_id, password = f"sim{tag}", f"cust{tag}", secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix="tikosms-smpp-bench-"))
     sim_port, http_port, smpp_port = free_port(), free_port(), free_port()
-    if db_kind == "sqlite":
-        url = f"sqlite:///{work / 'bench.db'}"
-    else:
-        from bench.procs import scratch_postgres  # type: ignore[attr-defined]
-
-        url = scratch_postgres()
+    url = f"sqlite:///{work / 'bench.db'}"  # db_kind: SQLite only for now
     env = {**os.environ, "TIKOSMS_DATABASE_URL": url, "TIKOSMS_ACCESS_LOG": "false",
-           "TIKOSMS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"), "TIKOSMS_SMPP_PORT": str(smpp_port)}
+           "TIKOSMS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+           "TIKOSMS_SMPP_PORT": str(smpp_port)}
     sim = start([TIKOSMS, "smsc-sim", "--port", str(sim_port), "--system-id", carrier_id,
                  "--password", password, "--stats-interval", "0", "--latency-ms", str(latency_ms)],
                 env, work / "sim.log")

@@ -147,3 +147,17 @@ async def test_receipts_go_to_a_receiver_bind_when_submits_come_on_a_transmitter
         answers = [await tx.submit(fields()) for _ in range(5)]
         await inbox.wait_for(5)
     assert {receipt_fields(p)["id"] for p in inbox.items} == {a.message_id for a in answers}
+
+
+async def test_a_part_the_carrier_rejects_gets_a_rejectd_receipt(
+    settings: Settings, db: Database,
+) -> None:
+    async with running_gateway(settings, db, sim_config={"reject_ratio": 1.0}) as gw:
+        inbox = Inbox()
+        async with customer(gw.port, on_deliver=inbox) as esme:
+            answer = await esme.submit(fields())
+            await inbox.wait_for(1)
+    got = receipt_fields(inbox.items[0])
+    assert (got["id"], got["stat"], got["dlvrd"]) == (answer.message_id, "REJECTD", "000")
+    assert got["err"] == "011"  # the carrier's ESME_RINVDSTADR, 0x0000000b
+    assert inbox.items[0].tlvs[Tag.MESSAGE_STATE] == b"\x08"
