@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ import smpplib.client
 import smpplib.consts
 import smpplib.exceptions
 import smpplib.gsm
+from sqlalchemy import select
 
 from tests.smpp_server.conftest import PASSWORD, SYSTEM_ID, Gateway
 from tests.smpp_server.test_receipts import STRICT
 from tests.smpp_server.test_submit import parts_of, wait_final
+from tikosms.db.models import Part
 
 PEER_PYTHON = Path(os.environ.get("TIKOSMS_SMPP_PEER_PYTHON", "/tmp/twsmpp-venv/bin/python"))
 TWISTED_ESME = Path(__file__).with_name("twisted_esme.py")
@@ -146,3 +149,35 @@ async def test_smpp_twisted3_as_a_customer_submits_and_parses_its_receipts(
     ucs2 = (await parts_of(gateway.db, result["ids"][-1]))[0]
     assert (ucs2["text"], ucs2["data_coding"]) == ("Привіт з Twisted", 8)
     assert sys.executable  # our interpreter ran the gateway; the peer ran in its own
+
+
+NODE_MODULES = Path(os.environ.get("TIKOSMS_NODE_SMPP", "/tmp/smppserver-node/node_modules"))
+NODE_ESME = Path(__file__).with_name("node_esme.js")
+
+
+@pytest.mark.skipif(not (NODE_MODULES / "smpp").exists() or shutil.which("node") is None,
+                    reason=f"no node-smpp at {NODE_MODULES} (npm install smpp@0.5.1)")
+async def test_node_smpp_without_a_window_is_held_to_its_window_and_loses_nothing(
+    gateway: Gateway,
+) -> None:
+    n = 300  # all in flight at once against a window of 100
+    process = await asyncio.create_subprocess_exec(
+        "node", str(NODE_ESME), "127.0.0.1", str(gateway.port), SYSTEM_ID, PASSWORD, str(n),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NODE_PATH": str(NODE_MODULES)})
+    async with asyncio.timeout(90):  # a guard; the peer stops itself after 60 s
+        out, err = await process.communicate()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["errors"] == [], err.decode()[-2000:]
+    assert len(result["ids"]) == n + 1  # every submit accepted in the end
+    assert int(result["statuses"].get(str(0x14), 0)) > 0  # ESME_RMSGQFUL beyond the window
+    assert set(result["receipts"]) == set(result["ids"])
+    assert all(STRICT.fullmatch(r["text"]) for r in result["receipts"].values())
+    # the UCS-2 text in message_payload: one message of three parts, billed as three
+    async with gateway.db.connect() as conn:
+        rows = (await conn.execute(select(Part.message_id, Part.part_no, Part.text)
+                                   .where(Part.total_parts == 3)
+                                   .order_by(Part.part_no))).all()
+    assert len({r.message_id for r in rows}) == 1
+    assert rows[0].message_id in result["ids"]
+    assert "".join(r.text for r in rows) == "Привіт з Node! " * 10
