@@ -83,8 +83,10 @@ def decode_submit(raw: bytes) -> DecodedSubmit:
     if "\x00" in text:
         raise Refused(Status.ESME_RSUBMITFAIL, "the text contains NUL characters")
     source = pdu.source_addr.strip()
-    if not source:
-        raise Refused(Status.ESME_RINVSRCADR, "source_addr is empty")
+    if not source or "\ufffd" in source:  # empty, or octets that are not ASCII
+        raise Refused(Status.ESME_RINVSRCADR, "source_addr is empty or not ASCII")
+    if "\ufffd" in pdu.destination_addr:
+        raise Refused(Status.ESME_RINVDSTADR, "destination_addr is not ASCII")
     wanted = pdu.registered_delivery & 0x03
     kind = {0: RECEIPTS_NONE, 2: RECEIPTS_FAILURES}.get(wanted, RECEIPTS_ALL)
     message = SmppMessage(
