@@ -118,6 +118,20 @@ class Settings(BaseSettings):
     # in its process wakes it)
     callback_poll_seconds: float = Field(default=0.2, gt=0, le=60)
 
+    # --- customers over SMPP (tikosms.smpp_server) ---
+    # `tikosms serve` runs the SMPP server for customers too (false: HTTP only)
+    smpp_enabled: bool = True
+    # port of the SMPP server (`tikosms serve`, `tikosms smpp-server`); 0: any free port
+    smpp_port: int = Field(default=2775, ge=0, le=65535)
+    # address it listens on; "" = the same as `host`
+    smpp_host: str = ""
+    # seconds without a PDU from a customer before the server sends enquire_link; 0: never
+    smpp_enquire_link_seconds: float = Field(default=30.0, ge=0)
+    # seconds a customer has to answer a deliver_sm or enquire_link
+    smpp_response_timeout_seconds: float = Field(default=10.0, gt=0)
+    # seconds between two looks for due receipts and MO when nothing wakes the server
+    smpp_outbox_poll_seconds: float = Field(default=0.2, gt=0, le=60)
+
     # --- operator console (/admin) ---
     console_session_hours: float = Field(default=12.0, gt=0)  # hours a login lasts
     # failed logins allowed per operator name / per client IP within the window (seconds)

@@ -1,6 +1,6 @@
 """The `tikosms` command: serve | api | worker | db | accounts | tokens | rates | numbering |
-carriers | routes | numbers | opt-outs | smsc-sim | smsc-mo. Every command takes --json where
-it prints data; errors are one line on stderr and a non-zero exit."""
+carriers | routes | numbers | opt-outs | smpp-users | smpp-server | smsc-sim | smsc-mo. Every
+command takes --json where it prints data; errors are one line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tikosms.cli import (  # noqa: F401  (registers)
     operators,
     rates,
     serve,
+    smpp_server,
 )
 from tikosms.cli.base import cli
 

@@ -78,16 +78,31 @@ def _prepare(demo: bool, host: str | None = None, port: int | None = None) -> Se
 @click.option("--port", type=int, default=None, help="port [env: TIKOSMS_PORT]")
 @click.option("--demo", is_flag=True,
               help="seed a demo account, token, price list (once) and print curl commands")
-def serve(host: str | None, port: int | None, demo: bool) -> None:
-    """The API and the delivery workers in one process (the embedded default)."""
+@click.option("--smpp-port", type=int, default=None,
+              help="port of the SMPP server for customers [env: TIKOSMS_SMPP_PORT, 2775]")
+@click.option("--no-smpp", is_flag=True, default=False,
+              help="no SMPP server [env: TIKOSMS_SMPP_ENABLED=false]")
+def serve(host: str | None, port: int | None, demo: bool, smpp_port: int | None,
+          no_smpp: bool) -> None:
+    """The API, the delivery workers and the SMPP server in one process (the embedded
+    default)."""
     from tikosms.app import create_app
     from tikosms.runtime import app_background
 
     settings = _prepare(demo, host, port)
+    if smpp_port is not None:
+        settings = settings.model_copy(update={"smpp_port": smpp_port})
     host, port = settings.host, settings.port
-    app = create_app(settings, background=app_background(settings))
+    background = app_background(settings)
+    smpp = ""
+    if settings.smpp_enabled and not no_smpp:
+        from tikosms.smpp_server.runtime import with_smpp_server
+
+        background = with_smpp_server(background, settings)
+        smpp = f"; SMPP on {settings.smpp_host or host}:{settings.smpp_port}"
+    app = create_app(settings, background=background)
     click.echo(f"TikoSMS Gateway listening on http://{host}:{port} "
-               f"(database {_redact(settings.database_url)}; API docs at /docs)", err=True)
+               f"(database {_redact(settings.database_url)}; API docs at /docs{smpp})", err=True)
     _serve_uvicorn(app, host, port)
 
 

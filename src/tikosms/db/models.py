@@ -15,6 +15,7 @@ from decimal import Decimal
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -472,3 +473,47 @@ class OptOut(Base):
     source: Mapped[str] = mapped_column(String(16))  # keyword | api | cli | import
     keyword: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+# --- customers over SMPP (migration 0008) ----------------------------------------------------
+
+class SmppUser(Base):
+    """A customer's SMPP credentials: binds as `system_id` send for `account_id`."""
+
+    __tablename__ = "smpp_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    system_id: Mapped[str] = mapped_column(String(16), unique=True)  # SMPP 3.4: 15 + NUL
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, PHC string
+    max_binds: Mapped[int] = mapped_column(Integer, default=4)  # connections at once
+    window: Mapped[int] = mapped_column(Integer, default=100)  # submit_sm in flight per bind
+    tps: Mapped[float | None] = mapped_column(Float, nullable=True)  # submit_sm/s; None: any
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: 2 x tps
+    allow_ip: Mapped[str | None] = mapped_column(Text, nullable=True)  # CIDRs, comma-separated
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SmppOutboxItem(Base):
+    """What the SMPP server owes a customer's receiver binds (deliver_sm): a receipt or an MO.
+
+    Kept until the customer acknowledges it (deliver_sm_resp ROK), however long it is offline;
+    `next_attempt_at` is also the lease of an item sent and not yet answered."""
+
+    __tablename__ = "smpp_outbox"
+    __table_args__ = (
+        Index("ix_smpp_outbox_due", "account_id", "next_attempt_at",
+              postgresql_where=text("delivered_at IS NULL"),
+              sqlite_where=text("delivered_at IS NULL")),
+        Index("ix_smpp_outbox_delivered", "delivered_at",
+              postgresql_where=text("delivered_at IS NOT NULL"),
+              sqlite_where=text("delivered_at IS NOT NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))  # receipt | mo
+    payload: Mapped[str] = mapped_column(Text)  # JSON: the deliver_sm's fields
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

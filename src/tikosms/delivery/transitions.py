@@ -33,6 +33,7 @@ from tikosms.db.driver_sql import run_with_list
 from tikosms.db.models import ENROUTE, FINAL_STATUSES, WAITING_STATUSES, Part, PendingReceipt
 from tikosms.db.types import naive_utc, sqlite_time
 from tikosms.delivery.carrier import Receipt
+from tikosms.smpp_server.outbox import enqueue_receipts
 
 log = logging.getLogger("tikosms.delivery")
 
@@ -73,11 +74,12 @@ _SQLITE_RECEIPTS = (
     "UPDATE parts SET status = ?, error_code = ?, delivered_at = ?, updated_at = ? "
     f"WHERE id = ? AND status NOT IN ({_FINAL_SQL})"
 )
-# (part id, carrier message id, status, whether a callback URL applies, carrier) of the parts
-# with one of the ids
+# (part id, carrier message id, status, whether a callback URL applies, carrier, whether an
+# SMPP receipt may be owed) of the parts with one of the ids
 _PARTS_FOR_RECEIPTS_SQL = (
     "SELECT p.id, p.carrier_message_id, p.status, "
-    "(COALESCE(p.callback_url, '') <> '' OR COALESCE(c.callback_url, '') <> ''), p.carrier "
+    "(COALESCE(p.callback_url, '') <> '' OR COALESCE(c.callback_url, '') <> ''), p.carrier, "
+    "COALESCE(c.kind IN ('smpp', 'smpp-f'), FALSE) "
     "FROM parts p LEFT JOIN campaigns c ON c.id = p.campaign_id "
     "WHERE p.carrier_message_id IS NOT NULL AND p.carrier_message_id "  # the partial index
 )
@@ -257,10 +259,9 @@ async def record_untrackable(conn: AsyncConnection, items: Sequence[Untrackable]
                 error_code=bindparam("err"), lease_until=None, lease_owner=None),
         [{"pid": u.part_id, "carrier": u.carrier, "err": u.error_code} for u in items],
     )
-    announced = [u.part_id for u in items if u.callback]
-    if announced:
-        rows = [r for r in await _parts(conn, announced) if r["status"] == "UNKNOWN"]
-        await _announce(conn, rows, now)
+    # every part, not only those with a callback URL: an SMPP customer is owed its receipt
+    rows = [r for r in await _parts(conn, [u.part_id for u in items]) if r["status"] == "UNKNOWN"]
+    await _announce(conn, rows, now)
 
 
 async def record_receipts(
@@ -281,8 +282,10 @@ async def record_receipts(
             chosen[r.carrier_message_id] = r
     # ids are only unique per carrier (many SMSCs count from 1): a receipt matches the parts
     # its own carrier took
-    found = [row[:4] for row in await run_with_list(conn, _PARTS_FOR_RECEIPTS, list(chosen))
+    parts = [row for row in await run_with_list(conn, _PARTS_FOR_RECEIPTS, list(chosen))
              if _same_carrier(chosen[row[1]], row[4])]
+    found = [row[:4] for row in parts]
+    smpp = {row[0] for row in parts if row[5]}  # parts that may owe an SMPP receipt
     matched = {row[1] for row in found}
     by_alt: dict[str, str] = {}  # alt spelling -> the receipt's own id
     for cid, r in chosen.items():
@@ -296,6 +299,8 @@ async def record_receipts(
                 continue
             matched.add(cid)
             found.append((row[0], cid, row[2], row[3]))
+            if row[5]:
+                smpp.add(row[0])
     changes: dict[int, tuple[str, str | None, datetime | None]] = {}
     announced: list[int] = []
     for part_id, cid, status, has_callback in found:
@@ -306,13 +311,13 @@ async def record_receipts(
             continue
         delivered_at = naive_utc(r.done_at or now) if r.status == "DELIVRD" else None
         changes[part_id] = (r.status, r.error_code, delivered_at)
-        if has_callback:
+        if has_callback or part_id in smpp:
             announced.append(part_id)
     if changes:
         await _apply_receipts(conn, changes, now)
     if announced:
         rows = [p for p in await _parts(conn, announced) if p["status"] == changes[p["id"]][0]]
-        await _announce(conn, rows, now)
+        await _announce(conn, rows, now, smpp_ids=smpp)
     unmatched = [r for r in receipts if r.carrier_message_id not in matched]
     if unmatched and keep_unmatched:
         await conn.execute(insert(PendingReceipt), [
@@ -329,13 +334,17 @@ async def record_receipts(
 EVENTS_WRITTEN = "tikosms_events_written"  # conn.info key: status events in this transaction
 
 
-async def _announce(conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime) -> None:
+async def _announce(conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime,
+                    smpp_ids: set[int] | None = None) -> None:
     """Callback events for the status changes of `rows`; counted in `conn.info` so that the
-    worker wakes the callback dispatcher only when there is something to post."""
+    worker wakes the callback dispatcher only when there is something to post. Final states
+    of parts sent over SMPP also queue their receipt (`smpp_server.outbox`); `smpp_ids`, when
+    known, names the parts that may owe one (None: looked up)."""
     if rows:
         written = await enqueue_status_events(conn, rows, now)
         if written:
             conn.info[EVENTS_WRITTEN] = conn.info.get(EVENTS_WRITTEN, 0) + written
+        await enqueue_receipts(conn, rows, now, smpp_ids)
 
 
 def _same_carrier(receipt: Receipt, part_carrier: str | None) -> bool:

@@ -38,6 +38,7 @@ from tikosms.inbound import concat, keywords
 from tikosms.inbound import repository as repo
 from tikosms.inbound.decoding import decode
 from tikosms.messaging.service import new_id
+from tikosms.smpp_server.outbox import enqueue_inbound
 
 log = logging.getLogger("tikosms.inbound")
 
@@ -85,9 +86,9 @@ async def enqueue_callback(conn: AsyncConnection, inbound: Inbound) -> None:
                                 inbound_view(inbound), inbound.received_at)
 
 
-# Called in order, in the transaction that stored the message. The customers' SMPP server adds
-# its receiver binds' sink here (e.g. `smpp_outbox.enqueue_mo`).
-INBOUND_SINKS: list[InboundSink] = [enqueue_callback]
+# Called in order, in the transaction that stored the message: the account's inbound callback,
+# and its SMPP receiver binds (through the SMPP server's outbox, when it has SMPP users).
+INBOUND_SINKS: list[InboundSink] = [enqueue_callback, enqueue_inbound]
 
 
 async def deliver_inbound(conn: AsyncConnection, inbound: Inbound) -> None:
