@@ -21,6 +21,7 @@ _BY_CODE: dict[str, int] = {
     "segment_too_long": Status.ESME_RINVMSGLEN,
     "control_character": Status.ESME_RSUBMITFAIL,
     "rate_limited": Status.ESME_RTHROTTLED,
+    "opted_out": Status.ESME_RINVDSTADR,  # the handset wrote STOP: permanent until START
 }
 # the field a ValidationFailed names -> command_status
 _BY_FIELD: dict[str, int] = {
@@ -32,9 +33,9 @@ _BY_FIELD: dict[str, int] = {
 
 
 def status_for(exc: TikoError) -> int:
-    """The command_status of a domain error. Codes this table does not know (an opt-out
-    refusal, say) are mapped by their HTTP class: 429 throttled, 5xx ESME_RSYSERR (retry),
-    any other 4xx ESME_RSUBMITFAIL (permanent)."""
+    """The command_status of a domain error. Codes this table does not know are mapped by
+    their HTTP class: 429 throttled, 5xx ESME_RSYSERR (retry), any other 4xx ESME_RSUBMITFAIL
+    (permanent)."""
     status = _BY_CODE.get(exc.code)
     if status is not None:
         return status
