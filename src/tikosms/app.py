@@ -23,7 +23,7 @@ from tikosms.api.openapi import openapi_document
 from tikosms.api.ratelimit import AccountRateLimiter
 from tikosms.api.responses import JSONResponse
 from tikosms.config import Settings, get_settings
-from tikosms.db.engine import Database
+from tikosms.db.engine import Database, is_database_down
 from tikosms.errors import PayloadTooLarge, ServiceUnavailable, TikoError
 from tikosms.inbound.endpoints import router as inbound_router
 from tikosms.messaging.endpoints import router as messaging_router
@@ -200,7 +200,7 @@ def unexpected_error_response(request: Request, exc: Exception) -> Response:
             "The gateway's storage is full: nothing was stored. Please retry later.",
             code="storage_full", headers={"Retry-After": "30"})
         return JSONResponse(err.body(), status_code=507, headers=err.headers)
-    if _is_database_down(exc):
+    if is_database_down(exc):
         what = ("no database connection free within the pool timeout"
                 if isinstance(exc, PoolTimeout) else "database unreachable")
         log.error("%s while serving %s %s: %s", what, request.method, request.url.path,
@@ -273,12 +273,6 @@ def _header_bytes(scope: Scope) -> int:
     for name, value in scope.get("headers", ()):
         size += len(name) + len(value) + 4  # ": " and CRLF
     return size
-
-
-def _is_database_down(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | PoolTimeout | ConnectionError | OSError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 class BodyLimit:

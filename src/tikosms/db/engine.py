@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
@@ -252,3 +254,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: Any) -> None:
         readonly = conn.get_execution_options().get("tikosms_readonly", False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def is_database_down(exc: BaseException) -> bool:
+    """The database is out of reach (refused, cut, timed out, pool exhausted), as opposed to a
+    statement it refused for what it carried: worth a retry later, not a traceback."""
+    if isinstance(exc, OperationalError | PoolTimeout | ConnectionError | OSError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

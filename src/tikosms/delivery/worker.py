@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from tikosms.config import Settings
-from tikosms.db.engine import Database
+from tikosms.db.engine import Database, is_database_down
 from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
 from tikosms.delivery import expiry, poison, queue, transitions
@@ -51,6 +51,40 @@ from tikosms.messaging import lifecycle
 from tikosms.observability import metrics
 
 log = logging.getLogger("tikosms.delivery")
+
+
+class DatabaseTrouble:
+    """The log of one of the worker's loops while the database is away: one line when it
+    starts failing, one when it works again (with how long and how many attempts), instead of a
+    traceback every second of an outage. Errors that are not the database being away are
+    logged with their traceback every time."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.failures = 0
+
+    def failed(self, exc: BaseException, retry: str) -> None:
+        if not is_database_down(exc):
+            log.error("%s failed; %s", self.what, retry, exc_info=exc)
+            return
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            log.error("%s failed: the database is unreachable (%s); %s until it is back",
+                      self.what, _brief(exc), retry)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            log.warning("%s works again: the database was unreachable for %.0f s (%d failed "
+                        "attempts)", self.what, time.monotonic() - self.since, self.failures)
+            self.since, self.failures = None, 0
+
+
+def _brief(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{type(orig).__name__}: {first[:160]}"
 
 NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tried again
 # Parts handed to carriers ahead of time are at most this many seconds of their measured
@@ -88,6 +122,7 @@ class DeliveryWorker:
         self._stopping = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._unrecorded: set[int] = set()  # parts answered by a carrier, not yet recorded
+        self._claim_trouble = DatabaseTrouble("claiming parts")
         self._records: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.submitted = 0
@@ -176,10 +211,11 @@ class DeliveryWorker:
             self._wake.clear()  # a wake from now on means parts newer than this claim
             try:
                 parts = await self._claim(limit)
-            except Exception:
-                log.exception("claiming parts failed; retrying in 1 s")
+            except Exception as exc:
+                self._claim_trouble.failed(exc, "retrying every 1 s")
                 await asyncio.sleep(1)
                 continue
+            self._claim_trouble.ok()
             for part, announced in parts:
                 self._inflight[part.part_id] = asyncio.create_task(self._submit(part, announced))
             if len(parts) >= limit:
@@ -417,6 +453,7 @@ class DeliveryWorker:
     # --- leases and housekeeping -------------------------------------------------------------
     async def _lease_keeper(self) -> None:
         period = max(0.5, self.settings.lease_seconds / 3)
+        trouble = DatabaseTrouble("renewing the leases of parts in flight")
         while True:
             await asyncio.sleep(period)
             # in flight with a carrier, or answered and waiting for the recorder
@@ -427,15 +464,20 @@ class DeliveryWorker:
                 async with self.db.begin() as conn:
                     until = utcnow() + timedelta(seconds=self.settings.lease_seconds)
                     await queue.renew_leases(conn, self.owner, ids, until)
-            except Exception:
-                log.exception("renewing %d leases failed", len(ids))
+            except Exception as exc:
+                trouble.failed(exc, f"retrying every {period:.0f} s")
+            else:
+                trouble.ok()
 
     async def _housekeeping(self) -> None:
+        trouble = DatabaseTrouble("housekeeping (expiry, campaign roll-up)")
         while True:
             try:
                 await self.housekeeping_once()
-            except Exception:
-                log.exception("housekeeping failed")
+            except Exception as exc:
+                trouble.failed(exc, "retrying every 5 s")
+            else:
+                trouble.ok()
             await asyncio.sleep(5)
 
     async def housekeeping_once(self) -> None:
