@@ -70,7 +70,7 @@ def test_texts_are_decoded_by_their_data_coding(data: bytes, coding: int, text: 
     (ValidationFailed("x", errors={"message": ["x"]}), Status.ESME_RINVMSGLEN),
     (RateLimited("slow down"), Status.ESME_RTHROTTLED),
     (ServiceUnavailable("db away"), Status.ESME_RSYSERR),  # the gateway's fault: retry
-    (ValidationFailed("opted out", code="opted_out"), Status.ESME_RSUBMITFAIL),  # unknown code
+    (ValidationFailed("opted out", code="opted_out"), Status.ESME_RINVDSTADR),  # until START
     (TikoError("teapot", code="something_new"), Status.ESME_RSUBMITFAIL),
 ])
 def test_domain_errors_map_by_whether_to_retry(error: TikoError, status: int) -> None:
