@@ -8,6 +8,7 @@ from sqlalchemy import insert, select
 
 from tests.conftest import Customer, make_customer
 from tests.console.conftest import csrf_of, login, make_operator
+from tikosms.console import reads
 from tikosms.db.engine import Database
 from tikosms.db.models import Campaign, InboundMessage, OptOut, OwnedNumber
 from tikosms.db.types import utcnow
@@ -244,3 +245,55 @@ async def test_smpp_campaigns_are_listed(client: httpx.AsyncClient, db: Database
     page = (await client.get("/admin/campaigns", params={"kind": "single"})).text
     assert page.count("data-campaign=") == 1
     assert "00000000-0000-0000-0000-000000000003" in page
+
+
+async def _plan(db: Database, stmt: object) -> str:
+    async with db.connect() as conn:
+        sql = str(stmt.compile(dialect=conn.dialect,  # type: ignore[attr-defined]
+                               compile_kwargs={"literal_binds": True}))
+        if db.is_postgres:  # a plan that cannot use the index would show a Seq Scan or Sort
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+            await conn.exec_driver_sql("SET enable_bitmapscan = off")
+            plan = "\n".join(r[0] for r in (await conn.exec_driver_sql("EXPLAIN " + sql)).all())
+        else:
+            plan = "\n".join(str(r[-1]) for r in (await conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + sql)).all())
+    return plan
+
+
+PLANS = [
+    ({"account_id": None, "number": None, "before_id": 99}, ["pk_inbound_messages"]),
+    ({"account_id": 7, "number": None, "before_id": None}, ["ix_inbound_messages_account_id"]),
+    ({"account_id": None, "number": "380501112233", "before_id": 99},
+     ["ix_inbound_messages_sender", "ix_inbound_messages_recipient"]),
+]
+
+
+async def test_inbound_pages_read_an_index_range_without_a_sort(db: Database) -> None:
+    for args, indexes in PLANS:
+        queries = reads.inbound_queries(**args)  # type: ignore[arg-type]
+        assert len(queries) == len(indexes)
+        for stmt, index in zip(queries, indexes, strict=True):
+            plan = await _plan(db, stmt)
+            if db.is_postgres and index == "pk_inbound_messages":
+                assert "Index Scan Backward using pk_inbound_messages" in plan, plan
+            elif db.is_postgres:
+                assert index in plan, plan
+            else:  # SQLite names the primary key as the table's rowid
+                assert ("USING INTEGER PRIMARY KEY" in plan if index == "pk_inbound_messages"
+                        else index in plan), plan
+            assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+            assert "Seq Scan" not in plan and not plan.startswith("SCAN inbound_messages\n"), plan
+
+
+async def test_opt_out_pages_read_an_index_range_without_a_sort(db: Database) -> None:
+    for args, index in (
+        ({"account_id": None, "number": "380501112233", "after": (3, "380501112233", "")},
+         "ix_opt_outs_recipient"),
+        ({"account_id": 3, "number": None, "after": None}, "primary key"),
+    ):
+        plan = await _plan(db, reads.opt_outs_query(**args))  # type: ignore[arg-type]
+        if index == "primary key":
+            index = "pk_opt_outs" if db.is_postgres else "sqlite_autoindex_opt_outs_1"
+        assert index in plan and "Seq Scan" not in plan, plan
+        assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan

@@ -357,12 +357,13 @@ def number_digits(q: str) -> str | None:
     return digits if re.fullmatch(r"\d{3,20}", digits) else None
 
 
-async def inbound_page(conn: AsyncConnection, *, account_id: int | None, number: str | None,
-                       before_id: int | None) -> list[Row]:
-    """The newest inbound messages (of every account, or one, or to or from one number),
-    PAGE rows older than `before_id`: each query one index range, newest id first
-    (PK; ix_inbound_messages_account_id; ix_inbound_messages_sender and _recipient, one query
-    each, merged: an OR of the two would sort every message of a busy short code)."""
+def inbound_queries(*, account_id: int | None, number: str | None, before_id: int | None
+                    ) -> list[Any]:
+    """The queries of one page of inbound messages (of every account, or one, or to or from one
+    number), PAGE rows older than `before_id`, newest id first: each one index range (PK;
+    ix_inbound_messages_account_id; ix_inbound_messages_sender and _recipient, one query each,
+    merged by `inbound_page`: an OR of the two would sort every message of a busy short
+    code)."""
     def page_of(*where: Any) -> Any:
         stmt = select(InboundMessage).where(*where)
         if before_id is not None:
@@ -371,16 +372,22 @@ async def inbound_page(conn: AsyncConnection, *, account_id: int | None, number:
 
     account = () if account_id is None else (InboundMessage.account_id == account_id,)
     if number is None:
-        return list((await conn.execute(page_of(*account))).all())
+        return [page_of(*account)]
+    return [page_of(column == number, *account)
+            for column in (InboundMessage.sender, InboundMessage.recipient)]
+
+
+async def inbound_page(conn: AsyncConnection, *, account_id: int | None, number: str | None,
+                       before_id: int | None) -> list[Row]:
     rows: dict[int, Row] = {}
-    for column in (InboundMessage.sender, InboundMessage.recipient):
-        for r in (await conn.execute(page_of(column == number, *account))).all():
+    for stmt in inbound_queries(account_id=account_id, number=number, before_id=before_id):
+        for r in (await conn.execute(stmt)).all():
             rows[r.id] = r
     return [rows[i] for i in sorted(rows, reverse=True)[:PAGE]]
 
 
-async def opt_outs_page(conn: AsyncConnection, *, account_id: int | None, number: str | None,
-                        after: tuple[int, str, str] | None) -> list[Row]:
+def opt_outs_query(*, account_id: int | None, number: str | None,
+                   after: tuple[int, str, str] | None) -> Any:
     """Opt-outs by (account, recipient, sender), PAGE rows after `after`: the primary key's
     order, and for one number the range of ix_opt_outs_recipient."""
     stmt = select(OptOut)
@@ -393,8 +400,13 @@ async def opt_outs_page(conn: AsyncConnection, *, account_id: int | None, number
     elif after is not None:
         stmt = stmt.where(tuple_(OptOut.account_id, OptOut.recipient, OptOut.sender)
                           > tuple_(*after))
+    return stmt.order_by(OptOut.account_id, OptOut.recipient, OptOut.sender).limit(PAGE)
+
+
+async def opt_outs_page(conn: AsyncConnection, *, account_id: int | None, number: str | None,
+                        after: tuple[int, str, str] | None) -> list[Row]:
     return list((await conn.execute(
-        stmt.order_by(OptOut.account_id, OptOut.recipient, OptOut.sender).limit(PAGE))).all())
+        opt_outs_query(account_id=account_id, number=number, after=after))).all())
 
 
 # --- carriers ----------------------------------------------------------------------------------
