@@ -13,6 +13,7 @@ from tikosms.db.engine import Database
 from tikosms.db.models import Campaign, InboundMessage, OptOut, OwnedNumber
 from tikosms.db.types import utcnow
 from tikosms.inbound import manage
+from tikosms.inbound import repository as inbound_repo
 from tikosms.inbound.service import store_inbound
 from tikosms.smpp_server import users
 
@@ -142,6 +143,16 @@ async def test_inbound_url_and_numbers_on_the_account_page(client: httpx.AsyncCl
     assert [tuple(r) for r in owned] == [("4242", other.account_id)]
     r = await client.post(f"{base}/inbound-url", data={"inbound_url": ""})
     assert r.status_code == 403
+    # a keyword row and the default owner of one number: unassigning one keeps the other
+    for word in ("", "PIZZA"):
+        await client.post(f"{base}/numbers", data={"csrf": csrf, "number": "7000",
+                                                    "keyword": word})
+    page = await client.post(f"{base}/numbers/unassign", follow_redirects=True,
+                             data={"csrf": csrf, "number": "7000", "keyword": ""})
+    assert "Number 7000 unassigned." in page.text
+    async with db.connect() as conn:
+        owners = await inbound_repo.owners_of(conn, "7000")
+    assert owners == {"PIZZA": customer.account_id}
 
 
 async def test_inbound_page_lists_filters_and_pages(client: httpx.AsyncClient, db: Database,
