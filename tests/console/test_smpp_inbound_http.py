@@ -4,6 +4,7 @@ opt-out list, and SMPP campaigns on the campaigns page, over plain HTTP (both da
 from __future__ import annotations
 
 import httpx
+import pytest
 from sqlalchemy import insert, select
 
 from tests.conftest import Customer, make_customer
@@ -60,24 +61,23 @@ async def test_smpp_user_is_created_listed_and_revoked(client: httpx.AsyncClient
         assert await users.credential(conn, "acme1") is None
 
 
-async def test_smpp_user_errors_are_shown_and_change_nothing(client: httpx.AsyncClient,
-                                                             db: Database,
-                                                             customer: Customer) -> None:
+@pytest.mark.parametrize(("message", "fields"), [
+    ("is taken", {"password": "other"}),  # acme1 exists already
+    ("is not an address or CIDR network", {"system_id": "acme2", "allow_ip": "10.0.0.0/33"}),
+    ("SMPP 3.4 allows 15 octets", {"system_id": "a" * 16}),  # 16 octets and the NUL
+    ("tps &#39;fast&#39; is not a number", {"system_id": "acme3", "tps": "fast"}),
+    ("password: use 1-8", {"system_id": "acme4", "password": "much-too-long"}),
+    ("must be at least 1", {"system_id": "acme5", "window": "0"}),
+])
+async def test_smpp_user_errors_are_shown_and_change_nothing(
+        client: httpx.AsyncClient, db: Database, customer: Customer, message: str,
+        fields: dict[str, str]) -> None:
     csrf = await _logged_in(client, db, customer.account_id)
     url = f"/admin/accounts/{customer.account_id}/smpp-users"
     await client.post(url, data=_new_user(csrf))
-    cases = {
-        "is taken": _new_user(csrf, password="other"),
-        "is not an address or CIDR network": _new_user(csrf, system_id="acme2",
-                                                       allow_ip="10.0.0.0/33"),
-        "SMPP 3.4 allows 15 octets": _new_user(csrf, system_id="a" * 16),
-        "tps &#39;fast&#39; is not a number": _new_user(csrf, system_id="acme3", tps="fast"),
-        "password: use 1-8": _new_user(csrf, system_id="acme4", password="much-too-long"),
-    }
-    for message, form in cases.items():
-        page = await client.post(url, data=form, follow_redirects=True)
-        assert page.status_code == 200
-        assert 'class="flash bad"' in page.text and message in page.text, message
+    page = await client.post(url, data=_new_user(csrf, **fields), follow_redirects=True)
+    assert page.status_code == 200
+    assert 'class="flash bad"' in page.text and message in page.text
     assert [u["system_id"] for u in await _smpp_users(db)] == ["acme1"]
 
 
@@ -107,18 +107,30 @@ async def test_revoke_refuses_another_accounts_user(client: httpx.AsyncClient, d
     assert [u["revoked_at"] for u in await _smpp_users(db)] == [None]
 
 
-async def test_inbound_url_and_numbers_on_the_account_page(client: httpx.AsyncClient,
-                                                           db: Database,
-                                                           customer: Customer) -> None:
+async def test_inbound_url_is_set_and_a_bad_one_refused(client: httpx.AsyncClient,
+                                                        db: Database,
+                                                        customer: Customer) -> None:
     csrf = await _logged_in(client, db, customer.account_id)
-    base = f"/admin/accounts/{customer.account_id}"
-    page = await client.post(f"{base}/inbound-url", follow_redirects=True, data={
+    url = f"/admin/accounts/{customer.account_id}/inbound-url"
+    page = await client.post(url, follow_redirects=True, data={
         "csrf": csrf, "inbound_url": "https://hooks.example/mo"})
     assert "Inbound URL: https://hooks.example/mo." in page.text
-    page = await client.post(f"{base}/inbound-url", follow_redirects=True, data={
+    page = await client.post(url, follow_redirects=True, data={
         "csrf": csrf, "inbound_url": "ftp://hooks.example/mo"})
     assert "inbound URL refused" in page.text
     assert 'id="inbound-url">https://hooks.example/mo<' in page.text
+    assert (await client.post(url, data={"inbound_url": ""})).status_code == 403
+    page = await client.post(url, follow_redirects=True, data={"csrf": csrf, "inbound_url": ""})
+    assert "Inbound URL: removed." in page.text
+    async with db.connect() as conn:
+        settings = await inbound_repo.inbound_settings(conn, customer.account_id)
+    assert settings is not None and settings.inbound_url is None
+
+
+async def test_number_is_assigned_and_unassigned(client: httpx.AsyncClient, db: Database,
+                                                 customer: Customer) -> None:
+    csrf = await _logged_in(client, db, customer.account_id)
+    base = f"/admin/accounts/{customer.account_id}"
     page = await client.post(f"{base}/numbers", follow_redirects=True,
                              data={"csrf": csrf, "number": "+380 67 000 1111", "keyword": ""})
     assert "Number 380670001111 assigned." in page.text
@@ -126,24 +138,37 @@ async def test_inbound_url_and_numbers_on_the_account_page(client: httpx.AsyncCl
     page = await client.post(f"{base}/numbers", follow_redirects=True,
                              data={"csrf": csrf, "number": "12x", "keyword": ""})
     assert "is not a number or short code" in page.text
-    other = await make_customer(db, name="Other")
-    async with db.begin() as conn:
-        await manage.assign_number(conn, other.account_id, "4242", None)
-    page = await client.post(f"{base}/numbers/unassign", follow_redirects=True,
-                             data={"csrf": csrf, "number": "4242", "keyword": ""})
-    assert f"account {customer.account_id} does not own 4242" in page.text
     r = await client.post(f"{base}/numbers/unassign", data={"number": "380670001111",
                                                               "keyword": ""})
     assert r.status_code == 403
     page = await client.post(f"{base}/numbers/unassign", follow_redirects=True,
                              data={"csrf": csrf, "number": "380670001111", "keyword": ""})
-    assert "Number 380670001111 unassigned." in page.text, (page.url, page.history)
+    assert "Number 380670001111 unassigned." in page.text
+    async with db.connect() as conn:
+        assert await inbound_repo.owners_of(conn, "380670001111") == {}
+
+
+async def test_unassign_refuses_another_accounts_number(client: httpx.AsyncClient,
+                                                        db: Database,
+                                                        customer: Customer) -> None:
+    other = await make_customer(db, name="Other")
+    async with db.begin() as conn:
+        await manage.assign_number(conn, other.account_id, "4242", None)
+    csrf = await _logged_in(client, db, customer.account_id)
+    page = await client.post(f"/admin/accounts/{customer.account_id}/numbers/unassign",
+                             follow_redirects=True,
+                             data={"csrf": csrf, "number": "4242", "keyword": ""})
+    assert f"account {customer.account_id} does not own 4242" in page.text
     async with db.connect() as conn:
         owned = (await conn.execute(select(OwnedNumber.number, OwnedNumber.account_id))).all()
     assert [tuple(r) for r in owned] == [("4242", other.account_id)]
-    r = await client.post(f"{base}/inbound-url", data={"inbound_url": ""})
-    assert r.status_code == 403
-    # a keyword row and the default owner of one number: unassigning one keeps the other
+
+
+async def test_unassigning_the_default_owner_keeps_a_keyword_row(client: httpx.AsyncClient,
+                                                                 db: Database,
+                                                                 customer: Customer) -> None:
+    csrf = await _logged_in(client, db, customer.account_id)
+    base = f"/admin/accounts/{customer.account_id}"
     for word in ("", "PIZZA"):
         await client.post(f"{base}/numbers", data={"csrf": csrf, "number": "7000",
                                                     "keyword": word})

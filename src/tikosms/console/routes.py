@@ -421,10 +421,11 @@ async def smpp_user_create(account_id: int, request: Request) -> Response:
     async def go(conn: Any) -> Any:
         system_id = form.get("system_id", "").strip()
         allow_ip = [a for a in form.get("allow_ip", "").split(",") if a.strip()]
+        max_binds, window = _optional(form, "max_binds", int), _optional(form, "window", int)
         await smpp_users.create_user(
             conn, account_id, system_id, form.get("password", ""),
-            max_binds=_optional(form, "max_binds", int) or 4,
-            window=_optional(form, "window", int) or 100,
+            max_binds=4 if max_binds is None else max_binds,  # the CLI's defaults
+            window=100 if window is None else window,
             tps=_optional(form, "tps", float), burst=_optional(form, "burst", int),
             allow_ip=allow_ip)
         return system_id
