@@ -9,10 +9,13 @@ The carrier test has a gateway of its own, with a `tikosms smsc-sim` to add as a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +25,11 @@ import pytest
 
 from bench import procs
 from tests.faults.smsc_proc import Simulator, smsc_sim
+from tikosms.db.engine import Database
+from tikosms.db.types import utcnow
+from tikosms.inbound import manage
+from tikosms.inbound.service import store_inbound
+from tikosms.smpp.pdu import HEADER_SIZE, BindRequest, Command, encode_pdu, parse_header
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -40,8 +48,9 @@ TIMEOUT_MS = 20_000
 
 class Gateway:
     def __init__(self, base: str, db: procs.ScratchDb, workdir: Path,
-                 account: procs.BenchAccount) -> None:
+                 account: procs.BenchAccount, smpp_port: int = 0) -> None:
         self.base, self.db, self.workdir, self.account = base, db, workdir, account
+        self.smpp_port = smpp_port  # serve's SMPP server for customers
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, headers=self.account.headers, timeout=10)
@@ -53,11 +62,11 @@ def gateway() -> Iterator[Gateway]:
     with procs.scratch_database("sqlite", workdir) as db:
         procs.tikosms(["operators", "create", "ops", "--password", PASSWORD], db, workdir)
         account = procs.create_account(db, workdir)
-        port = procs.free_port()
+        port, smpp_port = procs.free_port(), procs.free_port()
         env = procs.gateway_env(db, port, sim_receipt_delay_ms=300, console_rollup_seconds=1,
-                                idle_poll_seconds=0.05)
+                                idle_poll_seconds=0.05, smpp_port=smpp_port)
         with procs.Process([procs.TIKOSMS, "serve"], workdir / "serve.log", env, port=port):
-            yield Gateway(f"http://{procs.HOST}:{port}", db, workdir, account)
+            yield Gateway(f"http://{procs.HOST}:{port}", db, workdir, account, smpp_port)
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +175,78 @@ def test_revoked_token_no_longer_sends(page: sync_api.Page, gateway: Gateway) ->
     row.locator("button:has-text('Revoke')").click()
     sync_api.expect(page.locator(".flash.ok")).to_contain_text("revoked")
     assert httpx.get(f"{gateway.base}/v1/balance", headers=headers).status_code == 401
+
+
+def smpp_bind(port: int, system_id: str, password: str) -> int:
+    """A bind_transceiver to the gateway's SMPP server: its command_status (0: bound)."""
+    with socket.create_connection((procs.HOST, port), timeout=10) as sock:
+        sock.sendall(encode_pdu(Command.BIND_TRANSCEIVER, 1,
+                                BindRequest(system_id, password).encode_body()))
+        data = b""
+        while len(data) < HEADER_SIZE:
+            chunk = sock.recv(HEADER_SIZE - len(data))
+            assert chunk, "the SMPP server closed the connection without an answer"
+            data += chunk
+        header = parse_header(data)
+        assert header.command_id == Command.BIND_TRANSCEIVER_RESP
+        return header.command_status
+
+
+async def _store_mo(url: str, account_id: int) -> None:
+    db = Database(url)
+    try:
+        async with db.begin() as conn:
+            await manage.assign_number(conn, account_id, "4711", None)
+            await store_inbound(conn, "380671234567", "4711", "Hello from a handset", "gsm7",
+                                0, 1, "simulated", utcnow())
+            await store_inbound(conn, "380679876543", "4711", "STOP", "gsm7", 0, 1, "simulated",
+                                utcnow())
+    finally:
+        await db.dispose()
+
+
+def test_smpp_user_made_on_the_account_page_binds_until_revoked(page: sync_api.Page,
+                                                                 gateway: Gateway) -> None:
+    page.goto(f"/admin/accounts/{gateway.account.account_id}")
+    form = page.locator("#add-smpp-user")
+    for field, value in (("system_id", "webesme"), ("password", "pw4711"), ("max_binds", "2"),
+                         ("tps", "20"), ("allow_ip", "127.0.0.0/8")):
+        form.locator(f"input[name={field}]").fill(value)
+    form.locator("button").click()
+    sync_api.expect(page.locator(".flash.ok")).to_contain_text("SMPP user webesme created")
+    row = page.locator("tr[data-smpp-user='webesme']")
+    sync_api.expect(row).to_contain_text("127.0.0.0/8")
+    listed = json.loads(procs.tikosms(["smpp-users", "list", "--json"], gateway.db,
+                                      gateway.workdir))
+    assert [(u["system_id"], u["max_binds"], u["tps"]) for u in listed] == [
+        ("webesme", 2, 20.0)]
+    assert smpp_bind(gateway.smpp_port, "webesme", "pw4711") == 0
+    assert smpp_bind(gateway.smpp_port, "webesme", "wrong") != 0
+    page.on("dialog", lambda dialog: dialog.accept())
+    row.locator("button:has-text('Revoke')").click()
+    sync_api.expect(page.locator(".flash.ok")).to_contain_text("SMPP user webesme revoked")
+    assert smpp_bind(gateway.smpp_port, "webesme", "pw4711") != 0
+    assert json.loads(procs.tikosms(["smpp-users", "list", "--json"], gateway.db,
+                                    gateway.workdir)) == []
+
+
+def test_inbound_message_is_on_the_inbound_page(page: sync_api.Page, gateway: Gateway) -> None:
+    # through the inbound service, in a thread of its own (Playwright's loop runs in this one)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _store_mo(gateway.db.url, gateway.account.account_id)).result()
+    page.goto("/admin")
+    page.click("nav a:has-text('Inbound')")
+    row = page.locator("tr[data-inbound]").filter(has_text="Hello from a handset")
+    sync_api.expect(row).to_contain_text("380671234567")
+    sync_api.expect(row).to_contain_text("4711")
+    stop = page.locator("tr[data-inbound]").filter(has_text="380679876543")
+    sync_api.expect(stop.locator("td.opt-out")).to_have_text("stop")
+    sync_api.expect(page.locator("tr[data-opt-out]").filter(has_text="380679876543")
+                    ).to_contain_text("keyword")
+    shoot(page, "inbound.png")
+    page.fill("#inbound-filter input[name=number]", "+380 67 123 4567")
+    page.click("#inbound-filter button")
+    sync_api.expect(page.locator("tr[data-inbound]")).to_have_count(1)
 
 
 @pytest.fixture

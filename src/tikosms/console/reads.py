@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, or_, select, text
+from sqlalchemy import Row, func, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.console.rollup import COUNTERS, median_ms
@@ -27,12 +27,16 @@ from tikosms.db.models import (
     CallbackEvent,
     Campaign,
     CarrierRow,
+    InboundMessage,
     LedgerEntry,
+    OptOut,
     Part,
     TrafficMinute,
 )
 from tikosms.delivery import heartbeats_repo
+from tikosms.messaging.smpp_send import SMPP_KINDS
 from tikosms.numbers.shipped import country_for_mcc
+from tikosms.smpp_server import users
 
 PAGE = 25
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -147,13 +151,25 @@ async def workers_and_binds(conn: AsyncConnection, now: datetime, stale_after: f
 
 # --- campaigns ---------------------------------------------------------------------------------
 
+# the campaign list's tabs: kinds of campaigns.kind shown on each
+KINDS = {"bulk": ("bulk",), "single": ("single",), "smpp": SMPP_KINDS}
+
+
 async def campaigns_page(conn: AsyncConnection, page: int, kind: str = "bulk",
                          account_id: int | None = None) -> list[dict[str, Any]]:
-    stmt = select(Campaign).where(Campaign.kind == kind)
-    if account_id is not None:
-        stmt = stmt.where(Campaign.account_id == account_id)
-    rows = (await conn.execute(stmt.order_by(Campaign.created_at.desc(), Campaign.id)
-                               .limit(PAGE).offset(PAGE * page))).all()
+    """One page (newest first) of the campaigns of a tab of KINDS: one query per kind, each an
+    index range of `ix_campaigns_kind_created` ((kind, created_at)), merged here; an IN over
+    the kinds would have to sort every campaign of them."""
+    rows: list[Row] = []
+    for k in KINDS.get(kind, (kind,)):
+        stmt = select(Campaign).where(Campaign.kind == k)
+        if account_id is not None:
+            stmt = stmt.where(Campaign.account_id == account_id)
+        rows.extend((await conn.execute(stmt.order_by(Campaign.created_at.desc(), Campaign.id)
+                                        .limit(PAGE * (page + 1)))).all())
+    rows.sort(key=lambda r: r.id)
+    rows.sort(key=lambda r: r.created_at, reverse=True)  # stable: newest first, then by id
+    rows = rows[PAGE * page:PAGE * (page + 1)]
     counts = await _counts_of(conn, rows)
     return [campaign_summary(r, counts.get(r.id, {})) for r in rows]
 
@@ -324,6 +340,73 @@ async def tokens_of(conn: AsyncConnection, account_id: int) -> list[Row]:
     return list((await conn.execute(
         select(ApiToken).where(ApiToken.account_id == account_id)
         .order_by(ApiToken.id.desc()).limit(100))).all())
+
+
+async def smpp_users_of(conn: AsyncConnection, account_id: int) -> list[dict[str, object]]:
+    """The account's SMPP users, revoked ones too (index ix_smpp_users_account_id)."""
+    return await users.list_users(conn, account_id, include_revoked=True)
+
+
+# --- inbound -----------------------------------------------------------------------------------
+
+def number_digits(q: str) -> str | None:
+    """A number typed in a filter as stored (digits, no '+'), or None when it is not one."""
+    digits = re.sub(r"[\s().-]", "", q.strip())
+    if digits.startswith("+"):
+        digits = digits[1:]
+    return digits if re.fullmatch(r"\d{3,20}", digits) else None
+
+
+def inbound_queries(*, account_id: int | None, number: str | None, before_id: int | None
+                    ) -> list[Any]:
+    """The queries of one page of inbound messages (of every account, or one, or to or from one
+    number), PAGE rows older than `before_id`, newest id first: each one index range (PK;
+    ix_inbound_messages_account_id; ix_inbound_messages_sender and _recipient, one query each,
+    merged by `inbound_page`: an OR of the two would sort every message of a busy short
+    code)."""
+    def page_of(*where: Any) -> Any:
+        stmt = select(InboundMessage).where(*where)
+        if before_id is not None:
+            stmt = stmt.where(InboundMessage.id < before_id)
+        return stmt.order_by(InboundMessage.id.desc()).limit(PAGE)
+
+    account = () if account_id is None else (InboundMessage.account_id == account_id,)
+    if number is None:
+        return [page_of(*account)]
+    return [page_of(column == number, *account)
+            for column in (InboundMessage.sender, InboundMessage.recipient)]
+
+
+async def inbound_page(conn: AsyncConnection, *, account_id: int | None, number: str | None,
+                       before_id: int | None) -> list[Row]:
+    rows: dict[int, Row] = {}
+    for stmt in inbound_queries(account_id=account_id, number=number, before_id=before_id):
+        for r in (await conn.execute(stmt)).all():
+            rows[r.id] = r
+    return [rows[i] for i in sorted(rows, reverse=True)[:PAGE]]
+
+
+def opt_outs_query(*, account_id: int | None, number: str | None,
+                   after: tuple[int, str, str] | None) -> Any:
+    """Opt-outs by (account, recipient, sender), PAGE rows after `after`: the primary key's
+    order, and for one number the range of ix_opt_outs_recipient."""
+    stmt = select(OptOut)
+    if account_id is not None:
+        stmt = stmt.where(OptOut.account_id == account_id)
+    if number is not None:
+        stmt = stmt.where(OptOut.recipient == number)
+    if after is not None and number is not None:  # the recipient is fixed
+        stmt = stmt.where(tuple_(OptOut.account_id, OptOut.sender) > tuple_(after[0], after[2]))
+    elif after is not None:
+        stmt = stmt.where(tuple_(OptOut.account_id, OptOut.recipient, OptOut.sender)
+                          > tuple_(*after))
+    return stmt.order_by(OptOut.account_id, OptOut.recipient, OptOut.sender).limit(PAGE)
+
+
+async def opt_outs_page(conn: AsyncConnection, *, account_id: int | None, number: str | None,
+                        after: tuple[int, str, str] | None) -> list[Row]:
+    return list((await conn.execute(
+        opt_outs_query(account_id=account_id, number=number, after=after))).all())
 
 
 # --- carriers ----------------------------------------------------------------------------------

@@ -29,8 +29,11 @@ from tikosms.db.types import utcnow
 from tikosms.delivery import carriers_repo
 from tikosms.delivery.heartbeat import stale_after
 from tikosms.errors import OperatorError, TikoError
+from tikosms.inbound import manage as inbound
+from tikosms.inbound import repository as inbound_repo
 from tikosms.messaging.cancel import cancel_campaign
 from tikosms.rates import service as rates
+from tikosms.smpp_server import users as smpp_users
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "tikosms_admin"
@@ -84,7 +87,8 @@ def _page(request: Request, name: str, sess: auth.SessionInfo | None, **ctx: Any
 
 def _back(path: str, *, msg: str | None = None, err: str | None = None) -> RedirectResponse:
     query = urlencode({k: v for k, v in (("msg", msg), ("err", err)) if v})
-    return RedirectResponse(f"{path}?{query}" if query else path, status_code=303)
+    sep = "&" if "?" in path else "?"
+    return RedirectResponse(f"{path}{sep}{query}" if query else path, status_code=303)
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -233,7 +237,8 @@ async def traffic(request: Request) -> Response:
 async def campaigns(request: Request) -> Response:
     sess = await _session(request)
     page = _int(request.query_params.get("page"))
-    kind = "single" if request.query_params.get("kind") == "single" else "bulk"
+    kind = request.query_params.get("kind", "bulk")
+    kind = kind if kind in reads.KINDS else "bulk"
     async with request.app.state.db.connect() as conn:
         rows = await reads.campaigns_page(conn, page, kind)
     name = "_campaign_rows.html" if request.headers.get("hx-request") else "campaigns.html"
@@ -306,6 +311,8 @@ async def account(account_id: int, request: Request) -> Response:
             "own_rates": await rates.list_rates(conn, account_id),
             "default_rates": (await rates.list_rates(conn, None, only_account=True))[:200],
             "campaigns": await reads.campaigns_page(conn, 0, "bulk", account_id),
+            "smpp_users": await reads.smpp_users_of(conn, account_id),
+            "numbers": await inbound_repo.list_numbers(conn, account_id),
         }
     return _page(request, "account.html", sess, new_token=request.query_params.get("token"),
                  **ctx)
@@ -393,6 +400,164 @@ async def token_revoke(token_id: int, request: Request) -> Response:
         return token_id
 
     return await _write(request, back, go, "Token {result} revoked.")
+
+
+# --- SMPP users, inbound URL and numbers of an account ------------------------------------------
+
+def _optional(form: dict[str, str], field: str, kind: Any) -> Any:
+    raw = form.get(field, "").strip()
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise OperatorError(f"{field.replace('_', ' ')} {raw!r} is not a number") from None
+
+
+@router.post("/accounts/{account_id}/smpp-users")
+async def smpp_user_create(account_id: int, request: Request) -> Response:
+    form = await _form(request, await _session(request))
+
+    async def go(conn: Any) -> Any:
+        system_id = form.get("system_id", "").strip()
+        allow_ip = [a for a in form.get("allow_ip", "").split(",") if a.strip()]
+        max_binds, window = _optional(form, "max_binds", int), _optional(form, "window", int)
+        await smpp_users.create_user(
+            conn, account_id, system_id, form.get("password", ""),
+            max_binds=4 if max_binds is None else max_binds,  # the CLI's defaults
+            window=100 if window is None else window,
+            tps=_optional(form, "tps", float), burst=_optional(form, "burst", int),
+            allow_ip=allow_ip)
+        return system_id
+
+    return await _write(request, f"/admin/accounts/{account_id}", go,
+                        "SMPP user {result} created.")
+
+
+@router.post("/smpp-users/{system_id}/revoke")
+async def smpp_user_revoke(system_id: str, request: Request) -> Response:
+    form = await _form(request, await _session(request))
+    account_id = _int(form.get("account_id"))
+
+    async def go(conn: Any) -> Any:
+        mine = {u["system_id"] for u in await smpp_users.list_users(conn, account_id)}
+        if system_id not in mine:
+            raise OperatorError(f"account {account_id} has no active SMPP user {system_id}")
+        await smpp_users.revoke_user(conn, system_id)
+        return system_id
+
+    return await _write(request, f"/admin/accounts/{account_id}", go,
+                        "SMPP user {result} revoked: its binds are closed within seconds.")
+
+
+@router.post("/accounts/{account_id}/inbound-url")
+async def inbound_url(account_id: int, request: Request) -> Response:
+    form = await _form(request, await _session(request))
+
+    async def go(conn: Any) -> Any:
+        values = await inbound.update_account(conn, account_id,
+                                              inbound_url=form.get("inbound_url", "").strip())
+        return values["inbound_url"] or "removed"
+
+    return await _write(request, f"/admin/accounts/{account_id}", go, "Inbound URL: {result}.")
+
+
+@router.post("/accounts/{account_id}/numbers")
+async def number_assign(account_id: int, request: Request) -> Response:
+    form = await _form(request, await _session(request))
+
+    async def go(conn: Any) -> Any:
+        number, word, previous = await inbound.assign_number(
+            conn, account_id, form.get("number", ""), form.get("keyword", "").strip() or None)
+        taken = f" (taken from account {previous})" if previous not in (None, account_id) else ""
+        return f"{number}{' ' + word if word else ''}{taken}"
+
+    return await _write(request, f"/admin/accounts/{account_id}", go,
+                        "Number {result} assigned.")
+
+
+@router.post("/accounts/{account_id}/numbers/unassign")
+async def number_unassign(account_id: int, request: Request) -> Response:
+    form = await _form(request, await _session(request))
+    keyword = form.get("keyword", "")
+
+    async def go(conn: Any) -> Any:
+        try:
+            number = inbound.clean_number(form.get("number", ""))
+        except ValueError as exc:
+            raise OperatorError(str(exc)) from None
+        owners = await inbound_repo.owners_of(conn, number)
+        if owners.get(keyword) != account_id:  # never another account's number
+            raise OperatorError(f"account {account_id} does not own {number}"
+                                + (f" for keyword {keyword}" if keyword else ""))
+        # exactly that row ("" is the number's default owner, which manage.unassign_number
+        # cannot name: None there means every keyword of the number)
+        await inbound_repo.unassign_number(conn, number, keyword)
+        return number + (f" {keyword}" if keyword else "")
+
+    return await _write(request, f"/admin/accounts/{account_id}", go,
+                        "Number {result} unassigned.")
+
+
+# --- inbound messages and opt-outs -------------------------------------------------------------
+
+def _opt_out_key(raw: str | None) -> tuple[int, str, str] | None:
+    """The opt-out page's keyset cursor, "account:recipient:sender"."""
+    parts = (raw or "").split(":")
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    return int(parts[0]), parts[1], parts[2]
+
+
+@router.get("/inbound")
+async def inbound_page(request: Request) -> Response:
+    sess = await _session(request)
+    q = request.query_params
+    filters = {"account": q.get("account", "").strip(), "number": q.get("number", "")[:40],
+               "oo_account": q.get("oo_account", "").strip(),
+               "oo_number": q.get("oo_number", "")[:40]}
+    errors = []
+    numbers: dict[str, str | None] = {}
+    for field in ("number", "oo_number"):
+        numbers[field] = reads.number_digits(filters[field]) if filters[field].strip() else None
+        if filters[field].strip() and numbers[field] is None:
+            errors.append(f"{filters[field]!r} is not a number (3-20 digits)")
+    accounts_of: dict[str, int | None] = {}
+    for field in ("account", "oo_account"):
+        accounts_of[field] = int(filters[field]) if filters[field].isdigit() else None
+        if filters[field] and accounts_of[field] is None:
+            errors.append(f"account {filters[field]!r} is not an account id")
+    before = q.get("before")
+    after = _opt_out_key(q.get("oo_after"))
+    async with request.app.state.db.connect() as conn:
+        rows = [] if errors else await reads.inbound_page(
+            conn, account_id=accounts_of["account"], number=numbers["number"],
+            before_id=_int(before) if before else None)
+        opt_outs = [] if errors else await reads.opt_outs_page(
+            conn, account_id=accounts_of["oo_account"], number=numbers["oo_number"],
+            after=after)
+    return _page(request, "inbound.html", sess, rows=rows, opt_outs=opt_outs, filters=filters,
+                 size=reads.PAGE, filter_error="; ".join(errors),
+                 query=lambda **extra: urlencode({**filters, **extra}))
+
+
+@router.post("/opt-outs/remove")
+async def opt_out_remove(request: Request) -> Response:
+    form = await _form(request, await _session(request))
+    account_id = _int(form.get("account_id"))
+    recipient, sender = form.get("recipient", ""), form.get("sender", "")
+
+    async def go(conn: Any) -> Any:
+        # exactly this row: the opt-out from this sender ("" is the account-wide one)
+        if not await inbound_repo.remove_opt_outs(conn, account_id, recipient, [sender]):
+            raise OperatorError(f"no opt-out of {recipient} for account {account_id}"
+                                + (f" from {sender}" if sender else ""))
+        return recipient
+
+    back = "/admin/inbound?" + urlencode({"oo_number": form.get("oo_number", ""),
+                                          "oo_account": form.get("oo_account", "")})
+    return await _write(request, back, go,
+                        "Opt-out of {result} removed: sends to it are allowed again.")
 
 
 # --- carriers and routes -----------------------------------------------------------------------

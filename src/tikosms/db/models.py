@@ -517,3 +517,11 @@ class SmppOutboxItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# the console's Inbound page (migration 0010): newest first by id, for one account or number,
+# and opt-outs of every account by number
+Index("ix_inbound_messages_account_id", InboundMessage.account_id, InboundMessage.id)
+Index("ix_inbound_messages_sender", InboundMessage.sender, InboundMessage.id)
+Index("ix_inbound_messages_recipient", InboundMessage.recipient, InboundMessage.id)
+Index("ix_opt_outs_recipient", OptOut.recipient, OptOut.account_id, OptOut.sender)
