@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
-from sqlalchemy import func, select
+import orjson
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 
-from tests.smpp_server.conftest import Gateway, Inbox, customer, running_gateway
+from tests.smpp_server.conftest import BareServer, Gateway, Inbox, customer, running_gateway
 from tests.smpp_server.test_submit import fields, wait_final
 from tikosms.config import Settings
 from tikosms.db.engine import Database
-from tikosms.db.models import SmppOutboxItem
+from tikosms.db.models import Part, SmppOutboxItem
+from tikosms.db.types import utcnow
 from tikosms.smpp.pdu import ESM_SMSC_RECEIPT, Status, Tag
+from tikosms.smpp_server.outbox import enqueue_receipts
 
 # what strict clients parse (SMPP 3.4 Appendix B), every field present, in this order
 STRICT = re.compile(
@@ -161,3 +167,57 @@ async def test_a_part_the_carrier_rejects_gets_a_rejectd_receipt(
     assert (got["id"], got["stat"], got["dlvrd"]) == (answer.message_id, "REJECTD", "000")
     assert got["err"] == "011"  # the carrier's ESME_RINVDSTADR, 0x0000000b
     assert inbox.items[0].tlvs[Tag.MESSAGE_STATE] == b"\x08"
+
+
+async def test_two_workers_finishing_a_messages_last_parts_at_once_queue_its_receipt(
+    bare: BareServer, db: Database,
+) -> None:
+    """Two transactions each make one of a message's two parts final, both before either looks
+    at the siblings: the message's one receipt must still be queued (without the siblings'
+    lock, each saw the other part not yet final and nobody queued it)."""
+    if not db.is_postgres:
+        pytest.skip("concurrent writers need PostgreSQL (SQLite has one writer)")
+    text = "A long text that needs two parts to go. " * 5  # 200 septets: 2 parts
+    async with customer(bare.port) as esme:
+        answer = await esme.submit(fields(data=b"", tlvs=((Tag.MESSAGE_PAYLOAD,
+                                                           text.encode("ascii")),)))
+    async with db.connect() as conn:
+        parts = (await conn.execute(select(Part.id, Part.to, Part.account_id).where(
+            Part.message_id == answer.message_id).order_by(Part.part_no))).all()
+    assert len(parts) == 2
+    # both parts updated before either reads the siblings, and both read before either commits
+    both_updated, both_read = asyncio.Event(), asyncio.Event()
+    updated: set[int] = set()
+    read: set[int] = set()
+
+    async def finish(part: Any) -> None:
+        for _ in range(5):  # a deadlock aborts one: recorded again, as the recorder does
+            try:
+                async with db.begin() as conn:
+                    now = utcnow()
+                    await conn.execute(update(Part).where(Part.id == part.id).values(
+                        status="DELIVRD", delivered_at=now))
+                    updated.add(part.id)
+                    if len(updated) == 2:
+                        both_updated.set()
+                    async with asyncio.timeout(10):
+                        await both_updated.wait()
+                    await enqueue_receipts(conn, [{
+                        "id": part.id, "status": "DELIVRD", "error_code": None,
+                        "delivered_at": now, "to": part.to, "account_id": part.account_id}], now)
+                    read.add(part.id)
+                    if len(read) == 2:
+                        both_read.set()
+                    try:  # with the siblings locked the other never gets here: go on
+                        await asyncio.wait_for(both_read.wait(), 3)
+                    except TimeoutError:
+                        pass
+                return
+            except DBAPIError:
+                continue
+        raise AssertionError("never recorded")
+
+    await asyncio.gather(finish(parts[0]), finish(parts[1]))
+    async with db.connect() as conn:
+        queued = (await conn.execute(select(SmppOutboxItem.payload))).scalars().all()
+    assert [orjson.loads(p)["id"] for p in queued] == [answer.message_id]

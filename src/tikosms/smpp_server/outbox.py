@@ -68,9 +68,16 @@ async def enqueue_receipts(conn: AsyncConnection, rows: Sequence[Mapping[str, An
     multi = [f.message_id for f in found if f.total_parts > 1]
     siblings: dict[str, list[tuple[int, str, str | None]]] = {}
     if multi:
-        for message_id, part_no, status, error_code in (await conn.execute(
-                select(Part.message_id, Part.part_no, Part.status, Part.error_code)
-                .where(Part.message_id.in_(multi)))).all():
+        query = (select(Part.message_id, Part.part_no, Part.status, Part.error_code)
+                 .where(Part.message_id.in_(multi)).order_by(Part.id))
+        if conn.dialect.name == "postgresql":
+            # Two workers finalising the last two parts of one message at once would each see
+            # the other part not yet final (READ COMMITTED) and neither would queue the
+            # receipt. Locking the siblings makes the second wait for the first and read its
+            # committed row; when each holds the part it updated, one is aborted as a deadlock
+            # and its batch recorded again (the recorder retries), then seeing both final.
+            query = query.with_for_update()
+        for message_id, part_no, status, error_code in (await conn.execute(query)).all():
             siblings.setdefault(message_id, []).append((part_no, status, error_code))
     out = []
     done: set[str] = set()
