@@ -186,12 +186,6 @@ def opt_outs_query(account_id: int, *, after: tuple[str, str] | None, limit: int
     return stmt if limit is None else stmt.limit(limit)
 
 
-_IS_OPTED_OUT = {
-    "postgresql": "SELECT 1 FROM opt_outs WHERE account_id = $1 AND recipient = $2 "
-                  "AND sender IN ($3, '') LIMIT 1",
-    "sqlite": "SELECT 1 FROM opt_outs WHERE account_id = ? AND recipient = ? "
-              "AND sender IN (?, '') LIMIT 1",
-}
 _ANY_OPT_OUT = {
     "postgresql": "SELECT 1 FROM opt_outs WHERE account_id = $1 LIMIT 1",
     "sqlite": "SELECT 1 FROM opt_outs WHERE account_id = ? LIMIT 1",
@@ -204,20 +198,15 @@ _OPTED_OUT_AMONG = {
 }
 
 
-async def is_opted_out(conn: Any, account_id: int, recipient: str, sender: str) -> bool:
-    """One primary-key lookup (account_id, recipient, then the two senders)."""
-    result = await conn.exec_driver_sql(_IS_OPTED_OUT[conn.dialect.name],
-                                        (account_id, recipient, sender))
-    return result.first() is not None
-
-
 _OPTED_OUT_PAIRS = {
     "postgresql": "SELECT o.account_id, o.recipient, o.sender FROM opt_outs o "
                   "JOIN unnest($1::int[], $2::varchar[]) AS q(account_id, recipient) "
                   "ON o.account_id = q.account_id AND o.recipient = q.recipient",
-    "sqlite": "SELECT account_id, recipient, sender FROM opt_outs WHERE (account_id, recipient) "
-              "IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
-              "FROM json_each(?))",
+    # CROSS JOIN keeps the pairs as the outer loop: one primary-key probe per pair (a row-value
+    # IN over json_each was planned as a scan of the account's opt-outs)
+    "sqlite": "SELECT o.account_id, o.recipient, o.sender FROM json_each(?) AS q "
+              "CROSS JOIN opt_outs AS o ON o.account_id = json_extract(q.value, '$[0]') "
+              "AND o.recipient = json_extract(q.value, '$[1]')",
 }
 
 

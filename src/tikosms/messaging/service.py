@@ -35,7 +35,7 @@ from tikosms.messaging.resolver import resolve_many
 from tikosms.messaging.schemas import CampaignSend, Sender, SingleSend
 from tikosms.numbering import numbering_plan
 from tikosms.numbers import Destination, InvalidNumber, resolve
-from tikosms.rates.service import cached_rate_book, load_rate_book
+from tikosms.rates.service import RateRow, cached_rate_book, load_rate_book
 from tikosms.text import SplitText, split_text
 
 MAX_INVALID_LISTED = 100
@@ -80,22 +80,31 @@ class PreparedSend:
     opt_out: tuple[str, str] | None = None
 
 
+async def resolve_or_fail(conn: AsyncConnection, to: str) -> Destination:
+    """One recipient resolved with the numbering plan; the API's 422 when it is not a number."""
+    try:
+        return resolve(to, await numbering_plan(conn))
+    except InvalidNumber as exc:
+        raise InvalidNumberError(errors={"to": [str(exc)]}) from None
+
+
+async def rate_or_fail(conn: AsyncConnection, account_id: int, dest: Destination) -> RateRow:
+    """The account's price for this destination; NoRateForAccount when it has none."""
+    rate = (await cached_rate_book(conn, account_id, dest.mcc)).find(dest.mcc, dest.mnc)
+    if rate is None:
+        raise NoRateForAccount()
+    return rate
+
+
 async def prepare_single(
     conn: AsyncConnection, account: accounts.AuthenticatedAccount, req: SingleSend
 ) -> PreparedSend:
     """Resolve, split and price one message (reads only: no lock is held meanwhile)."""
     if account.status != "active":
         raise AccountSuspended()
-    plan = await numbering_plan(conn)
-    try:
-        dest = resolve(req.to, plan)
-    except InvalidNumber as exc:
-        raise InvalidNumberError(errors={"to": [str(exc)]}) from None
+    dest = await resolve_or_fail(conn, req.to)
     split = split_or_fail(req.message)
-    book = await cached_rate_book(conn, account.id, dest.mcc)
-    rate = book.find(dest.mcc, dest.mnc)
-    if rate is None:
-        raise NoRateForAccount()
+    rate = await rate_or_fail(conn, account.id, dest)
     now = naive_utc_now()
     campaign_id, message_id = new_ids(2)
     cost = rate.rate * len(split.parts)

@@ -26,8 +26,6 @@ from tikosms.db.models import QUEUED
 from tikosms.db.types import naive_utc_now
 from tikosms.errors import (
     AccountSuspended,
-    InvalidNumberError,
-    NoRateForAccount,
     ValidationFailed,
 )
 from tikosms.inbound.optouts import opt_out_key
@@ -38,11 +36,10 @@ from tikosms.messaging.service import (
     _campaign_values,
     _part_rows,
     new_ids,
+    rate_or_fail,
+    resolve_or_fail,
     split_or_fail,
 )
-from tikosms.numbering import numbering_plan
-from tikosms.numbers import InvalidNumber, resolve
-from tikosms.rates.service import cached_rate_book
 from tikosms.text import GSM7, UCS2, SplitText, is_gsm7
 from tikosms.text.gsm import count_septets
 from tikosms.text.split import CONCAT_PART_SEPTETS, CONCAT_PART_UNITS
@@ -80,16 +77,9 @@ async def prepare_smpp_send(conn: AsyncConnection, account: AuthenticatedAccount
     if account.status != "active":
         raise AccountSuspended()
     sender = _sender(msg)
-    plan = await numbering_plan(conn)
-    try:
-        dest = resolve(msg.to, plan)
-    except InvalidNumber as exc:
-        raise InvalidNumberError(errors={"to": [str(exc)]}) from None
+    dest = await resolve_or_fail(conn, msg.to)
     split = _segment_split(msg) if msg.segment is not None else _whole_split(msg)
-    book = await cached_rate_book(conn, account.id, dest.mcc)
-    rate = book.find(dest.mcc, dest.mnc)
-    if rate is None:
-        raise NoRateForAccount()
+    rate = await rate_or_fail(conn, account.id, dest)
     now = naive_utc_now()
     campaign_id, message_id = new_ids(2)
     cost = rate.rate * len(split.parts)
