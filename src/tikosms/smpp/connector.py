@@ -359,7 +359,9 @@ class _Bind:
         self.session: SmppSession | None = None
         self.state = "connecting"
         self.detail = ""
-        self.changed = asyncio.Event()  # set on every state change, then cleared
+        # set on every state change, then replaced: a waiter holds the event it started with,
+        # so a change between its check and its first wait is never missed
+        self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -397,7 +399,7 @@ class _Bind:
         self.state = state
         self.detail = detail
         self.changed.set()
-        self.changed.clear()
+        self.changed = asyncio.Event()
 
     async def _run(self) -> None:
         config = self.carrier.config

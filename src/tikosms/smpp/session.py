@@ -159,6 +159,7 @@ class SmppSession:
         self._out: list[bytes] = []  # PDUs for the next write (see _write)
         self._unsent: set[int] = set()  # sequences of submit_sm still in _out, not yet written
         self._tasks: set[asyncio.Task[None]] = set()
+        self._keepalive: asyncio.Task[None] | None = None  # the enquire_link loop
         self._deliveries: set[asyncio.Task[None]] = set()
         self._bound = False
         self._closing = False
@@ -229,7 +230,7 @@ class SmppSession:
         self._bound = True
         log.info("smpp bound session=%s bind_type=%s smsc=%s", self.label, self.bind_type, smsc_id)
         if self._enquire_link_interval > 0:
-            self._spawn(self._enquire_link_loop())
+            self._keepalive = self._spawn(self._enquire_link_loop())
 
     # -- submit -------------------------------------------------------------------------------
 
@@ -352,6 +353,9 @@ class SmppSession:
                 future.set_exception(SessionLost(f"session {self.label} lost: {reason}", sent=True))
         self._fail_queued(f"session {self.label} lost before sending: {reason}")
         self._closed.set()
+        keepalive = self._keepalive
+        if keepalive is not None and keepalive is not asyncio.current_task():
+            keepalive.cancel()  # it would sleep on for an interval, holding the session
         log.info("smpp session closed session=%s reason=%s", self.label, reason)
         if self._on_lost is not None:
             self._on_lost(reason)
@@ -418,10 +422,11 @@ class SmppSession:
         except (OSError, ConnectionError) as exc:
             self._lose(f"write failed: {exc}")
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _read_loop(self) -> None:
         """Read what the socket has, handle every whole PDU in it, then write what that
