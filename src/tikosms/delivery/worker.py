@@ -42,7 +42,7 @@ from tikosms.config import Settings
 from tikosms.db.engine import Database, is_database_down
 from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
-from tikosms.delivery import expiry, poison, queue, transitions
+from tikosms.delivery import expiry, poison, queue, receipt_timeout, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
 from tikosms.delivery.notify import DueAccounts, PartsListener
 from tikosms.delivery.routing import Router
@@ -522,6 +522,7 @@ class DeliveryWorker:
             log.warning("%d parts expired in the queue after %.0f h and were refunded",
                         len(expired), self.settings.queue_expiry_seconds / 3600)
         await expiry.expire_old_rows(self.db, self.settings, now)
+        await receipt_timeout.expire_unreceipted(self.db, self.settings, now)
         await self.router.housekeeping(self.db)
         await lifecycle.roll_up(self.db)  # campaign counts and completion, off the hot paths
 
