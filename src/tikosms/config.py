@@ -95,6 +95,16 @@ class Settings(BaseSettings):
     # law), not one the gateway can guess; docs/operations.md suggests 90
     retention_days: float = Field(default=0.0, ge=0, le=36500)
 
+    # --- carriers' rates shared by the fleet (issue 13) ---
+    # every worker process sending to a carrier takes its tokens from one budget per carrier
+    # (the carrier's tps, or the rate the adaptive throttling found), kept in PostgreSQL or in
+    # Redis (below); false: each process applies the carrier's tps on its own. SQLite: off
+    rate_shared: bool = True
+    # redis://host:6379/0: the shared budgets live in Redis instead of PostgreSQL ("" = not)
+    rate_redis_url: str = ""
+    # prefix of the Redis keys (one hash per carrier: PREFIXrate:CARRIER)
+    rate_redis_prefix: str = "tikosms:"
+
     # --- inbound SMS (MO) ---
     # parts of a concatenated MO still incomplete after this are dropped, with a log line
     # (seconds; the handset's SMSC retries a lost part for far less than a day)

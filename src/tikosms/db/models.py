@@ -525,3 +525,23 @@ Index("ix_inbound_messages_account_id", InboundMessage.account_id, InboundMessag
 Index("ix_inbound_messages_sender", InboundMessage.sender, InboundMessage.id)
 Index("ix_inbound_messages_recipient", InboundMessage.recipient, InboundMessage.id)
 Index("ix_opt_outs_recipient", OptOut.recipient, OptOut.account_id, OptOut.sender)
+
+
+# --- one rate per carrier account, shared by the fleet (migration 0012) ---
+class CarrierRate(Base):
+    """One row per SMPP carrier: the fleet's token budget for it (tikosms.smpp.shared_rate).
+    Every worker process sending to the carrier takes tokens in chunks with one UPDATE of this
+    row (a GCRA: `tat` is when the budget given so far is spent at `rate`), and reads and
+    writes the rate found by the adaptive throttling, so the processes share one rate."""
+
+    __tablename__ = "carrier_rates"
+
+    carrier: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # the theoretical arrival time: seconds since the epoch, of the database's clock
+    tat: Mapped[float] = mapped_column(Float, default=0.0)
+    taken: Mapped[int] = mapped_column(BigInteger, default=0)  # tokens given out, ever
+    # the rate in force for the fleet (parts per second) and whether it is still in slow
+    # start, as last decided by one process's controller; version counts those decisions
+    rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    slow_start: Mapped[bool] = mapped_column(Boolean, default=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -42,13 +42,14 @@ from tikosms.config import Settings
 from tikosms.db.engine import Database, is_database_down
 from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
-from tikosms.delivery import expiry, poison, queue, receipt_timeout, transitions
+from tikosms.delivery import expiry, poison, queue, rate_store, receipt_timeout, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
 from tikosms.delivery.notify import DueAccounts, PartsListener
 from tikosms.delivery.routing import Router
 from tikosms.delivery.transitions import Accepted, Rejected, Retry, Untrackable
 from tikosms.messaging import lifecycle
 from tikosms.observability import metrics
+from tikosms.smpp import shared_rate
 
 log = logging.getLogger("tikosms.delivery")
 
@@ -140,9 +141,14 @@ class DeliveryWorker:
         # slots of parts with a carrier or answered, not yet on record (see the module doc)
         self._gate = asyncio.Semaphore(self.max_unrecorded)
         self._held: set[int] = set()
+        self.rates: shared_rate.SharedRates | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        # the carriers' rates are the fleet's (PostgreSQL or Redis), for the carriers started
+        # from now on, hot reloads included
+        self.rates = rate_store.open_shared_rates(self.db, self.settings)
+        shared_rate.install(self.rates)
         await self.router.start(self.on_receipt)
         self._tasks = [
             asyncio.create_task(self._recorder(), name="recorder"),
@@ -187,6 +193,10 @@ class DeliveryWorker:
             task.cancel()
         await self._flush(grace)
         await self.router.stop()
+        if self.rates is not None:
+            if shared_rate.installed() is self.rates:
+                shared_rate.install(None)
+            await self.rates.close()
         await self._flush(grace)  # receipts recorded while the carriers stopped
         for task in self._tasks:
             task.cancel()

@@ -238,7 +238,8 @@ def format_counters(counters: SimulatorCounters) -> str:
         f"rejected={counters.rejected} throttled={counters.throttled} faults={counters.faults} "
         f"receipts_acked={counters.receipts_acked}/{counters.receipts_sent} "
         f"dropped_connections={counters.dropped_connections} "
-        f"in_flight={counters.in_flight} max_in_flight={counters.max_in_flight}"
+        f"in_flight={counters.in_flight} max_in_flight={counters.max_in_flight} "
+        f"max_accepted_per_second={counters.max_accepted_per_second}"
     )
 
 

@@ -25,6 +25,7 @@ from tikosms.delivery.carrier import (
     SubmitOutcome,
     SubmitResult,
 )
+from tikosms.smpp import shared_rate
 from tikosms.smpp.config import SmppCarrierConfig
 from tikosms.smpp.dlr import MAX_MESSAGE_ID, parse_receipt
 from tikosms.smpp.pdu import ESM_INTERMEDIATE, ESM_SME_ACK, ESM_SMSC_RECEIPT, BindRequest, Status
@@ -39,6 +40,7 @@ from tikosms.smpp.session import (
     SmppSession,
     Unreachable,
 )
+from tikosms.smpp.shared_rate import SharedRate, SharedRates
 from tikosms.smpp.submit import SubmitFields, build_submit
 from tikosms.smpp.throttle import TokenBucket
 
@@ -107,10 +109,15 @@ class BindStatus:
 class SmppCarrier:
     """An SMPP 3.4 carrier: several binds, a window per bind, a rate across binds."""
 
-    def __init__(self, config: SmppCarrierConfig) -> None:
+    def __init__(self, config: SmppCarrierConfig, rates: SharedRates | None = None) -> None:
         self.config = config
         self.name = config.name
         self.bucket = TokenBucket(config.tps)
+        # the fleet's budget for this carrier (smpp/shared_rate.py): given here, or the one
+        # the process installed (the delivery worker) when the carrier starts; None: the
+        # bucket alone (one process)
+        self.limiter: SharedRate | None = (
+            rates.limiter_for(self.name, self.bucket) if rates is not None else None)
         self._binds: list[_Bind] = []
         self._on_receipt: ReceiptHandler | None = None
         self._stopping = False
@@ -126,6 +133,9 @@ class SmppCarrier:
         self._on_receipt = on_receipt
         self._stopping = False
         self._submitters = 0
+        rates = shared_rate.installed()
+        if self.limiter is None and rates is not None:
+            self.limiter = rates.limiter_for(self.name, self.bucket)
         bind_types: list[BindType]
         if self.config.bind_mode == "transceiver":
             bind_types = ["transceiver"]
@@ -147,8 +157,9 @@ class SmppCarrier:
         except ValueError as exc:  # text not encodable with its data_coding, bad part numbers
             return SubmitOutcome(SubmitResult.REJECTED, detail=f"cannot encode part: {exc}")
         pause = self.config.throttle_pause
+        limiter = self.limiter or self.bucket
         for attempt in range(self.config.throttle_resubmits + 1):
-            await self.bucket.acquire()
+            await limiter.acquire()
             outcome, throttled = await self._submit_once(part, fields)
             if not throttled or self._stopping or attempt == self.config.throttle_resubmits:
                 break
@@ -197,7 +208,7 @@ class SmppCarrier:
                     detail="generic_nack to submit_sm",
                 ), False
             throttled = response.command_status in _THROTTLED
-            self.bucket.on_result(throttled)
+            (self.limiter or self.bucket).on_result(throttled)
             outcome = outcome_for_status(
                 response.command_status,
                 response.message_id,

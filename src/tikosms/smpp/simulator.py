@@ -28,6 +28,7 @@ import contextlib
 import itertools
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,6 +113,9 @@ class SimulatorCounters:
     max_in_flight: int = 0
     mo_sent: int = 0  # mobile-originated deliver_sm sent (parts, resends included)
     mo_acked: int = 0  # ...and acknowledged with ESME_ROK
+    # the most submit_sm accepted within any one second (sliding), all binds together: what a
+    # carrier checks against the rate agreed for the account
+    max_accepted_per_second: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,7 @@ class SmscSimulator:
         self._throttle_windows: dict[str, tuple[float, int]] = {}
         self._throttle_logs: dict[str, collections.deque[float]] = {}  # "sliding"
         self._throttle_buckets: dict[str, tuple[float, float]] = {}  # "bucket": (time, tokens)
+        self._accepted_times: collections.deque[float] = collections.deque()  # the last second
         self._port = self.config.port
 
     @property
@@ -313,6 +318,15 @@ class SmscSimulator:
             return False
         self._throttle_windows[system_id] = (start, count + 1)
         return True
+
+    def _count_accepted(self) -> None:
+        now = time.monotonic()
+        times = self._accepted_times
+        times.append(now)
+        while now - times[0] >= 1.0:
+            times.popleft()
+        if len(times) > self.counters.max_accepted_per_second:
+            self.counters.max_accepted_per_second = len(times)
 
     def _new_message_id(self) -> str:
         message_id = f"{next(self._ids):x}"
@@ -587,6 +601,7 @@ class _Connection:
         counters.in_flight -= 1
         if status == Status.ESME_ROK and message_id is not None:
             counters.accepted += 1
+            sim._count_accepted()
             self.send(Command.SUBMIT_SM_RESP, sequence, c_string(message_id))
             undeliv = (
                 bool(sim.config.undeliv_ratio) and sim._rng.random() < sim.config.undeliv_ratio

@@ -123,6 +123,11 @@ class TokenBucket:
         self._baseline = 0.0  # share of refusals that does not depend on the rate
         self._backed_off: tuple[float, float] | None = None  # (rate before, share)
         self.decisions: list[tuple[float, str, float | None]] = []  # (time, what, rate): logs
+        self.decided = 0  # decisions taken here (_set), for a shared rate to publish
+        # The fleet's answers over this process's (tikosms.smpp.shared_rate): with N processes
+        # sharing the carrier's rate, each sees about 1/N of the answers, and the rates it
+        # measures from them are scaled by this to be the fleet's. 1.0: alone.
+        self.scale = 1.0
 
     @property
     def rate(self) -> float:
@@ -203,11 +208,41 @@ class TokenBucket:
         elif throttled:
             self._limit_reached(now)
         elif now - self._held_at <= HELD:
-            self._rate += SS_GAIN
+            self._rate += SS_GAIN * self.scale
 
     def on_throttled(self) -> None:
         """Kept for callers that only report refusals."""
         self.on_result(True)
+
+    def note_held(self) -> None:
+        """A sender waited for a token given elsewhere (a shared rate): the rate is what holds
+        senders back, as when this bucket has none."""
+        now = self._clock()
+        self._held_at = now
+        self._period_held = True
+
+    def adopt(self, rate: float, slow_start: bool) -> None:
+        """Take the rate another process's controller decided (tikosms.smpp.shared_rate): the
+        fleet has one rate. A limit found elsewhere ends slow start here too; a lower rate is
+        a back-off (the refusals were seen there): the next period is not judged."""
+        now = self._clock()
+        if self.limit is not None:
+            rate = min(rate, self.limit)
+        lower = rate < self._rate * 0.99
+        if self._slow_start and not slow_start:
+            self._slow_start = False
+            self._regrow = False
+            self._phase = "done"
+            self._ceiling = rate
+            lower = True
+        if lower and not self._slow_start:
+            self._clean = 0
+            self._backed_off = None
+            self._ceiling = min(self._ceiling, self._rate)
+            self._new_period(now, settle=True)
+        self._rate = max(self.min_rate, rate)
+        self._tokens = min(self._tokens, self._capacity())
+        self._updated = now
 
     # -- slow start -------------------------------------------------------------------------
 
@@ -263,7 +298,7 @@ class TokenBucket:
         self._learn_baseline()
         # what was accepted over the last second is a floor (a pause of the event loop
         # during the measure would make it look slower)
-        estimate = max(self._phase_accepted / elapsed, self._accepted_rate(now))
+        estimate = max(self._phase_accepted / elapsed * self.scale, self._accepted_rate(now))
         self._end_slow_start(estimate, now)
         self._regrow = True  # a rise of the share may have been chance: see _decide
 
@@ -280,7 +315,7 @@ class TokenBucket:
                 1 for t, throttled in self._answers
                 if previous - PERIOD < t <= now - PERIOD and not throttled
             )
-            estimate += gap / 2 / PERIOD
+            estimate += gap / 2 / PERIOD * self.scale
         self._learn_baseline()
         if searched > SEARCH_MAX * PERIOD:
             # refused for longer than any per-second window: not a window that was full
@@ -325,7 +360,7 @@ class TokenBucket:
             return self.min_rate
         since = now - PERIOD
         accepted = sum(1 for t, throttled in self._answers if t > since and not throttled)
-        return accepted / PERIOD
+        return accepted / PERIOD * self.scale
 
     def _decide(self, now: float) -> None:
         if self._slow_start or now - self._period_start < PERIOD:
@@ -404,6 +439,7 @@ class TokenBucket:
         self._rate = rate
         self._tokens = min(self._tokens, self._capacity())
         self._updated = now
+        self.decided += 1
         self.decisions.append((now, why, rate))
         if len(self.decisions) > 100:
             del self.decisions[:50]

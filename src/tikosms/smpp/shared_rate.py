@@ -1,0 +1,328 @@
+"""One rate per carrier account, shared by every process that sends to it.
+
+A carrier agrees one rate for the whole account (say 300 parts a second), whatever number of
+worker processes bind to it. Each process's `SmppCarrier` takes its tokens from a
+`SharedRate`, which takes them in chunks (`CHUNK` seconds' worth, 5 %: 15 tokens at 300/s, so
+about 20 statements a second for the whole fleet) from a store every process reaches:
+
+- PostgreSQL (the default when the database is PostgreSQL): one row per carrier in
+  `carrier_rates`, one UPDATE per chunk (tikosms.delivery.rate_store);
+- Redis (`TIKOSMS_RATE_REDIS_URL`): one hash per carrier, one Lua script call per chunk
+  (`RedisRateStore` below);
+- SQLite (one process): no store, the carrier's own bucket as before.
+
+The store keeps a GCRA ("generic cell rate algorithm"): `tat`, the time at which the tokens
+given so far are spent at the rate. A chunk of n tokens is given only when `tat` has passed,
+and moves it n/rate seconds on; so over any interval of T seconds the fleet is given at most
+rate x T + n tokens, and a process spends its chunk at once or drops what is left of it after
+the chunk's own duration. Over any second the fleet sends at most about 1.05-1.1 x the rate.
+(`SLACK` aside: a chunk may come 10 ms early, and a sender asking a little late keeps that
+credit.) The clock is the store's (PostgreSQL's `clock_timestamp()`, Redis's TIME), never the
+machines': their clocks may disagree.
+
+**Adaptive throttling, one for the fleet.** With no rate configured, each process's
+`TokenBucket` finds the carrier's limit from its refusals (smpp/throttle.py). Each process
+sees only its own answers, about 1/N of the fleet's: the rates it measures are scaled by the
+fleet's tokens over its own (`TokenBucket.scale`, measured from the store's running count).
+When a process's controller decides (limit found, back off, probe), the rate and whether it
+is still in slow start go to the store with its next chunk; the others adopt it with theirs
+(within a chunk's time, ~50 ms at full speed; a process waiting for tokens asks
+again within `IDLE_SYNC`); the token budget
+follows the rate.
+
+**Outages.** A store that fails or does not answer within `STORE_TIMEOUT` is logged once and
+the process paces itself alone at its share of the rate (the rate / the processes seen
+sharing it, from the same count), trying the store again every `RETRY` seconds; once it
+answers, one line says so and the shared budget applies again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from tikosms.smpp.throttle import TokenBucket
+
+log = logging.getLogger(__name__)
+
+CHUNK = 0.05  # seconds of the rate taken per statement (at least one token)
+MAX_CHUNK = 500  # tokens: a chunk is never larger (a very high rate)
+# seconds a chunk may be given before `tat`, and lateness kept as credit: a sender that wakes
+# up and asks a round trip after `tat` loses nothing (over any second, at most 2 x this more)
+SLACK = 0.01
+MIN_HOLD = 0.02  # seconds a chunk's tokens stay usable at least
+STORE_TIMEOUT = 1.0  # seconds a statement of the store may take before it counts as down
+RETRY = 1.0  # seconds between two tries of a store that is down
+IDLE_SYNC = 1.0  # seconds: an idle process still looks at the shared rate this often
+SCALE_WINDOW = 1.0  # seconds over which the fleet's share is measured (at least)
+MAX_SCALE = 64.0
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The store's answer to a request for a chunk."""
+
+    granted: bool
+    wait: float  # seconds until a chunk may be given (when not granted)
+    taken: int  # tokens given to the fleet so far, ever
+    rate: float | None  # the fleet's rate as last decided by a controller (None: never)
+    slow_start: bool
+    version: int  # decisions published so far
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A rate decided by this process's controller, to publish with the next chunk."""
+
+    rate: float
+    slow_start: bool
+
+
+class StoreDown(Exception):
+    """The rate store failed or did not answer: the process paces itself alone."""
+
+
+class RateStore(Protocol):
+    """Where a fleet's token budgets live (PostgreSQL, Redis)."""
+
+    name: str
+
+    async def take(self, carrier: str, tokens: int, rate: float,
+                   decision: Decision | None) -> Grant:
+        """Give `tokens` tokens of `carrier` at `rate` per second if its budget allows, and
+        publish `decision` if given; raises StoreDown."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SharedRates:
+    """The process's shared budgets: one `SharedRate` per carrier object, all in one store."""
+
+    def __init__(self, store: RateStore) -> None:
+        self.store = store
+        self.limiters: dict[str, SharedRate] = {}  # by carrier name (the latest object's)
+
+    def limiter_for(self, carrier: str, bucket: TokenBucket) -> SharedRate:
+        limiter = SharedRate(carrier, bucket, self.store)
+        self.limiters[carrier] = limiter
+        return limiter
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+_installed: SharedRates | None = None
+
+
+def install(rates: SharedRates | None) -> None:
+    """Make `rates` the budgets of the SMPP carriers this process starts from now on (the
+    delivery worker does, before it starts its carriers); None: each its own bucket."""
+    global _installed
+    _installed = rates
+
+
+def installed() -> SharedRates | None:
+    return _installed
+
+
+def chunk_for(rate: float) -> int:
+    return max(1, min(MAX_CHUNK, math.floor(rate * CHUNK)))
+
+
+class SharedRate:
+    """One carrier's tokens in one process, taken in chunks from the shared store; the
+    carrier's `TokenBucket` keeps deciding the rate (see the module's docstring)."""
+
+    def __init__(self, carrier: str, bucket: TokenBucket, store: RateStore, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.carrier = carrier
+        self.bucket = bucket
+        self.store = store
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._tokens = 0
+        self._expires = -math.inf  # a chunk's tokens left unused are dropped then
+        self._own = 0  # tokens given to this process, ever
+        self._samples: deque[tuple[float, int, int]] = deque()  # (time, fleet's, own)
+        self.processes = 1  # processes sharing the rate, as last measured (the fallback)
+        self._published = 0  # bucket.decided as of the last decision sent
+        self._seen: int | None = None  # the store's version last seen or written
+        self._synced = -math.inf
+        self.down_since: float | None = None
+        self._retry_at = -math.inf
+        self._alone_tat = -math.inf  # the fallback's own GCRA
+
+    @property
+    def rate(self) -> float:
+        """The fleet's rate in force (parts per second)."""
+        return self.bucket.rate
+
+    @property
+    def share(self) -> float:
+        """This process's part of the rate while the store is down."""
+        return max(self.bucket.min_rate, self.bucket.rate / self.processes)
+
+    async def acquire(self) -> None:
+        """Wait for one token of the fleet's budget."""
+        if self._take():
+            return
+        async with self._lock:
+            while not self._take():
+                delay = await self._refill()
+                if delay > 0:
+                    self.bucket.note_held()
+                    await asyncio.sleep(delay)
+
+    def on_result(self, throttled: bool) -> None:
+        """One submit answered (see TokenBucket.on_result)."""
+        self.bucket.on_result(throttled)  # a decision goes to the store with the next chunk
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _take(self) -> bool:
+        if self._tokens > 0 and self._clock() < self._expires:
+            self._tokens -= 1
+            return True
+        return False
+
+    async def _refill(self) -> float:
+        """Ask for a chunk: 0.0 when given (self._tokens refilled), else seconds to wait."""
+        now = self._clock()
+        rate = self.bucket.rate
+        tokens = chunk_for(rate)
+        if self.down_since is not None and now < self._retry_at:
+            return self._alone(now, tokens)
+        decided = self.bucket.decided
+        decision = None
+        if decided != self._published:
+            decision = Decision(rate, self.bucket.slow_start)
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                grant = await self.store.take(self.carrier, tokens, rate, decision)
+        except (StoreDown, TimeoutError) as exc:
+            if self.down_since is None:
+                self.down_since = now
+                log.error("shared rate store %s unreachable for carrier=%s (%s): sending "
+                          "alone at this process's share, %.1f/s (of %.1f/s over %d "
+                          "processes), until it is back", self.store.name, self.carrier,
+                          exc or type(exc).__name__, self.share, rate, self.processes)
+            self._retry_at = now + RETRY
+            return self._alone(now, tokens)
+        if self.down_since is not None:
+            log.warning("shared rate store %s works again for carrier=%s (down %.0f s)",
+                        self.store.name, self.carrier, now - self.down_since)
+            self.down_since = None
+        if decision is not None:
+            self._published = decided
+            self._seen = grant.version
+        self._follow(grant)
+        now = self._clock()
+        if not grant.granted:
+            return max(0.001, min(grant.wait, IDLE_SYNC))
+        self._own += tokens
+        self._measure(now, grant.taken)
+        self._tokens = tokens
+        self._expires = now + max(MIN_HOLD, tokens / rate)
+        return 0.0
+
+    def _follow(self, grant: Grant) -> None:
+        """Adopt the rate another process decided (a newer version than ours)."""
+        if self._seen is None:
+            self._seen = grant.version
+            if grant.rate is None or self.bucket.limit is not None:
+                return  # first look: a configured rate is the operator's, not the past's
+        if grant.version > self._seen and grant.rate is not None:
+            self._seen = grant.version
+            self.bucket.adopt(grant.rate, grant.slow_start)
+
+    def _measure(self, now: float, fleet: int) -> None:
+        """The fleet's tokens over this process's, over the last second or more."""
+        samples = self._samples
+        samples.append((now, fleet, self._own))
+        while len(samples) > 2 and now - samples[1][0] >= SCALE_WINDOW:
+            samples.popleft()
+        then, fleet_then, own_then = samples[0]
+        if now - then < SCALE_WINDOW / 2 or self._own <= own_then:
+            return
+        scale = (fleet - fleet_then) / (self._own - own_then)
+        self.bucket.scale = min(MAX_SCALE, max(1.0, scale))
+        self.processes = max(1, round(self.bucket.scale))
+
+    def _alone(self, now: float, tokens: int) -> float:
+        """The store is down: a GCRA of this process's own at its share."""
+        if self._alone_tat > now:
+            return self._alone_tat - now
+        share = self.share
+        tokens = chunk_for(share)
+        self._alone_tat = now + tokens / share
+        self._tokens = tokens
+        self._expires = now + max(MIN_HOLD, tokens / share)
+        return 0.0
+
+
+_REDIS_TAKE = """
+local key = KEYS[1]
+local n = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local slack = tonumber(ARGV[6])
+local tat = tonumber(redis.call('HGET', key, 'tat') or '0')
+local granted = 0
+if tat <= now + slack then
+  redis.call('HSET', key, 'tat', string.format('%.6f', math.max(tat, now - slack) + cost))
+  redis.call('HINCRBY', key, 'taken', n)
+  granted = 1
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', key, 'rate', ARGV[4], 'ss', ARGV[5])
+  redis.call('HINCRBY', key, 'version', 1)
+end
+redis.call('EXPIRE', key, 86400)
+local v = redis.call('HMGET', key, 'taken', 'rate', 'ss', 'version')
+return {granted, string.format('%.6f', tat - now - slack), v[1] or '0', v[2] or '', v[3] or '1',
+        v[4] or '0'}
+"""
+
+
+class RedisRateStore:
+    """The budgets in Redis: a hash per carrier (`{prefix}rate:{carrier}`), one script call
+    per chunk; kept a day after the last use."""
+
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str = "tikosms:") -> None:
+        import redis.asyncio as redis
+
+        self.prefix = prefix
+        self._client = redis.Redis.from_url(url, socket_timeout=STORE_TIMEOUT,
+                                            socket_connect_timeout=STORE_TIMEOUT)
+        self._script = self._client.register_script(_REDIS_TAKE)
+
+    async def take(self, carrier: str, tokens: int, rate: float,
+                   decision: Decision | None) -> Grant:
+        from redis.exceptions import RedisError
+
+        args: list[str | int | float] = [tokens, repr(tokens / rate)]
+        if decision is None:
+            args += ["0", "", ""]
+        else:
+            args += ["1", repr(decision.rate), "1" if decision.slow_start else "0"]
+        args.append(repr(SLACK))
+        try:
+            granted, wait, taken, shared, slow, version = await self._script(
+                keys=[f"{self.prefix}rate:{carrier}"], args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreDown(f"{type(exc).__name__}: {exc}") from exc
+        return Grant(bool(int(granted)), float(wait), int(taken),
+                     float(shared) if shared else None, slow != b"0", int(version))
+
+    async def close(self) -> None:
+        await self._client.aclose()
