@@ -93,3 +93,21 @@ def test_open_loop_generator_merges_processes_into_one_schedule() -> None:
     merged = openloop.merge([a, b])
     assert merged["scheduled"] == 100 and merged["ok"] == 99
     assert merged["p50_ms"] == 1.0 and merged["p99_ms"] == 2.0 and merged["max_ms"] == 30.0
+
+
+def test_fleet_takes_worker_counts_and_refuses_a_count_of_none() -> None:
+    from bench import fleet
+
+    args = fleet.parse_args(["--parts", "500", "--workers", "1,3", "--apis", "2"])
+    assert args.worker_counts == [1, 3] and args.parts == 500 and args.apis == 2
+    with pytest.raises(SystemExit):
+        fleet.parse_args(["--workers", "0"])
+
+
+def test_fleet_table_names_each_process_and_the_ceiling() -> None:
+    from bench import fleet
+
+    row = fleet.Row(2, 1, 1000, handed_per_s=900.0, receipts_per_s=850.0, seconds=2.5,
+                    finished=True, cpu_ms={"worker 1": 0.5, "worker 2": 0.4})
+    table = fleet.render([row], 6000.0)
+    assert "| 2 | 1 | 1,000 | 900 | 850 | 6,000 | 2.5 | worker 1 0.50, worker 2 0.40 |" in table

@@ -472,6 +472,8 @@ class DeliveryWorker:
             self.target_inflight = max(MIN_INFLIGHT,
                                        min(self.max_inflight, int(rate * AHEAD_SECONDS)))
             self._room.set()
+            if self.rates is not None:
+                metrics.shared_rates(self.rates)
 
     # --- leases and housekeeping -------------------------------------------------------------
     async def _lease_keeper(self) -> None:

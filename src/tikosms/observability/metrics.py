@@ -65,6 +65,11 @@ CALLBACK_DURATION = Histogram("tikosms_callback_attempt_seconds",
 CALLBACK_LATENCY = Histogram("tikosms_callback_delivery_seconds",
                              "Time from the status change to the callback delivered",
                              buckets=_RECEIPT_BUCKETS)
+SHARED_RATE = Gauge("tikosms_carrier_shared_rate_per_second",
+                    "The rate in force for the whole fleet per carrier (the carrier's tps or the "
+                    "rate found by the throttling), as this process sees it; store: postgresql | "
+                    "redis, and alone=1 while the store is down (this process at its share)",
+                    ["carrier", "store", "alone"], multiprocess_mode="max")
 HTTP_IN_FLIGHT = Gauge("tikosms_http_requests_in_flight", "HTTP requests being answered",
                        multiprocess_mode="livesum")
 
@@ -133,6 +138,14 @@ async def timed_submit(router: Any, part: Any) -> Any:
             if len(_AWAITING) > AWAITING_MAX:
                 _AWAITING.popitem(last=False)
     return carrier, outcome
+
+
+def shared_rates(rates: Any) -> None:
+    """The fleet's rate per carrier (tikosms.smpp.shared_rate.SharedRates), every 0.25 s."""
+    for name, limiter in rates.limiters.items():
+        alone = limiter.down_since is not None
+        SHARED_RATE.labels(name, rates.store.name, "1" if alone else "0").set(limiter.rate)
+        SHARED_RATE.labels(name, rates.store.name, "0" if alone else "1").set(0)
 
 
 def receipt_received(receipt: Any) -> None:
