@@ -224,7 +224,8 @@ class TokenBucket:
     def adopt(self, rate: float, slow_start: bool) -> None:
         """Take the rate another process's controller decided (tikosms.smpp.shared_rate): the
         fleet has one rate. A limit found elsewhere ends slow start here too; a lower rate is
-        a back-off (the refusals were seen there): the next period is not judged."""
+        a back-off (the refusals were seen there): the next period is not judged; a higher one
+        is a probe, and this process's period starts again."""
         now = self._clock()
         if self.limit is not None:
             rate = min(rate, self.limit)
@@ -240,6 +241,11 @@ class TokenBucket:
             self._backed_off = None
             self._ceiling = min(self._ceiling, self._rate)
             self._new_period(now, settle=True)
+        elif not self._slow_start:
+            # a probe elsewhere, on the same evidence as this period's: it counts as ours (N
+            # processes each probing once a period would probe N times as fast)
+            self._clean += 1
+            self._new_period(now)
         self._rate = max(self.min_rate, rate)
         self._tokens = min(self._tokens, self._capacity())
         self._updated = now
