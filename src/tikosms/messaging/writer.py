@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tikosms.db.engine import Database
 from tikosms.db.models import IdempotencyKey
 from tikosms.db.types import utcnow
-from tikosms.delivery.notify import DueAccounts, PartsSignal
+from tikosms.delivery.notify import CAMPAIGN, SINGLE, DueAccounts, PartsSignal
 from tikosms.errors import AccountSuspended, NotAuthenticated, PaymentRequired
 from tikosms.inbound.optouts import OptedOut, opted_out_sends
 from tikosms.messaging import batch_sql
@@ -112,19 +112,16 @@ class SendWriter:
         async with self.db.begin() as conn:
             outcomes = await self._write(conn, batch)
         self.batches += 1
-        if self.signal is not None:
-            due: DueAccounts = {}
-            for item, outcome in zip(batch, outcomes, strict=True):
-                if outcome == STORED and item.prepared.rows:
-                    p = item.prepared
-                    due[p.account_id] = (due.get(p.account_id, False)
-                                         or p.campaign[batch_sql.CAMPAIGN_KIND] != "single")
-            self.signal.stored(due)
         for item, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 item.done.set_exception(outcome)
             else:
                 item.done.set_result(outcome)
+        if self.signal is not None:
+            try:
+                self.signal.stored(_due_accounts(batch, outcomes))
+            except Exception:  # committed and answered: the workers find them by polling
+                log.exception("waking the delivery workers failed (they poll meanwhile)")
 
     async def _write(self, conn: AsyncConnection, batch: list[_Item]) -> list[Any]:
         """One batch in few round trips (PostgreSQL: the rows and the token check in one
@@ -203,6 +200,16 @@ class SendWriter:
                 await batch_sql.insert_campaigns(conn, [p.campaign for p in stored])
                 await repo.bulk_insert_parts(conn, [row for p in stored for row in p.rows])
         return outcomes
+
+
+def _due_accounts(batch: list[_Item], outcomes: list[Any]) -> DueAccounts:
+    due: DueAccounts = {}
+    for item, outcome in zip(batch, outcomes, strict=True):
+        p = item.prepared
+        if outcome == STORED and p.rows:
+            kind = SINGLE if p.campaign[batch_sql.CAMPAIGN_KIND] == "single" else CAMPAIGN
+            due[p.account_id] = due.get(p.account_id, 0) | kind
+    return due
 
 
 def _fail(batch: list[_Item], exc: BaseException) -> None:
