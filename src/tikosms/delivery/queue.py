@@ -8,13 +8,19 @@ claim runs under `BEGIN IMMEDIATE`, one writer at a time.
 Fairness: single messages (priority 0, one-time codes) are claimed first; campaign parts are then
 shared out across the accounts that have due parts, so one account's 100,000-part campaign does
 not hold another account's parts back.
+
+Bind slots: a worker claims only the parts it can submit (`RouteFilter`: the parts whose route
+goes to a carrier it holds a slot of, see `delivery.slots`); a separate condition of the
+candidates, absent when the worker can submit everything (the usual `*`-only routes).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -45,6 +51,45 @@ class ClaimedPart:
     campaign_callback: bool = False  # its campaign has a callback URL
 
 
+@dataclass(frozen=True, slots=True)
+class RouteFilter:
+    """The parts a worker may claim, by their mccmnc: the longest prefix of `cases` that the
+    mccmnc starts with decides (True: claim it); none of them: `default`."""
+
+    cases: tuple[tuple[str, bool], ...] = ()  # (MCC or MCC+MNC prefix, claim), longest first
+    default: bool = True
+
+    @property
+    def everything(self) -> bool:
+        return self.default and all(claim for _p, claim in self.cases)
+
+    @property
+    def nothing(self) -> bool:
+        return not self.default and not any(claim for _p, claim in self.cases)
+
+    def claims(self, mccmnc: str) -> bool:
+        """The same decision as the SQL, in Python (tests, logs)."""
+        for prefix, claim in self.cases:
+            if mccmnc.startswith(prefix):
+                return claim
+        return self.default
+
+    def sql(self) -> str:
+        """The condition on `mccmnc` ("" when everything may be claimed). The prefixes are
+        digits (routes' matches are checked on write), inlined so the statement is cached."""
+        if self.everything:
+            return ""
+        for prefix, _claim in self.cases:
+            if not _DIGITS.fullmatch(prefix):
+                raise ValueError(f"route prefix {prefix!r} is not digits")
+        whens = " ".join(f"WHEN mccmnc LIKE '{p}%' THEN {int(c)}" for p, c in self.cases)
+        return f" AND CASE {whens} ELSE {int(self.default)} END = 1"
+
+
+EVERYTHING = RouteFilter()
+_DIGITS = re.compile(r"\d{1,6}")
+
+
 def _due(now: datetime) -> list:  # type: ignore[type-arg]
     return [
         Part.status.in_(WAITING_STATUSES),
@@ -55,12 +100,15 @@ def _due(now: datetime) -> list:  # type: ignore[type-arg]
 
 async def claim_due_parts(
     conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float,
-    accounts: list[int] | None = None,
+    accounts: list[int] | None = None, routes: RouteFilter = EVERYTHING,
 ) -> list[ClaimedPart]:
     """Claim up to `limit` due parts. `accounts`: the accounts with due campaign parts, when
-    the caller knows them (a recent `accounts_with_due_parts`); looked up otherwise."""
+    the caller knows them (a recent `accounts_with_due_parts`); looked up otherwise. `routes`:
+    only parts this worker can submit (its carriers' slots)."""
+    if routes.nothing:
+        return []
     lease_until = now + timedelta(seconds=lease_seconds)
-    claimed = await _claim(conn, limit, owner, now, lease_until)
+    claimed = await _claim(conn, limit, owner, now, lease_until, routes=routes)
     room = limit - len(claimed)
     if room <= 0:
         return claimed
@@ -72,7 +120,7 @@ async def claim_due_parts(
     for account_id in accounts:
         if room <= 0:
             break
-        got = await _claim(conn, min(share, room), owner, now, lease_until, account_id)
+        got = await _claim(conn, min(share, room), owner, now, lease_until, account_id, routes)
         claimed += got
         room -= len(got)
     return claimed
@@ -104,13 +152,14 @@ _SET = (
 )
 _CANDIDATES = (
     "SELECT id FROM parts WHERE priority = {priority} AND status IN ('SCHEDULED', 'QUEUED') "
-    "AND due_at <= {p3} AND (lease_until IS NULL OR lease_until < {p3}){account} "
+    "AND due_at <= {p3} AND (lease_until IS NULL OR lease_until < {p3}){account}{routes} "
     "ORDER BY due_at, id LIMIT {p4}"
 )
 _PG_CLAIM = (
     "UPDATE parts SET " + _SET.format(p1="$1", p2="$2", p3="$3") + " FROM campaigns c "
     "WHERE c.id = parts.campaign_id AND parts.id IN ("
-    + _CANDIDATES.format(priority="{priority}", p3="$3", p4="$4", account="{account}")
+    + _CANDIDATES.format(priority="{priority}", p3="$3", p4="$4", account="{account}",
+                         routes="{routes}")
     + " FOR UPDATE SKIP LOCKED) "
     f"RETURNING {_RETURNING}, c.sender, c.sender_type, COALESCE(c.callback_url, '') <> ''"
 )
@@ -118,24 +167,26 @@ _PG_CLAIM = (
 # table (3.40): the campaigns are read by a second statement
 _SQLITE_CLAIM = (
     "UPDATE parts SET " + _SET.format(p1="?1", p2="?2", p3="?3") + " WHERE id IN ("
-    + _CANDIDATES.format(priority="{priority}", p3="?3", p4="?4", account="{account}")
+    + _CANDIDATES.format(priority="{priority}", p3="?3", p4="?4", account="{account}",
+                         routes="{routes}")
     + f") RETURNING {_RETURNING}"
 )
 _SQLITE_CAMPAIGNS = (
     "SELECT id, sender, sender_type, COALESCE(callback_url, '') <> '' FROM campaigns "
     "WHERE id IN (SELECT value FROM json_each(?))"
 )
-_CLAIM_SQL = {
-    (dialect, account): sql.format(priority=1 if account else 0,
-                                   account=f" AND account_id = {p5}" if account else "")
-    for dialect, sql, p5 in (("postgresql", _PG_CLAIM, "$5"), ("sqlite", _SQLITE_CLAIM, "?5"))
-    for account in (False, True)
-}
+@lru_cache(maxsize=64)
+def _claim_sql(dialect: str, account: bool, routes: str = "") -> str:
+    """The claim statement; `routes`: the RouteFilter's condition (a few distinct ones per
+    process: the slots it holds change rarely)."""
+    sql, p5 = (_PG_CLAIM, "$5") if dialect == "postgresql" else (_SQLITE_CLAIM, "?5")
+    return sql.format(priority=1 if account else 0,
+                      account=f" AND account_id = {p5}" if account else "", routes=routes)
 
 
 async def _claim(
     conn: AsyncConnection, limit: int, owner: str, now: datetime, lease_until: datetime,
-    account_id: int | None = None,
+    account_id: int | None = None, routes: RouteFilter = EVERYTHING,
 ) -> list[ClaimedPart]:
     """One statement: UPDATE ... WHERE id IN (the due candidates) RETURNING. Single messages
     (priority 0) without `account_id`, that account's campaign parts with it."""
@@ -147,7 +198,8 @@ async def _claim(
         params = (sqlite_time(until_n), owner, sqlite_time(now_n), limit)
     if account_id is not None:
         params += (account_id,)
-    result = await conn.exec_driver_sql(_CLAIM_SQL[(dialect, account_id is not None)], params)
+    sql = _claim_sql(dialect, account_id is not None, routes.sql())
+    result = await conn.exec_driver_sql(sql, params)
     rows = [tuple(row) for row in result]
     if dialect != "postgresql" and rows:
         found = await conn.exec_driver_sql(

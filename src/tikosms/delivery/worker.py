@@ -46,6 +46,7 @@ from tikosms.delivery import expiry, poison, queue, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
 from tikosms.delivery.notify import PartsListener
 from tikosms.delivery.routing import Router
+from tikosms.delivery.slots import SlotKeeper
 from tikosms.delivery.transitions import Accepted, Rejected, Retry, Untrackable
 from tikosms.messaging import lifecycle
 from tikosms.observability import metrics
@@ -136,6 +137,11 @@ class DeliveryWorker:
         # slots of parts with a carrier or answered, not yet on record (see the module doc)
         self._gate = asyncio.Semaphore(self.max_unrecorded)
         self._held: set[int] = set()
+        # bind slots: a router from the database binds only the slots this process leases,
+        # and the claims take only the parts of the carriers held (delivery.slots)
+        self.slots: SlotKeeper | None = None
+        if router.managed:
+            self.slots = router.slots = SlotKeeper(db, settings, router, self.owner)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -179,7 +185,11 @@ class DeliveryWorker:
         for task in self._inflight.values():
             task.cancel()
         await self._flush(grace)
+        if self.slots is not None:
+            await self.slots.halt()  # no slot taken or renewed while the binds close
         await self.router.stop()
+        if self.slots is not None:
+            await self.slots.release_all()  # unbound: the next holder may bind at once
         await self._flush(grace)  # receipts recorded while the carriers stopped
         for task in self._tasks:
             task.cancel()
@@ -235,6 +245,10 @@ class DeliveryWorker:
         """Claimed parts, each with whether its status changes are announced (a callback URL
         of its own or its campaign's): recording skips the callback work for the others."""
         now = utcnow()
+        # bind slots: only the parts of the carriers this process holds a slot of
+        routes = queue.EVERYTHING if self.slots is None else self.slots.route_filter()
+        if routes.nothing:
+            return []
         # the accounts with due campaign parts, looked up at most every ACCOUNTS_REFRESH s (at
         # once after a campaign was accepted: `wake(campaign=True)`)
         refresh = time.monotonic() - self._accounts_at >= ACCOUNTS_REFRESH
@@ -243,15 +257,15 @@ class DeliveryWorker:
             # spares the BEGIN and COMMIT round trips
             async with self.db.connect() as conn:
                 claimed = await queue.claim_due_parts(
-                    conn, self.owner, limit, now, self.settings.lease_seconds, [])
+                    conn, self.owner, limit, now, self.settings.lease_seconds, [], routes)
         else:
             async with self.db.begin() as conn:
                 if refresh:
                     self._accounts = await queue.accounts_with_due_parts(conn, now)
                     self._accounts_at = time.monotonic()
                 claimed = await queue.claim_due_parts(
-                    conn, self.owner, limit, now, self.settings.lease_seconds, self._accounts
-                )
+                    conn, self.owner, limit, now, self.settings.lease_seconds, self._accounts,
+                    routes)
         return [(OutboundPart(
             part_id=p.id, to=p.to, sender=p.sender, sender_type=p.sender_type,
             text=p.text, data_coding=p.data_coding, part_no=p.part_no,
