@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tikosms.db.models import CarrierRow, CarrierSlot
+from tikosms.db.models import CarrierRow, CarrierSlot, WorkerHeartbeat
 
 DEFAULT_BINDS = 1  # SmppCarrierConfig.binds' default
 
@@ -131,5 +131,29 @@ async def release_all(conn: AsyncConnection, owner: str) -> int:
     return int(result.rowcount or 0)
 
 
-__all__ = ["Slot", "all_slots", "release", "release_all", "renew", "sync", "take",
+async def holders(conn: AsyncConnection, now: datetime) -> list[dict[str, Any]]:
+    """Every slot with its holder, for `tikosms carriers slots` and the console: state "held"
+    (lease running, `seconds_left`), "expired" (its holder stopped renewing: a live worker
+    takes it within a second or two) or "free"; the holder's host and pid when its heartbeat
+    is there."""
+    beats = {r.owner: r for r in (await conn.execute(
+        select(WorkerHeartbeat.owner, WorkerHeartbeat.host, WorkerHeartbeat.pid))).all()}
+    out = []
+    for slot in await all_slots(conn):
+        if slot.holder is None:
+            state, left = "free", None
+        elif slot.live(now):
+            assert slot.lease_until is not None
+            state, left = "held", round((slot.lease_until - now).total_seconds(), 1)
+        else:
+            state, left = "expired", None
+        beat = beats.get(slot.holder) if slot.holder else None
+        out.append({"carrier": slot.carrier, "slot": slot.slot, "state": state,
+                    "holder": slot.holder, "host": beat.host if beat else None,
+                    "pid": beat.pid if beat else None, "fencing": slot.fencing,
+                    "lease_until": slot.lease_until, "seconds_left": left})
+    return out
+
+
+__all__ = ["Slot", "all_slots", "holders", "release", "release_all", "renew", "sync", "take",
            "wanted_slots"]
