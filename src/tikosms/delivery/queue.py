@@ -77,13 +77,16 @@ class RouteFilter:
     def sql(self) -> str:
         """The condition on `mccmnc` ("" when everything may be claimed). The prefixes are
         digits (routes' matches are checked on write), inlined so the statement is cached."""
-        if self.everything:
-            return ""
-        for prefix, _claim in self.cases:
-            if not _DIGITS.fullmatch(prefix):
-                raise ValueError(f"route prefix {prefix!r} is not digits")
-        whens = " ".join(f"WHEN mccmnc LIKE '{p}%' THEN {int(c)}" for p, c in self.cases)
-        return f" AND CASE {whens} ELSE {int(self.default)} END = 1"
+        return "" if self.everything else _route_sql(self.cases, self.default)
+
+
+@lru_cache(maxsize=64)
+def _route_sql(cases: tuple[tuple[str, bool], ...], default: bool) -> str:
+    for prefix, _claim in cases:
+        if not _DIGITS.fullmatch(prefix):
+            raise ValueError(f"route prefix {prefix!r} is not digits")
+    whens = " ".join(f"WHEN mccmnc LIKE '{p}%' THEN {int(c)}" for p, c in cases)
+    return f" AND CASE {whens} ELSE {int(default)} END = 1"
 
 
 EVERYTHING = RouteFilter()

@@ -95,6 +95,7 @@ class SlotKeeper:
         self._failing = False
         self._filter_key: tuple[Any, ...] | None = None
         self._filter: RouteFilter | None = None
+        self._lock = asyncio.Lock()  # one look at a time (the loop's, or a reload's)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,7 +142,7 @@ class SlotKeeper:
                      if n == SIMULATED or not getattr(c, "managed", False)}
         mine = frozenset(self.mine() | unmanaged)
         served = frozenset(self.served | unmanaged)
-        key = (id(self.router.rules), len(self.router.rules), mine, served)
+        key = (tuple(self.router.rules), mine, served)
         if key != self._filter_key or self._filter is None:
             self._filter = claim_filter(self.router.rules, mine, served)
             self._filter_key = key
@@ -171,6 +172,10 @@ class SlotKeeper:
         or expired slots up to this worker's share, give back what is beyond it.
         `carriers_now`: the carriers a reload is about to put in place (default: the
         router's)."""
+        async with self._lock:
+            await self._look(carriers_now)
+
+    async def _look(self, carriers_now: dict[str, Any] | None) -> None:
         started = time.monotonic()
         now = utcnow()
         until = now + timedelta(seconds=self.lease)
