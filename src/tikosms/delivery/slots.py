@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tikosms.delivery.slots")
 
 LOOK_SECONDS = 1.0  # between two looks for free slots (a dead holder's taken within this)
+WATCH_SECONDS = 0.25  # between two checks of the leases' deadlines
 
 
 def share(slots: int, live_workers: int) -> int:
@@ -91,6 +92,7 @@ class SlotKeeper:
         self.table: list[Slot] = []  # the rows as last read
         self._next_renew = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
         self._failing = False
         self._filter_key: tuple[Any, ...] | None = None
@@ -102,13 +104,15 @@ class SlotKeeper:
         """Take this worker's share now (its binds start coming up), then keep it."""
         await self.look()
         self._task = asyncio.create_task(self._run(), name="carrier-slots")
+        self._watchdog = asyncio.create_task(self._watch(), name="carrier-slots-deadlines")
 
     async def halt(self) -> None:
         """Stop taking and renewing (the worker is stopping; its binds close next)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._watchdog):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._watchdog = None
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
 
@@ -153,7 +157,10 @@ class SlotKeeper:
         while True:
             await asyncio.sleep(min(LOOK_SECONDS, self.lease / 3))
             try:
-                await self.look()
+                # bounded: a database that stopped answering is not waited for (the command
+                # timeout is longer than a lease); the watchdog closes the binds meanwhile
+                async with asyncio.timeout(self.lease / 3):
+                    await self.look()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -165,6 +172,11 @@ class SlotKeeper:
                 if self._failing:
                     log.warning("carrier slots: the table can be read again")
                 self._failing = False
+
+    async def _watch(self) -> None:
+        """Close the binds of leases not renewed in time, whatever the looks are doing."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
             await self._close_expired()
 
     async def look(self, carriers_now: dict[str, Any] | None = None) -> None:
