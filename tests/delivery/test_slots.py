@@ -285,6 +285,36 @@ async def test_a_holder_cut_off_from_the_database_unbinds_before_its_lease_ends(
                 keeper.db = db
 
 
+async def test_a_holder_whose_database_stops_answering_unbinds_before_its_lease_ends(
+        db: Database, settings: Settings, database_url: str) -> None:
+    """A hung server (the proxy holds every byte): the looks wait, the deadline does not."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a database that stops answering: PostgreSQL behind a proxy")
+    from tests.faults.pgproxy import PgProxy
+
+    settings = _slots_settings(settings)
+    async with simulator() as sim:
+        await _add_carrier(db, sim, binds=1)
+        with PgProxy() as proxy:
+            async with slot_worker(db, settings, "w1") as (_router, keeper):
+                await until("bound", lambda: sim.counters.bound == 1)
+                keeper.db = Database(proxy.url(database_url))
+                await until("a look through the proxy", lambda: proxy.connections > 0)
+                await asyncio.to_thread(proxy.freeze)
+                try:
+                    await until("w1 unbinds", lambda: sim.counters.bound == 0,
+                                within=LEASE + 5)
+                    unbound_at = utcnow()
+                    async with db.connect() as conn:
+                        [slot] = await slots_repo.all_slots(conn)
+                    assert slot.holder == "w1" and slot.lease_until is not None
+                    assert unbound_at < slot.lease_until
+                finally:
+                    await asyncio.to_thread(proxy.thaw)
+                    await keeper.db.dispose()
+                    keeper.db = db
+
+
 async def test_changing_a_carriers_binds_adjusts_its_slots(
         db: Database, settings: Settings) -> None:
     async def slots() -> list[int]:
