@@ -16,6 +16,11 @@ ESME_RTHROTTLED to that share of submit_sm whatever the rate; `no_id_ratio`, `na
 `drop_after` aborts a connection on its N-th submit_sm
 (that one and the others awaiting their response are dropped unanswered and never delivered).
 
+Counters (`SimulatorCounters`, printed by `tikosms smsc-sim` and served at its control port's
+`GET /counters`) include the binds up at once (`bound`, `max_bound`) and the most submit_sm
+received within any one sliding second (`max_submits_per_second`): what a carrier's limits on
+binds and rate see.
+
 Built on smpp34's codec for submit_sm / deliver_sm, not on `smpp34.Server`: that server
 accepts any password and cannot drop a connection, which the simulator must do.
 """
