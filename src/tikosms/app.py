@@ -24,6 +24,7 @@ from tikosms.api.ratelimit import AccountRateLimiter
 from tikosms.api.responses import JSONResponse
 from tikosms.config import Settings, get_settings
 from tikosms.db.engine import Database, is_database_down
+from tikosms.delivery.notify import PartsSignal
 from tikosms.errors import PayloadTooLarge, ServiceUnavailable, TikoError
 from tikosms.inbound.endpoints import router as inbound_router
 from tikosms.messaging.endpoints import router as messaging_router
@@ -82,7 +83,6 @@ def create_app(
     )
     app.state.token_cache = TokenCache()
     app.state.stream_slots = StreamSlots(settings.max_streams_per_account)
-    app.state.wake_workers = lambda _result=None: None  # replaced by the delivery workers
     if db is not None:
         _install_writers(app)
 
@@ -115,9 +115,12 @@ def app_from_environment() -> FastAPI:
 
 def _install_writers(app: FastAPI) -> None:
     """Single sends are group-committed; a campaign is a transaction of its own."""
+    # after each commit: wakes this process's delivery worker (`tikosms serve`, which sets
+    # its `local`) and, on PostgreSQL, every other process's (delivery/notify.py)
+    signal = app.state.parts_signal = PartsSignal(app.state.db)
     app.state.send_writers = {
-        "message": SendWriter(app.state.db),
-        "messages": SendWriter(app.state.db, max_batch=1),
+        "message": SendWriter(app.state.db, signal=signal),
+        "messages": SendWriter(app.state.db, max_batch=1, signal=signal),
     }
 
 

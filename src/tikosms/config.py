@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # receipts that matched no part are kept this long in case their submit is recorded late,
     # then deleted (seconds)
     pending_receipt_expiry_seconds: float = Field(default=72 * 3600.0, gt=0)
+    # a part with a carrier and no news for this long (no final receipt) ends UNKNOWN,
+    # error_code receipt_timeout, charged (seconds; 0: never)
+    receipt_timeout_seconds: float = Field(default=72 * 3600.0, ge=0)
     # idempotency keys are deleted after this (seconds); they replay for 24 h
     idempotency_key_expiry_seconds: float = Field(default=24 * 3600.0, gt=0)
     # --- retention (issue 13) ---

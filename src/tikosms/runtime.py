@@ -89,7 +89,7 @@ def app_background(settings: Settings) -> Any:
     @asynccontextmanager
     async def background(app: Any) -> AsyncIterator[None]:
         async with delivery(app.state.db, settings) as worker:
-            app.state.wake_workers = lambda _result=None: worker.wake()
+            app.state.parts_signal.local = worker.wake
             app.state.worker = worker
             yield
 

@@ -1,48 +1,133 @@
-"""How an accepted send wakes the workers of other processes (PostgreSQL LISTEN/NOTIFY): a
-campaign's notification says so, so that the next claim looks up the accounts with due campaign
-parts at once; a single send's does not (the claim then needs no such look-up)."""
+"""How an accepted send wakes the delivery workers of other processes (delivery/notify.py): after
+the send's commit, a notification names the accounts with new due parts and whether campaign
+parts are among them, so that the workers claim by account without looking them up; and how the
+workers find parts when no signal comes (the poll)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import update
 
-from tests.conftest import Customer
+from tests.conftest import Customer, add_rates, make_customer
 from tikosms.db.engine import Database
-from tikosms.delivery.notify import PartsListener
+from tikosms.db.models import Part
+from tikosms.db.types import utcnow
+from tikosms.delivery import notify, queue
+from tikosms.delivery.notify import DueAccounts, PartsListener
+
+OTP = {"from": "MySender", "to": "+380501234567", "message": "Your OTP is 1234"}
 
 
-async def _next(flags: list[bool], seen: int) -> bool:
-    """The next notification after the first `seen` (bounded wait: a lost one fails the test)."""
+async def _next(seen: list[DueAccounts | None], count: int) -> DueAccounts | None:
+    """The next notification after the first `count` (bounded wait: a lost one fails)."""
     for _ in range(500):
-        if len(flags) > seen:
-            return flags[seen]
+        if len(seen) > count:
+            return seen[count]
         await asyncio.sleep(0.02)
     raise AssertionError("no notification came")
 
 
-async def test_a_campaign_notifies_as_such_and_a_single_send_does_not(
+async def test_a_notification_names_the_account_and_whether_it_sent_a_campaign(
         client: httpx.AsyncClient, customer: Customer, db: Database) -> None:
     if not db.is_postgres:
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
-    flags: list[bool] = []
-    listener = PartsListener(db.url, flags.append)
+    seen: list[DueAccounts | None] = []
+    listener = PartsListener(db.url, seen.append)
     listener.start()
     try:
         await asyncio.wait_for(listener.listening.wait(), 10)
-        await _next(flags, 0)  # on connecting: "something may have been accepted meanwhile"
-        seen = len(flags)
-        r = await client.post("/v1/message", headers=customer.headers, json={
-            "from": "MySender", "to": "+380501234567", "message": "Your OTP is 1234"})
+        # on connecting: "something may have been accepted meanwhile: look"
+        assert await _next(seen, 0) is None
+        count = len(seen)
+        r = await client.post("/v1/message", headers=customer.headers, json=OTP)
         assert r.status_code == 200, r.text
-        assert await _next(flags, seen) is False
-        seen = len(flags)
+        assert await _next(seen, count) == {customer.account_id: False}
+        count = len(seen)
         r = await client.post("/v1/messages", headers=customer.headers, json={
             "from": "MyBrand", "message": "Big sale today!",
             "recipients": ["380501234567", "380671234567"]})
         assert r.status_code == 200, r.text
-        assert await _next(flags, seen) is True
+        assert await _next(seen, count) == {customer.account_id: True}
     finally:
         await listener.stop()
+
+
+async def test_a_refused_send_signals_nothing(
+        client: httpx.AsyncClient, db: Database) -> None:
+    await add_rates(db)
+    if not db.is_postgres:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    poor = await make_customer(db, balance="0.00", credit_limit="0.00")
+    seen: list[DueAccounts | None] = []
+    listener = PartsListener(db.url, seen.append)
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.listening.wait(), 10)
+        await _next(seen, 0)
+        r = await client.post("/v1/message", headers=poor.headers, json=OTP)
+        assert r.status_code == 402, r.text
+        await asyncio.sleep(0.3)
+        assert len(seen) == 1  # only the one on connecting
+    finally:
+        await listener.stop()
+
+
+def test_payloads_round_trip_and_an_unreadable_one_means_look() -> None:
+    accounts = {12: False, 57: True, 3: False}
+    assert notify.decode(notify.encode(accounts)) == accounts
+    assert notify.decode("") is None
+    assert notify.decode("*") is None
+    assert notify.decode("campaign") is None  # an older gateway's payload: look them up
+    many = {n: True for n in range(100_000, 102_000)}
+    assert notify.encode(many) == notify.UNKNOWN  # too long for a NOTIFY
+
+
+async def test_the_due_accounts_are_found_by_kind_without_leased_or_later_parts(
+        client: httpx.AsyncClient, db: Database) -> None:
+    await add_rates(db)
+    singles = await make_customer(db)
+    bulk = await make_customer(db)
+    later = await make_customer(db)
+    leased = await make_customer(db)
+    for who in (singles, leased):
+        r = await client.post("/v1/message", headers=who.headers, json=OTP)
+        assert r.status_code == 200, r.text
+    r = await client.post("/v1/messages", headers=bulk.headers, json={
+        "from": "MyBrand", "message": "Sale", "recipients": ["380501234567", "380671234567"]})
+    assert r.status_code == 200, r.text
+    r = await client.post("/v1/messages", headers=later.headers, json={
+        "from": "MyBrand", "message": "Sale", "recipients": ["380501234567"],
+        "scheduled_at": (utcnow() + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")})
+    assert r.status_code == 200, r.text
+    now = utcnow()
+    async with db.begin() as conn:
+        await conn.execute(update(Part).where(Part.account_id == leased.account_id)
+                           .values(lease_until=now + timedelta(seconds=30), lease_owner="w"))
+        assert await queue.accounts_with_due_parts(conn, now) == (
+            [singles.account_id], [bulk.account_id])
+
+
+async def test_a_claim_touches_only_the_accounts_it_is_given_and_shares_the_room(
+        client: httpx.AsyncClient, db: Database) -> None:
+    await add_rates(db)
+    busy = await make_customer(db)
+    quiet = await make_customer(db)
+    other = await make_customer(db)
+    for _ in range(6):
+        r = await client.post("/v1/message", headers=busy.headers, json=OTP)
+        assert r.status_code == 200, r.text
+    for who in (quiet, other):
+        r = await client.post("/v1/message", headers=who.headers, json=OTP)
+        assert r.status_code == 200, r.text
+    async with db.begin() as conn:
+        result = await queue.claim(conn, "w", 4, utcnow(), 30,
+                                   [busy.account_id, quiet.account_id], [])
+    owners = [p.account_id for p in result.parts]
+    # the quiet account's one part, and the room it left goes to the busy one
+    assert sorted(owners) == sorted([quiet.account_id] + [busy.account_id] * 3)
+    assert result.drained_singles == {quiet.account_id}
+    assert other.account_id not in owners  # not named: not touched

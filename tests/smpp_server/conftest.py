@@ -21,6 +21,7 @@ from tests.conftest import add_rates, make_customer
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.delivery import carriers_repo
+from tikosms.delivery.notify import PartsSignal
 from tikosms.delivery.worker import DeliveryWorker
 from tikosms.runtime import delivery
 from tikosms.smpp.connector import SmppCarrier
@@ -78,7 +79,9 @@ async def running_gateway(settings: Settings, db: Database, *, balance: str = "1
             config = ServerConfig(port=0, outbox_poll_seconds=0.05, retry_initial_seconds=0.1,
                                   retry_max_seconds=0.5, credentials_check_seconds=0.2,
                                   **(server_config or {}))
-            server = SmppServer(db, config, worker.wake)
+            signal = PartsSignal(db)
+            signal.local = worker.wake
+            server = SmppServer(db, config, signal)
             await server.start()
             try:
                 yield Gateway(db, settings, sim, server, worker, customer.account_id,

@@ -1,12 +1,18 @@
-"""PostgreSQL LISTEN/NOTIFY: a send accepted by an API process wakes the workers of every other
-process at once, instead of at their next poll (`TIKOSMS_IDLE_POLL_SECONDS`).
+"""Wake-ups: a send accepted by an API process wakes the delivery workers of every process at
+once, instead of at their next poll (`TIKOSMS_IDLE_POLL_SECONDS`).
 
-The send's transaction says `pg_notify('tikosms_parts', '')` (messaging/batch_sql.py), or with
-the payload `campaign` when campaigns are among its sends (the worker then looks up the accounts
-with due campaign parts at once); PostgreSQL delivers it at commit, once per transaction and
-payload. Each worker keeps one connection of its own that
-listens. A lost listener is only slower, never wrong: the worker still polls, and the listener
-reconnects with a growing pause.
+The signal is a PostgreSQL NOTIFY on `tikosms_parts`, sent by `PartsSignal` after the send's
+transaction has committed, on a connection of its own, never inside the send's transaction: a
+NOTIFY there takes a database-wide lock at commit and holds it through the commit's WAL flush,
+which serialises every committing send. Signals are coalesced: one is in flight at a time, and
+the accounts of everything committed meanwhile go in the next. The payload names the accounts
+with new due parts and their kind (`s12 c57`: account 12's single sends, account 57's campaign
+parts), so that a worker claims by account without looking them up; `*` means "unknown,
+look": a payload too long, or a listener that was not listening for a while.
+
+Each worker keeps one connection of its own that listens. A lost signal or listener is only
+slower, never wrong: the worker still polls (and looks up the accounts with due parts), and the
+listener reconnects with a growing pause.
 """
 
 from __future__ import annotations
@@ -26,7 +32,28 @@ from tikosms.db.engine import keepalive, server_settings
 log = logging.getLogger("tikosms.delivery")
 
 CHANNEL = "tikosms_parts"
-CAMPAIGN = "campaign"  # the payload when campaign parts were written
+UNKNOWN = "*"  # the payload when what was written is not said
+MAX_PAYLOAD = 7000  # bytes; PostgreSQL refuses 8000 and more
+
+# account id -> whether campaign parts are among its new parts (else only single sends)
+DueAccounts = dict[int, bool]
+
+
+def encode(accounts: DueAccounts) -> str:
+    payload = " ".join(f"{'c' if campaign else 's'}{account}"
+                       for account, campaign in sorted(accounts.items()))
+    return payload if len(payload) <= MAX_PAYLOAD else UNKNOWN
+
+
+def decode(payload: str) -> DueAccounts | None:
+    """The accounts a payload names, or None when it does not say (look them up)."""
+    accounts: DueAccounts = {}
+    for token in payload.split():
+        kind, number = token[:1], token[1:]
+        if kind not in ("s", "c") or not number.isdigit():
+            return None
+        accounts[int(number)] = accounts.get(int(number), False) or kind == "c"
+    return accounts or None
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -36,9 +63,10 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 class PartsListener:
-    def __init__(self, database_url: str, on_notify: Callable[[bool], None]) -> None:
-        """`on_notify(campaign)`: called on each notification; `campaign` when campaign parts
-        were written (or when what was written meanwhile is unknown)."""
+    def __init__(self, database_url: str,
+                 on_notify: Callable[[DueAccounts | None], None]) -> None:
+        """`on_notify(accounts)`: called on each notification with the accounts it names, or
+        None when what was written is unknown (look it up)."""
         self.dsn = asyncpg_dsn(database_url)
         self.on_notify = on_notify
         self.listening = asyncio.Event()  # set while a connection listens
@@ -67,10 +95,10 @@ class PartsListener:
                     keepalive(conn._transport.get_extra_info("socket"), ka)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(
-                    CHANNEL, lambda _c, _pid, _ch, payload: self.on_notify(payload == CAMPAIGN))
+                    CHANNEL, lambda _c, _pid, _ch, payload: self.on_notify(decode(payload)))
                 self.listening.set()
                 pause = 1.0
-                self.on_notify(True)  # anything accepted while we were not listening
+                self.on_notify(None)  # anything accepted while we were not listening
                 await lost.wait()
                 log.warning("the listener for new parts lost its database connection; "
                             "reconnecting (meanwhile new parts are found by polling)")
@@ -86,3 +114,57 @@ class PartsListener:
                         await conn.close(timeout=2)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 30.0)
+
+
+class PartsSignal:
+    """Tells the delivery workers which accounts have new due parts, after the commit.
+
+    `stored(accounts)` is called by the send writers once their transaction has committed; it
+    never waits. `local` (the delivery worker of this process, `tikosms serve`) is told at
+    once; on PostgreSQL a NOTIFY goes to the other processes' workers, coalesced (one in
+    flight; what is stored meanwhile goes in the next).
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.local: Callable[[DueAccounts | None], None] | None = None
+        self.sent = 0  # notifications sent (metrics, tests)
+        self._pending: DueAccounts = {}
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def stored(self, accounts: DueAccounts) -> None:
+        if not accounts:
+            return
+        if self.local is not None:
+            self.local(accounts)
+        if not self.db.is_postgres:
+            return
+        for account, campaign in accounts.items():
+            self._pending[account] = self._pending.get(account, False) or campaign
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._send(), name="parts-signal")
+
+    async def _send(self) -> None:
+        while self._pending:
+            accounts, self._pending = self._pending, {}
+            try:
+                async with self.db.connect() as conn:  # autocommit: its own tiny transaction
+                    await conn.exec_driver_sql("SELECT pg_notify($1, $2)",
+                                               (CHANNEL, encode(accounts)))
+                self.sent += 1
+                if self._failing:
+                    self._failing = False
+                    log.info("wake-up signals to the workers are sent again")
+            except Exception as exc:
+                # the workers find these parts at their next poll; nothing is lost
+                if not self._failing:
+                    self._failing = True
+                    log.warning("cannot signal the workers of new parts (%s); they find them by "
+                                "polling meanwhile", type(exc).__name__)
+                return
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 2.0)

@@ -5,9 +5,11 @@ leaves its leases to expire, and its parts are claimed again. On PostgreSQL the 
 picked `FOR UPDATE SKIP LOCKED`, so concurrent workers never claim the same part; on SQLite the
 claim runs under `BEGIN IMMEDIATE`, one writer at a time.
 
-Fairness: single messages (priority 0, one-time codes) are claimed first; campaign parts are then
-shared out across the accounts that have due parts, so one account's 100,000-part campaign does
-not hold another account's parts back.
+Claims are keyed by account: each statement claims one account's parts, so the queue never
+needs a lock across accounts (a database sharded by account, such as Citus, routes each to one
+shard). Fairness: single messages (priority 0, one-time codes) are claimed first; campaign parts
+are then shared out across the accounts that have due parts, so one account's 100,000-part
+campaign does not hold another account's parts back.
 
 Bind slots: a worker claims only the parts it can submit (`RouteFilter`: the parts whose route
 goes to a carrier it holds a slot of, see `delivery.slots`); a separate condition of the
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.driver_sql import list_param
@@ -93,48 +96,94 @@ EVERYTHING = RouteFilter()
 _DIGITS = re.compile(r"\d{1,6}")
 
 
-def _due(now: datetime) -> list:  # type: ignore[type-arg]
-    return [
-        Part.status.in_(WAITING_STATUSES),
-        Part.due_at <= now,
-        or_(Part.lease_until.is_(None), Part.lease_until < now),
-    ]
+@dataclass(slots=True)
+class Claim:
+    parts: list[ClaimedPart]
+    # the accounts that gave fewer parts than asked: nothing more of theirs is due now
+    drained_singles: set[int]
+    drained_campaigns: set[int]
 
 
 async def claim_due_parts(
     conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float,
-    accounts: list[int] | None = None, routes: RouteFilter = EVERYTHING,
+    routes: RouteFilter = EVERYTHING,
 ) -> list[ClaimedPart]:
-    """Claim up to `limit` due parts. `accounts`: the accounts with due campaign parts, when
-    the caller knows them (a recent `accounts_with_due_parts`); looked up otherwise. `routes`:
-    only parts this worker can submit (its carriers' slots)."""
+    """Claim up to `limit` due parts of any account (the accounts looked up first).
+    `routes`: only parts this worker can submit (its carriers' slots)."""
     if routes.nothing:
         return []
+    singles, campaigns = await accounts_with_due_parts(conn, now)
+    claimed = await claim(conn, owner, limit, now, lease_seconds, singles, campaigns, routes)
+    return claimed.parts
+
+
+async def claim(
+    conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float,
+    singles: Sequence[int], campaigns: Sequence[int], routes: RouteFilter = EVERYTHING,
+) -> Claim:
+    """Claim up to `limit` due parts, account by account: first the single sends (priority 0)
+    of the accounts in `singles`, then the campaign parts of those in `campaigns` (the
+    accounts with due parts of each kind: `accounts_with_due_parts`, or the wake-up signals).
+    Every statement touches one account's rows (no lock across accounts: the shape a database
+    sharded by account needs). The room is shared out between the accounts, and what one
+    account leaves goes to the others in a further pass. `routes` (bind slots): only the parts
+    of the carriers this worker holds; "drained" then means nothing more due for this worker."""
     lease_until = now + timedelta(seconds=lease_seconds)
-    claimed = await _claim(conn, limit, owner, now, lease_until, routes=routes)
-    room = limit - len(claimed)
-    if room <= 0:
-        return claimed
-    if accounts is None:
-        accounts = await accounts_with_due_parts(conn, now)
-    if not accounts:
-        return claimed
-    share = max(1, math.ceil(room / len(accounts)))
-    for account_id in accounts:
-        if room <= 0:
-            break
-        got = await _claim(conn, min(share, room), owner, now, lease_until, account_id, routes)
-        claimed += got
-        room -= len(got)
-    return claimed
+    result = Claim([], set(), set())
+    room = limit
+    for priority, accounts, drained in ((0, singles, result.drained_singles),
+                                        (1, campaigns, result.drained_campaigns)):
+        active = list(accounts)
+        while room > 0 and active:
+            share = max(1, math.ceil(room / len(active)))
+            for account_id in active:
+                if room <= 0:
+                    break
+                asked = min(share, room)
+                got = await _claim(conn, asked, owner, now, lease_until, account_id, priority,
+                                   routes)
+                result.parts += got
+                room -= len(got)
+                if len(got) < asked:
+                    drained.add(account_id)
+            active = [a for a in active if a not in drained]
+    return result
 
 
-async def accounts_with_due_parts(conn: AsyncConnection, now: datetime) -> list[int]:
-    return [
-        a for (a,) in await conn.execute(
-            select(Part.account_id).distinct().where(Part.priority == 1, *_due(now))
-        )
-    ]
+async def accounts_with_due_parts(conn: AsyncConnection,
+                                  now: datetime) -> tuple[list[int], list[int]]:
+    """The accounts with due single sends, and those with due campaign parts: an index skip
+    scan (a few index probes per account, however many parts are queued)."""
+    params: tuple[Any, ...]
+    if conn.dialect.name == "postgresql":
+        sql, params = _DUE_ACCOUNTS_PG, (naive_utc(now),)
+    else:
+        sql, params = _DUE_ACCOUNTS_SQLITE, (sqlite_time(naive_utc(now)),)
+    singles: list[int] = []
+    campaigns: list[int] = []
+    for row in await conn.exec_driver_sql(sql, params):
+        priority, account_id = tuple(row)
+        (singles if priority == 0 else campaigns).append(int(account_id))
+    return singles, campaigns
+
+
+# the next account (by id) with a due part of a priority, from the queue's partial index
+_NEXT_ACCOUNT = (
+    "(SELECT account_id FROM parts WHERE priority = {priority} "
+    "AND status IN ('SCHEDULED', 'QUEUED') AND account_id > {after} AND due_at <= {now} "
+    "AND (lease_until IS NULL OR lease_until < {now}) ORDER BY account_id LIMIT 1)"
+)
+_DUE_ACCOUNTS = (
+    "WITH RECURSIVE s(a) AS (SELECT " + _NEXT_ACCOUNT.format(priority=0, after=-1, now="{now}")
+    + " UNION ALL SELECT " + _NEXT_ACCOUNT.format(priority=0, after="s.a", now="{now}")
+    + " FROM s WHERE s.a IS NOT NULL), "
+    "c(a) AS (SELECT " + _NEXT_ACCOUNT.format(priority=1, after=-1, now="{now}")
+    + " UNION ALL SELECT " + _NEXT_ACCOUNT.format(priority=1, after="c.a", now="{now}")
+    + " FROM c WHERE c.a IS NOT NULL) "
+    "SELECT 0, a FROM s WHERE a IS NOT NULL UNION ALL SELECT 1, a FROM c WHERE a IS NOT NULL"
+)
+_DUE_ACCOUNTS_PG = _DUE_ACCOUNTS.format(now="$1::timestamp")
+_DUE_ACCOUNTS_SQLITE = _DUE_ACCOUNTS.format(now="?1")
 
 
 # One statement per claim, on the driver (at a claim per few single sends, SQLAlchemy's
@@ -179,30 +228,27 @@ _SQLITE_CAMPAIGNS = (
     "WHERE id IN (SELECT value FROM json_each(?))"
 )
 @lru_cache(maxsize=64)
-def _claim_sql(dialect: str, account: bool, routes: str = "") -> str:
-    """The claim statement; `routes`: the RouteFilter's condition (a few distinct ones per
-    process: the slots it holds change rarely)."""
+def _claim_sql(dialect: str, priority: int, routes: str = "") -> str:
+    """The claim statement; `routes`: the RouteFilter's condition ("" for the usual `*`
+    routes; a few distinct ones per process: the slots it holds change rarely)."""
     sql, p5 = (_PG_CLAIM, "$5") if dialect == "postgresql" else (_SQLITE_CLAIM, "?5")
-    return sql.format(priority=1 if account else 0,
-                      account=f" AND account_id = {p5}" if account else "", routes=routes)
+    return sql.format(priority=priority, account=f" AND account_id = {p5}", routes=routes)
 
 
 async def _claim(
     conn: AsyncConnection, limit: int, owner: str, now: datetime, lease_until: datetime,
-    account_id: int | None = None, routes: RouteFilter = EVERYTHING,
+    account_id: int, priority: int, routes: RouteFilter = EVERYTHING,
 ) -> list[ClaimedPart]:
-    """One statement: UPDATE ... WHERE id IN (the due candidates) RETURNING. Single messages
-    (priority 0) without `account_id`, that account's campaign parts with it."""
+    """One statement: UPDATE ... WHERE id IN (the due candidates) RETURNING: one account's
+    single sends (priority 0) or campaign parts (1)."""
     dialect = conn.dialect.name
     now_n, until_n = naive_utc(now), naive_utc(lease_until)
     if dialect == "postgresql":
         params: tuple[Any, ...] = (until_n, owner, now_n, limit)
     else:
         params = (sqlite_time(until_n), owner, sqlite_time(now_n), limit)
-    if account_id is not None:
-        params += (account_id,)
-    sql = _claim_sql(dialect, account_id is not None, routes.sql())
-    result = await conn.exec_driver_sql(sql, params)
+    params += (account_id,)
+    result = await conn.exec_driver_sql(_claim_sql(dialect, priority, routes.sql()), params)
     rows = [tuple(row) for row in result]
     if dialect != "postgresql" and rows:
         found = await conn.exec_driver_sql(

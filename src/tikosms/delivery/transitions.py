@@ -158,7 +158,7 @@ async def record_accepted(conn: AsyncConnection, items: Sequence[Accepted], now:
     announced = [a.part_id for a in items if a.callback]
     if announced:
         rows = [r for r in await _parts(conn, announced) if r["status"] == ENROUTE]
-        await _announce(conn, rows, now)
+        await announce(conn, rows, now)
     if early_ids:
         carriers = {(a.carrier_message_id, a.carrier) for a in items}
         await apply_pending_receipts(
@@ -203,7 +203,7 @@ async def record_rejected(conn: AsyncConnection, items: Sequence[Rejected], now:
     rows = await _parts(conn, [r.part_id for r in items])
     rows = [r for r in rows if r["status"] == "REJECTD"]
     await refund_parts(conn, rows, "rejected at submission")
-    await _announce(conn, rows, now)
+    await announce(conn, rows, now)
 
 
 async def record_retries(conn: AsyncConnection, items: Sequence[Retry], now: datetime,
@@ -243,7 +243,7 @@ async def record_retries(conn: AsyncConnection, items: Sequence[Retry], now: dat
         log.warning("part %d given up after %d submits without a usable carrier answer: "
                     "UNKNOWN %s (charged: the carrier may have sent it) campaign=%s",
                     row["id"], max_unanswered, NO_CARRIER_ANSWER, row["campaign_id"])
-    await _announce(conn, ended, now)
+    await announce(conn, ended, now)
     return ended
 
 
@@ -261,7 +261,7 @@ async def record_untrackable(conn: AsyncConnection, items: Sequence[Untrackable]
     )
     # every part, not only those with a callback URL: an SMPP customer is owed its receipt
     rows = [r for r in await _parts(conn, [u.part_id for u in items]) if r["status"] == "UNKNOWN"]
-    await _announce(conn, rows, now)
+    await announce(conn, rows, now)
 
 
 async def record_receipts(
@@ -317,7 +317,7 @@ async def record_receipts(
         await _apply_receipts(conn, changes, now)
     if announced:
         rows = [p for p in await _parts(conn, announced) if p["status"] == changes[p["id"]][0]]
-        await _announce(conn, rows, now, smpp_ids=smpp)
+        await announce(conn, rows, now, smpp_ids=smpp)
     unmatched = [r for r in receipts if r.carrier_message_id not in matched]
     if unmatched and keep_unmatched:
         await conn.execute(insert(PendingReceipt), [
@@ -334,7 +334,7 @@ async def record_receipts(
 EVENTS_WRITTEN = "tikosms_events_written"  # conn.info key: status events in this transaction
 
 
-async def _announce(conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime,
+async def announce(conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime,
                     smpp_ids: set[int] | None = None) -> None:
     """Callback events for the status changes of `rows`; counted in `conn.info` so that the
     worker wakes the callback dispatcher only when there is something to post. Final states
@@ -363,7 +363,7 @@ async def finish_waiting(
     )
     rows = [dict(r) for r in result.mappings()]
     await refund_parts(conn, rows, note)
-    await _announce(conn, rows, now)
+    await announce(conn, rows, now)
     return rows
 
 

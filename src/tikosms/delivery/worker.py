@@ -42,9 +42,9 @@ from tikosms.config import Settings
 from tikosms.db.engine import Database, is_database_down
 from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
-from tikosms.delivery import expiry, poison, queue, transitions
+from tikosms.delivery import expiry, poison, queue, receipt_timeout, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
-from tikosms.delivery.notify import PartsListener
+from tikosms.delivery.notify import DueAccounts, PartsListener
 from tikosms.delivery.routing import Router
 from tikosms.delivery.slots import SlotKeeper
 from tikosms.delivery.transitions import Accepted, Rejected, Retry, Untrackable
@@ -129,8 +129,12 @@ class DeliveryWorker:
         self.submitted = 0
         self._finished = 0  # submissions answered, for the throughput estimate
         self.target_inflight = min(max_inflight, 256)
+        # the accounts with due parts: single sends, campaign parts (looked up every
+        # ACCOUNTS_REFRESH s and after an idle poll; told by the wake-up signals in between)
+        self._singles: set[int] = set()
         self._accounts: list[int] = []
         self._accounts_at = 0.0
+        self._signalled: DueAccounts = {}  # told since the last claim began
         self.listener: PartsListener | None = None
         self.max_unrecorded = settings.max_unrecorded or max(
             MIN_UNRECORDED, 2 * _window_capacity(router))
@@ -160,11 +164,14 @@ class DeliveryWorker:
             self.listener.start()
         log.info("delivery worker %s started: carriers=%s", self.owner, self.router.describe())
 
-    def wake(self, campaign: bool = False) -> None:
-        """New parts are due (a send was accepted): claim now. `campaign`: among them a
-        campaign's, whose account the next claim looks up."""
-        if campaign:
+    def wake(self, accounts: DueAccounts | None = None) -> None:
+        """New parts are due (a send was accepted): claim now. `accounts`: whose, and whether
+        campaign parts are among them (delivery/notify.py); None: unknown, look them up."""
+        if accounts is None:
             self._accounts_at = 0.0
+        else:
+            for account, campaign in accounts.items():
+                self._signalled[account] = self._signalled.get(account, False) or campaign
         self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -237,6 +244,7 @@ class DeliveryWorker:
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll_seconds)
                 except TimeoutError:
+                    self._accounts_at = 0.0  # the poll: look up what is due (retries too)
                     continue
             if self.settings.claim_linger_seconds and not self._stopping.is_set():
                 await asyncio.sleep(self.settings.claim_linger_seconds)
@@ -249,23 +257,28 @@ class DeliveryWorker:
         routes = queue.EVERYTHING if self.slots is None else self.slots.route_filter()
         if routes.nothing:
             return []
-        # the accounts with due campaign parts, looked up at most every ACCOUNTS_REFRESH s (at
-        # once after a campaign was accepted: `wake(campaign=True)`)
+        # what the signals told since the last claim; what they tell from now on waits for the
+        # next one (an account drained by this claim may have a send committed meanwhile)
+        signalled, self._signalled = self._signalled, {}
+        self._singles.update(signalled)
+        for account, campaign in signalled.items():
+            if campaign and account not in self._accounts:
+                self._accounts.append(account)
         refresh = time.monotonic() - self._accounts_at >= ACCOUNTS_REFRESH
-        if self.db.is_postgres and not refresh and not self._accounts:
-            # single messages only: the claim is one statement, atomic on its own; autocommit
-            # spares the BEGIN and COMMIT round trips
-            async with self.db.connect() as conn:
-                claimed = await queue.claim_due_parts(
-                    conn, self.owner, limit, now, self.settings.lease_seconds, [], routes)
-        else:
-            async with self.db.begin() as conn:
-                if refresh:
-                    self._accounts = await queue.accounts_with_due_parts(conn, now)
-                    self._accounts_at = time.monotonic()
-                claimed = await queue.claim_due_parts(
-                    conn, self.owner, limit, now, self.settings.lease_seconds, self._accounts,
-                    routes)
+        # PostgreSQL: each claim is one statement, atomic on its own; autocommit spares the
+        # BEGIN and COMMIT round trips. SQLite: one writer, BEGIN IMMEDIATE.
+        async with self.db.connect() if self.db.is_postgres else self.db.begin() as conn:
+            if refresh:
+                singles, self._accounts = await queue.accounts_with_due_parts(conn, now)
+                self._singles = {*singles, *signalled}
+                self._accounts_at = time.monotonic()
+            if not self._singles and not self._accounts:
+                return []
+            result = await queue.claim(conn, self.owner, limit, now, self.settings.lease_seconds,
+                                       sorted(self._singles), self._accounts, routes)
+        self._singles -= result.drained_singles
+        self._accounts = [a for a in self._accounts if a not in result.drained_campaigns]
+        claimed = result.parts
         return [(OutboundPart(
             part_id=p.id, to=p.to, sender=p.sender, sender_type=p.sender_type,
             text=p.text, data_coding=p.data_coding, part_no=p.part_no,
@@ -523,6 +536,7 @@ class DeliveryWorker:
             log.warning("%d parts expired in the queue after %.0f h and were refunded",
                         len(expired), self.settings.queue_expiry_seconds / 3600)
         await expiry.expire_old_rows(self.db, self.settings, now)
+        await receipt_timeout.expire_unreceipted(self.db, self.settings, now)
         await self.router.housekeeping(self.db)
         await lifecycle.roll_up(self.db)  # campaign counts and completion, off the hot paths
 

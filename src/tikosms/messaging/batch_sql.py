@@ -92,10 +92,9 @@ _RESERVE_LEDGER_PG = (
     "SELECT $3, -c.cost, r.balance + c.rest, 'reserve', c.cid, NULL, $2::timestamp "
     "FROM r, unnest($4::bigint[], $5::bigint[], $6::varchar[]) WITH ORDINALITY "
     "AS c(cost, rest, cid, n) ORDER BY c.n "
-    # the workers of every process learn at commit that parts are due (delivery/notify.py;
-    # one notification per transaction and payload however many rows; `campaign` when
-    # campaign parts are among them)
-    "RETURNING pg_notify('tikosms_parts', $7)"
+    # no NOTIFY here: it would take a database-wide lock at this transaction's commit (the
+    # workers are told after the commit: delivery/notify.py PartsSignal)
+    "RETURNING 1"
 )
 
 
@@ -115,12 +114,10 @@ async def insert_sends(conn: AsyncConnection, campaigns: Sequence[tuple[Any, ...
 
 
 async def reserve_with_ledger(conn: AsyncConnection, account_id: int, costs: Sequence[int],
-                              campaign_ids: Sequence[str], now: datetime,
-                              campaign: bool = False) -> bool:
+                              campaign_ids: Sequence[str], now: datetime) -> bool:
     """Take the sum of `costs` (micro-units) from the balance if the credit limit allows it,
     with a `reserve` ledger row per send; False (nothing changed) when it does not. The
-    UPDATE holds the account row until commit. `campaign`: campaign parts are among the sends
-    (PostgreSQL: the workers' notification says so)."""
+    UPDATE holds the account row until commit."""
     whole = sum(costs)
     rests, taken = [], 0
     for cost in costs:
@@ -128,8 +125,7 @@ async def reserve_with_ledger(conn: AsyncConnection, account_id: int, costs: Seq
         rests.append(whole - taken)
     if conn.dialect.name == "postgresql":
         result = await conn.exec_driver_sql(_RESERVE_LEDGER_PG, (
-            whole, naive_utc(now), account_id, list(costs), rests, list(campaign_ids),
-            "campaign" if campaign else ""))
+            whole, naive_utc(now), account_id, list(costs), rests, list(campaign_ids)))
         return len(result.all()) == len(costs)
     final = await reserve(conn, account_id, whole, now)
     if final is None:

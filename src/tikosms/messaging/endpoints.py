@@ -136,7 +136,6 @@ async def _send_once(
         if outcome == KEY_TAKEN:
             raise Invalid("This Idempotency-Key is in use by a request still in progress.",
                           code="idempotency_key_in_use")
-    request.app.state.wake_workers(prepared.result)
     return JSONResponse(payload)
 
 

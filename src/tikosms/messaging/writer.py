@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tikosms.db.engine import Database
 from tikosms.db.models import IdempotencyKey
 from tikosms.db.types import utcnow
+from tikosms.delivery.notify import DueAccounts, PartsSignal
 from tikosms.errors import AccountSuspended, NotAuthenticated, PaymentRequired
 from tikosms.inbound.optouts import OptedOut, opted_out_sends
 from tikosms.messaging import batch_sql
@@ -59,9 +60,13 @@ KEY_TAKEN = "key_taken"  # the idempotency key was committed by another request 
 
 
 class SendWriter:
-    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH,
+                 signal: PartsSignal | None = None) -> None:
+        """`signal`: told after each commit which accounts have new due parts (it wakes the
+        delivery workers)."""
         self.db = db
         self.max_batch = max_batch
+        self.signal = signal
         self._queue: list[_Item] = []
         self._drainer: asyncio.Task[None] | None = None
         self.batches = 0
@@ -107,6 +112,14 @@ class SendWriter:
         async with self.db.begin() as conn:
             outcomes = await self._write(conn, batch)
         self.batches += 1
+        if self.signal is not None:
+            due: DueAccounts = {}
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if outcome == STORED and item.prepared.rows:
+                    p = item.prepared
+                    due[p.account_id] = (due.get(p.account_id, False)
+                                         or p.campaign[batch_sql.CAMPAIGN_KIND] != "single")
+            self.signal.stored(due)
         for item, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 item.done.set_exception(outcome)
@@ -168,15 +181,13 @@ class SendWriter:
             costs = [batch[i].prepared.campaign[batch_sql.CAMPAIGN_COST]  # micro-units
                      for i in indexes]
             ids = [batch[i].prepared.result.campaign_id for i in indexes]
-            campaign = any(batch[i].prepared.campaign[batch_sql.CAMPAIGN_KIND] != "single"
-                           for i in indexes)
-            if await batch_sql.reserve_with_ledger(conn, account_id, costs, ids, now, campaign):
+            if await batch_sql.reserve_with_ledger(conn, account_id, costs, ids, now):
                 for i in indexes:
                     outcomes[i] = STORED
                 continue
             for i, cost, campaign_id in zip(indexes, costs, ids, strict=True):
                 if await batch_sql.reserve_with_ledger(conn, account_id, [cost], [campaign_id],
-                                                       now, campaign):
+                                                       now):
                     outcomes[i] = STORED
                 else:
                     outcomes[i] = PaymentRequired()

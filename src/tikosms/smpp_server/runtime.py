@@ -25,10 +25,9 @@ def config_from(settings: Settings) -> ServerConfig:
 
 
 @asynccontextmanager
-async def smpp_server(db: Database, settings: Settings,
-                      wake: Callable[[], None] | None = None) -> AsyncIterator[SmppServer]:
+async def smpp_server(db: Database, settings: Settings) -> AsyncIterator[SmppServer]:
     """Listen (OSError when the port is taken), yield the server, stop it on exit."""
-    server = SmppServer(db, config_from(settings), wake)
+    server = SmppServer(db, config_from(settings))
     await server.start()
     try:
         yield server
@@ -44,8 +43,7 @@ def with_smpp_server(background: Callable[[Any], Any], settings: Settings) -> An
     @asynccontextmanager
     async def run(app: Any) -> AsyncIterator[None]:
         async with background(app):
-            server = SmppServer(app.state.db, config_from(settings),
-                                lambda: app.state.wake_workers())
+            server = SmppServer(app.state.db, config_from(settings), app.state.parts_signal)
             try:
                 await server.start()
             except OSError as exc:

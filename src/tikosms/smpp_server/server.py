@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ from tikosms.accounts.service import AuthenticatedAccount
 from tikosms.db.engine import Database
 from tikosms.db.models import FINAL_STATUSES, WAITING_STATUSES, Part
 from tikosms.db.types import utcnow
+from tikosms.delivery.notify import PartsSignal
 from tikosms.errors import TikoError
 from tikosms.messaging.smpp_send import prepare_smpp_send
 from tikosms.messaging.writer import SendWriter
@@ -113,11 +114,12 @@ class ServerCounters:
 
 class SmppServer:
     def __init__(self, db: Database, config: ServerConfig | None = None,
-                 wake: Callable[[], None] | None = None) -> None:
+                 signal: PartsSignal | None = None) -> None:
+        """`signal`: wakes the delivery workers after each stored submit_sm (that of the
+        HTTP API in `tikosms serve`; one of its own in a `tikosms smpp-server` process)."""
         self.db = db
         self.config = config or ServerConfig()
-        self.wake_workers = wake or (lambda: None)
-        self.writer = SendWriter(db)
+        self.writer = SendWriter(db, signal=signal or PartsSignal(db))
         self.passwords = users.PasswordCheck()
         self.counters = ServerCounters()
         self.connections: set[CustomerConnection] = set()
@@ -466,7 +468,6 @@ class CustomerConnection:
         except (SQLAlchemyError, OSError) as exc:
             log.warning("smpp submit_sm: database error %s", type(exc).__name__)
             return Status.ESME_RSYSERR, None
-        self.server.wake_workers()
         return Status.ESME_ROK, prepared.result.message_ids[0]
 
     # -- query_sm / cancel_sm -------------------------------------------------------------------
