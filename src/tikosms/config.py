@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     # seconds between two looks of each worker at the carriers and routes tables (a few rows);
     # a change applies within this plus the new binds' bind time. 0 turns hot reload off
     carriers_reload_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # --- bind slots (issue 13) ---
+    # seconds a worker's lease on one of a carrier's bind slots lasts; renewed every third of
+    # it. A dead holder's slot is taken over by a live worker within about this; a holder that
+    # cannot renew closes that bind a fifth of it before the lease ends
+    slot_lease_seconds: float = Field(default=15.0, ge=1, le=3600)
     # --- delivery reliability (issue 9) ---
     # attempts per part that a carrier may have sent without a usable answer (no response, bind
     # lost after the submit left, ROK without an id); at this many the part ends UNKNOWN

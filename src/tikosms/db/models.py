@@ -391,6 +391,20 @@ class WorkerHeartbeat(Base):
     # detail, in_flight}]}}: the carriers this worker holds, as of seen_at
     carriers: Mapped[str] = mapped_column(Text, default="{}")
 
+class CarrierSlot(Base):
+    """One of a carrier's allowed binds, leased by a worker process (migration 0011): only the
+    holder opens that bind and submits the carrier's parts (see `delivery.slots`). `fencing`
+    grows by one at every take-over, so a holder that lost its lease cannot renew it."""
+
+    __tablename__ = "carrier_slots"
+
+    carrier: Mapped[str] = mapped_column(String(64), primary_key=True)  # carriers.name
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1..binds
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)  # a lease_owner
+    fencing: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 # The console's lookups on parts (migration 0005): the roll-up reads parts changed since its
 # watermark; the message search finds a number or a client_ref without a scan.
 Index("ix_parts_updated_at", Part.updated_at)

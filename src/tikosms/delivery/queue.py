@@ -10,11 +10,16 @@ needs a lock across accounts (a database sharded by account, such as Citus, rout
 shard). Fairness: single messages (priority 0, one-time codes) are claimed first; campaign parts
 are then shared out across the accounts that have due parts, so one account's 100,000-part
 campaign does not hold another account's parts back.
+
+Bind slots: a worker claims only the parts it can submit (`RouteFilter`: the parts whose route
+goes to a carrier it holds a slot of, see `delivery.slots`); a separate condition of the
+candidates, absent when the worker can submit everything (the usual `*`-only routes).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +53,48 @@ class ClaimedPart:
     campaign_callback: bool = False  # its campaign has a callback URL
 
 
+@dataclass(frozen=True, slots=True)
+class RouteFilter:
+    """The parts a worker may claim, by their mccmnc: the longest prefix of `cases` that the
+    mccmnc starts with decides (True: claim it); none of them: `default`."""
+
+    cases: tuple[tuple[str, bool], ...] = ()  # (MCC or MCC+MNC prefix, claim), longest first
+    default: bool = True
+
+    @property
+    def everything(self) -> bool:
+        return self.default and all(claim for _p, claim in self.cases)
+
+    @property
+    def nothing(self) -> bool:
+        return not self.default and not any(claim for _p, claim in self.cases)
+
+    def claims(self, mccmnc: str) -> bool:
+        """The same decision as the SQL, in Python (tests, logs)."""
+        for prefix, claim in self.cases:
+            if mccmnc.startswith(prefix):
+                return claim
+        return self.default
+
+    def sql(self) -> str:
+        """The condition on `mccmnc` ("" when everything may be claimed). The prefixes are
+        digits (routes' matches are checked on write), inlined so the statement is cached."""
+        return "" if self.everything else _route_sql(self.cases, self.default)
+
+
+@functools.lru_cache(maxsize=64)
+def _route_sql(cases: tuple[tuple[str, bool], ...], default: bool) -> str:
+    for prefix, _claim in cases:
+        if not _DIGITS.fullmatch(prefix):
+            raise ValueError(f"route prefix {prefix!r} is not digits")
+    whens = " ".join(f"WHEN mccmnc LIKE '{p}%' THEN {int(c)}" for p, c in cases)
+    return f" AND CASE {whens} ELSE {int(default)} END = 1"
+
+
+EVERYTHING = RouteFilter()
+_DIGITS = re.compile(r"\d{1,6}")
+
+
 @dataclass(slots=True)
 class Claim:
     parts: list[ClaimedPart]
@@ -58,16 +105,20 @@ class Claim:
 
 async def claim_due_parts(
     conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float,
+    routes: RouteFilter = EVERYTHING,
 ) -> list[ClaimedPart]:
-    """Claim up to `limit` due parts of any account (the accounts looked up first)."""
+    """Claim up to `limit` due parts of any account (the accounts looked up first).
+    `routes`: only parts this worker can submit (its carriers' slots)."""
+    if routes.nothing:
+        return []
     singles, campaigns = await accounts_with_due_parts(conn, now)
-    claimed = await claim(conn, owner, limit, now, lease_seconds, singles, campaigns)
+    claimed = await claim(conn, owner, limit, now, lease_seconds, singles, campaigns, routes)
     return claimed.parts
 
 
 async def claim(
     conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float,
-    singles: Sequence[int], campaigns: Sequence[int],
+    singles: Sequence[int], campaigns: Sequence[int], routes: RouteFilter = EVERYTHING,
 ) -> Claim:
     """Claim up to `limit` due parts by account: first the single sends (priority 0) of the
     accounts in `singles`, then the campaign parts of those in `campaigns` (the accounts with
@@ -78,7 +129,8 @@ async def claim(
     there (`SKIP LOCKED`), never a scan or a lock across accounts: the shape a database
     sharded by account needs. All the accounts of a round go in one statement (one round
     trip; on PostgreSQL a LATERAL subquery per account), each with its share of the room;
-    what one account leaves goes to the others in a further pass."""
+    what one account leaves goes to the others in a further pass. `routes` (bind slots): only
+    the parts this worker can submit."""
     lease_until = now + timedelta(seconds=lease_seconds)
     result = Claim([], set(), set())
     room = limit
@@ -89,7 +141,7 @@ async def claim(
             turn = active[:room]  # more accounts than room: one each, the rest next round
             share, extra = divmod(room, len(turn))
             asked = {a: share + (1 if n < extra else 0) for n, a in enumerate(turn)}
-            got = await _claim_many(conn, asked, owner, now, lease_until, priority)
+            got = await _claim_many(conn, asked, owner, now, lease_until, priority, routes)
             result.parts += got
             room -= len(got)
             counts: dict[int, int] = {}
@@ -169,7 +221,7 @@ _SET = (
 _CANDIDATES = (
     "SELECT id FROM parts WHERE priority = {priority} AND status IN ('SCHEDULED', 'QUEUED') "
     "AND account_id = {account} AND due_at <= {now} "
-    "AND (lease_until IS NULL OR lease_until < {now}) ORDER BY due_at, id LIMIT {limit}"
+    "AND (lease_until IS NULL OR lease_until < {now}){routes} ORDER BY due_at, id LIMIT {limit}"
 )
 # PostgreSQL: the accounts and their shares as arrays, a LATERAL subquery per account
 _PG_CLAIM = (
@@ -177,7 +229,7 @@ _PG_CLAIM = (
     "WHERE c.id = parts.campaign_id AND parts.id IN (SELECT q.id FROM "
     "unnest($4::int[], $5::int[]) AS a(account_id, n) CROSS JOIN LATERAL ("
     + _CANDIDATES.format(priority="{priority}", account="a.account_id", now="$3",
-                         limit="a.n")
+                         limit="a.n", routes="{routes}")
     + " FOR UPDATE SKIP LOCKED) q) "
     f"RETURNING {_RETURNING}, c.sender, c.sender_type, COALESCE(c.callback_url, '') <> ''"
 )
@@ -192,28 +244,35 @@ _SQLITE_CAMPAIGNS = (
     "SELECT id, sender, sender_type, COALESCE(callback_url, '') <> '' FROM campaigns "
     "WHERE id IN (SELECT value FROM json_each(?))"
 )
-_PG_CLAIM_SQL = {priority: _PG_CLAIM.format(priority=priority) for priority in (0, 1)}
 SQLITE_ACCOUNTS_PER_CLAIM = 100  # accounts per statement (two parameters each)
 
 
+@functools.lru_cache(maxsize=64)
+def _pg_claim_sql(priority: int, routes: str = "") -> str:
+    """`routes`: the RouteFilter's condition ("" for the usual `*` routes; a few distinct ones
+    per process: the slots it holds change rarely)."""
+    return _PG_CLAIM.format(priority=priority, routes=routes)
+
+
 @functools.lru_cache(maxsize=256)
-def _sqlite_claim_sql(priority: int, accounts: int) -> str:
+def _sqlite_claim_sql(priority: int, accounts: int, routes: str = "") -> str:
     ranges = " UNION ALL ".join(
         "SELECT id FROM (" + _CANDIDATES.format(priority=priority, account=f"?{4 + 2 * n}",
-                                                now="?3", limit=f"?{5 + 2 * n}") + ")"
+                                                now="?3", limit=f"?{5 + 2 * n}",
+                                                routes=routes) + ")"
         for n in range(accounts))
     return _SQLITE_CLAIM.format(ranges=ranges)
 
 
 async def _claim_many(
     conn: AsyncConnection, asked: dict[int, int], owner: str, now: datetime,
-    lease_until: datetime, priority: int,
+    lease_until: datetime, priority: int, routes: RouteFilter = EVERYTHING,
 ) -> list[ClaimedPart]:
     """One statement: UPDATE ... WHERE id IN (each account's due candidates, up to its
     share) RETURNING: single sends (priority 0) or campaign parts (1)."""
     now_n, until_n = naive_utc(now), naive_utc(lease_until)
     if conn.dialect.name == "postgresql":
-        result = await conn.exec_driver_sql(_PG_CLAIM_SQL[priority], (
+        result = await conn.exec_driver_sql(_pg_claim_sql(priority, routes.sql()), (
             until_n, owner, now_n, list(asked), list(asked.values())))
         return [ClaimedPart(*tuple(row)) for row in result]
     rows: list[tuple[Any, ...]] = []
@@ -223,7 +282,8 @@ async def _claim_many(
         params: tuple[Any, ...] = (sqlite_time(until_n), owner, sqlite_time(now_n))
         for account_id, n in chunk:
             params += (account_id, n)
-        result = await conn.exec_driver_sql(_sqlite_claim_sql(priority, len(chunk)), params)
+        result = await conn.exec_driver_sql(
+            _sqlite_claim_sql(priority, len(chunk), routes.sql()), params)
         rows += [tuple(row) for row in result]
     if not rows:
         return []

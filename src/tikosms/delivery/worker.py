@@ -46,6 +46,7 @@ from tikosms.delivery import expiry, poison, queue, receipt_timeout, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
 from tikosms.delivery.notify import CAMPAIGN, SINGLE, DueAccounts, PartsListener
 from tikosms.delivery.routing import Router
+from tikosms.delivery.slots import SlotKeeper
 from tikosms.delivery.transitions import Accepted, Rejected, Retry, Untrackable
 from tikosms.messaging import lifecycle
 from tikosms.observability import metrics
@@ -141,6 +142,11 @@ class DeliveryWorker:
         # slots of parts with a carrier or answered, not yet on record (see the module doc)
         self._gate = asyncio.Semaphore(self.max_unrecorded)
         self._held: set[int] = set()
+        # bind slots: a router from the database binds only the slots this process leases,
+        # and the claims take only the parts of the carriers held (delivery.slots)
+        self.slots: SlotKeeper | None = None
+        if router.managed:
+            self.slots = router.slots = SlotKeeper(db, settings, router, self.owner)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -187,7 +193,11 @@ class DeliveryWorker:
         for task in self._inflight.values():
             task.cancel()
         await self._flush(grace)
+        if self.slots is not None:
+            await self.slots.halt()  # no slot taken or renewed while the binds close
         await self.router.stop()
+        if self.slots is not None:
+            await self.slots.release_all()  # unbound: the next holder may bind at once
         await self._flush(grace)  # receipts recorded while the carriers stopped
         for task in self._tasks:
             task.cancel()
@@ -244,6 +254,10 @@ class DeliveryWorker:
         """Claimed parts, each with whether its status changes are announced (a callback URL
         of its own or its campaign's): recording skips the callback work for the others."""
         now = utcnow()
+        # bind slots: only the parts of the carriers this process holds a slot of
+        routes = queue.EVERYTHING if self.slots is None else self.slots.route_filter()
+        if routes.nothing:
+            return []
         # what the signals told since the last claim; what they tell from now on waits for the
         # next one (an account drained by this claim may have a send committed meanwhile)
         signalled, self._signalled = self._signalled, {}
@@ -266,7 +280,7 @@ class DeliveryWorker:
             self._turn += 1
             result = await queue.claim(conn, self.owner, limit, now, self.settings.lease_seconds,
                                        _rotated(self._singles, self._turn),
-                                       _rotated(self._campaigns, self._turn))
+                                       _rotated(self._campaigns, self._turn), routes)
         self._singles -= result.drained_singles
         self._campaigns -= result.drained_campaigns
         claimed = result.parts
