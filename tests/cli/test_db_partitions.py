@@ -32,6 +32,7 @@ from tikosms.db.export import CsvExport
 from tikosms.db.models import Account, CallbackEvent, Campaign, LedgerEntry, Part
 from tikosms.db.partition_retention import DropCutoffs, ParquetExport, drop_expired
 from tikosms.db.types import utcnow
+from tikosms.delivery import expiry
 from tikosms.messaging import lifecycle
 from tikosms.messaging.writer import Idempotency, _claim_key, _Item, _lock_keys
 from tikosms.runtime import delivery
@@ -366,3 +367,22 @@ async def test_a_key_claimed_in_two_partitions_at_once_is_stored_once(
     async with db.connect() as conn:
         assert (await conn.execute(text(
             "SELECT count(*) FROM idempotency_keys WHERE key = 'order-1'"))).scalar_one() == 1
+
+
+# --- the worker's housekeeping -----------------------------------------------------------------
+
+@pytest.mark.parametrize("retention_days", [0, 30])
+async def test_housekeeping_creates_ahead_and_drops_by_the_retention_setting(
+        pg: str, db: Database, settings: Settings, retention_days: int) -> None:
+    await make_days_ago(db, 40)  # empty, so nothing in them is in flight
+    old = f"{utcnow() - timedelta(days=40):%Y%m%d}"
+    ahead = settings.model_copy(update={"retention_days": retention_days,
+                                        "partition_ahead_days": 8})
+    await expiry.upkeep(db, ahead, utcnow())
+    left = await names(db)
+    assert f"parts_p{utcnow() + timedelta(days=8):%Y%m%d}" in left  # created ahead
+    assert f"pending_receipts_p{old}" not in left  # expired receipts: always
+    assert f"idempotency_keys_p{old}" not in left
+    # history: only with a retention
+    assert (f"parts_p{old}" in left) is (retention_days == 0)
+    assert (f"callback_events_p{old}" in left) is (retention_days == 0)
