@@ -569,6 +569,29 @@ async def report_prune(url: str, probe: asyncpg.Connection, settings: Settings,
           f"({(wal.ours - wal.fpi) / max(deleted, 1):.0f} without FPI); rows {report.rows}")
     assert deleted == parts, f"pruned {deleted} of {parts}"
     print("  candidate query plan: " + " / ".join(r[0].strip() for r in plan[:4]))
+    await report_partition_drop(url, probe)
+
+
+async def report_partition_drop(url: str, probe: asyncpg.Connection) -> None:
+    """What dropping a partition costs: DETACH CONCURRENTLY + DROP of the run's partitions of
+    parts, callback events and attempts (their files still hold the run's space: the rows
+    were deleted above, not vacuumed), as `tikosms db prune` does it."""
+    names = []
+    for table in ("parts", "callback_events", "callback_attempts"):
+        names += [(table, leaf) for leaf in await leaves(probe, table)
+                  if leaf != f"{table}_initial"]
+    sized = [(t, n, await probe.fetchval("SELECT pg_total_relation_size($1::regclass)", n))
+             for t, n in names]
+    biggest = sorted(sized, key=lambda x: -x[2])[:3]
+    started = time.monotonic()
+    async with WalMeter(url) as meter:
+        for table, leaf, _ in biggest:
+            await probe.execute(f'ALTER TABLE {table} DETACH PARTITION "{leaf}" CONCURRENTLY')
+            await probe.execute(f'DROP TABLE "{leaf}"')
+    wal = meter.result()
+    print(f"partition drop (DETACH CONCURRENTLY + DROP) of {', '.join(n for _, n, _ in biggest)}"
+          f" ({sum(b for *_, b in biggest) / 1e6:.1f} MB): {time.monotonic() - started:.2f} s, "
+          f"WAL {wal.ours:,} bytes in all")
 
 
 def _text(value: Any) -> str:
