@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from tests.callbacks.receiver import CallbackReceiver
 from tests.cli.test_accounts_cli import invoke
@@ -386,3 +387,31 @@ async def test_housekeeping_creates_ahead_and_drops_by_the_retention_setting(
     # history: only with a retention
     assert (f"parts_p{old}" in left) is (retention_days == 0)
     assert (f"callback_events_p{old}" in left) is (retention_days == 0)
+
+
+async def test_a_detach_left_half_done_is_finished_by_the_next_run(
+        pg: str, db: Database, settings: Settings, tmp_path: Path) -> None:
+    await make_days_ago(db, 5)
+    name = f"pending_receipts_p{utcnow() - timedelta(days=5):%Y%m%d}"
+    first = pt.id_bound(pt.interval_start(utcnow() - timedelta(days=5), 1))
+    async with db.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO pending_receipts (id, carrier_message_id, status, received_at) "
+            "VALUES (:id, 'late', 'DELIVRD', now() - interval '5 days')"), {"id": first})
+    # a reader's open transaction makes DETACH CONCURRENTLY wait; its timeout cuts it there
+    async with db.engine.connect() as reader, db.engine.connect() as detacher:
+        await reader.execute(text("SELECT count(*) FROM pending_receipts"))
+        await detacher.execution_options(isolation_level="AUTOCOMMIT")
+        await detacher.execute(text("SET statement_timeout = '300ms'"))
+        with pytest.raises(DBAPIError):
+            await detacher.execute(text(
+                f'ALTER TABLE pending_receipts DETACH PARTITION "{name}" CONCURRENTLY'))
+        await reader.rollback()
+    async with db.connect() as conn:
+        assert [p.detach_pending for p in await pt.list_partitions(conn) if p.name == name] \
+            == [True]
+    export = CsvExport(tmp_path, "x")
+    outcomes = await drop_expired(db, DropCutoffs.of(utcnow(), None, settings), export=export)
+    assert [(o.name, o.dropped, o.rows) for o in outcomes] == [(name, True, 1)]
+    assert name not in await names(db)
+    assert "late" in (tmp_path / f"{name}-x.csv").read_text()

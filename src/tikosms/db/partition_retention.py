@@ -121,10 +121,16 @@ async def drop_expired(db: Database, cutoffs: DropCutoffs, *, dry_run: bool = Fa
     async with upkeep_connection(db, wait_for_lock) as conn:
         run = _Run(db, conn, cutoffs, dry_run, export)
         parts = await pt.list_partitions(conn)
-        for p in parts:
-            if p.detach_pending and not dry_run:  # a detach an earlier run left half done
+        pending = [p for p in parts if p.detach_pending]
+        if pending and not dry_run:
+            # a detach an earlier run left half done (stopped, or its statement timed out):
+            # finished, then attached again, and judged below like any other (its export may
+            # not have been written)
+            for p in pending:
                 await conn.execute(text(f'ALTER TABLE "{p.table}" DETACH PARTITION '
                                         f'"{p.name}" FINALIZE'))
+                await _attach_again(conn, [p])
+            parts = await pt.list_partitions(conn)
         by_table: dict[str, list[pt.Partition]] = {}
         for p in parts:
             by_table.setdefault(p.table, []).append(p)
@@ -265,7 +271,7 @@ async def _events_in_flight(conn: AsyncConnection, name: str, _ids: tuple[int, i
     return f"callback event {pending[0]} is still to be posted" if pending else None
 
 
-async def _export(run: _Run, p: pt.Partition) -> tuple[int, str]:
+async def _export(run: _Run, p: pt.Partition) -> tuple[int, str | None]:
     """Every row of the detached partition `p` on disk (fsynced): (rows, file)."""
     model = MODELS[p.table]
     columns = [Column(c.name, c.type) for c in model.__table__.c]
@@ -288,7 +294,7 @@ async def _export(run: _Run, p: pt.Partition) -> tuple[int, str]:
             export.write({p.name: TableRows(names, rows)})
             total += len(rows)
     if total == 0:
-        return 0, ""
+        return 0, None
     return total, str(export.files[p.name])
 
 

@@ -152,7 +152,10 @@ def partition_name(table: str, start: datetime) -> str:
 def create_sql(table: PartitionedTable, name: str, start: datetime, end: datetime) -> list[str]:
     """A new empty table, then ATTACHed (a SHARE UPDATE EXCLUSIVE lock on the parent only)."""
     return [
-        f'CREATE TABLE "{name}" (LIKE "{table.name}" INCLUDING DEFAULTS INCLUDING STORAGE)',
+        # IF NOT EXISTS: a round that created the table and failed before its ATTACH (the
+        # upkeep runs in autocommit) is finished by the next one
+        f'CREATE TABLE IF NOT EXISTS "{name}" '
+        f'(LIKE "{table.name}" INCLUDING DEFAULTS INCLUDING STORAGE)',
         f'ALTER TABLE "{table.name}" ATTACH PARTITION "{name}" '
         f"{_bound_sql(table, start, end)}",
     ]
