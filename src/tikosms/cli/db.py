@@ -35,7 +35,8 @@ def upgrade() -> None:
               "allowed) [default: TIKOSMS_RETENTION_DAYS]")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, metavar="DIR",
-              help="write what is deleted to DIR first, one CSV file per table")
+              help="write what is deleted to DIR first, one CSV file per table (and one per "
+              "dropped partition)")
 @click.option("--gzip", "compress", is_flag=True, help="gzip the export files (.csv.gz)")
 @click.option("--format", "export_format", type=click.Choice(["csv", "parquet"]),
               default="csv", show_default=True,
