@@ -26,6 +26,7 @@ campaigns are never partitioned or dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -161,8 +162,14 @@ async def upkeep_connection(db: Database, wait: bool = True) -> AsyncIterator[As
             raise PartitionBusy("another process is creating or dropping partitions")
         try:
             yield conn
-        finally:
-            await conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), {"a": a, "b": b})
+        except BaseException:
+            # cancelled or failed mid-statement: the connection may be unusable, so it is
+            # closed (its session's lock goes with it) and the error, or the cancellation,
+            # goes on as it was
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            raise
+        await conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), {"a": a, "b": b})
 
 
 def _suffix(name: str) -> str:
@@ -203,7 +210,11 @@ async def _consider(run: _Run, p: pt.Partition, cutoff: datetime, in_flight: Any
                         d.table, d.name, d.start, d.end, True, rows=rows, bytes=d.bytes,
                         export_file=path)
     except BaseException:
-        await _attach_again(conn, detached)
+        try:
+            await _attach_again(conn, detached)
+        except Exception:  # the original error (or cancellation) is the one to raise
+            log.exception("partition %s left detached: attach it again by hand (%s)",
+                          p.name, p.sql_bound())
         raise
     if reason is not None:
         await _attach_again(conn, detached)
