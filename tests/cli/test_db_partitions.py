@@ -281,6 +281,8 @@ async def test_a_dry_run_judges_partitions_and_drops_none(
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 async def test_expired_receipts_partition_is_exported_then_dropped(
         pg: str, db: Database, settings: Settings, tmp_path: Path, fmt: str) -> None:
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow", reason="Parquet needs pyarrow (pip install .[parquet])")
     await make_days_ago(db, 5)
     name = f"pending_receipts_p{utcnow() - timedelta(days=5):%Y%m%d}"
     first = pt.id_bound(pt.interval_start(utcnow() - timedelta(days=5), 1))
