@@ -99,6 +99,18 @@ class Settings(BaseSettings):
     # long delivery reports are kept is the operator's decision (contracts, disputes, privacy
     # law), not one the gateway can guess; docs/operations.md suggests 90
     retention_days: float = Field(default=0.0, ge=0, le=36500)
+    # PostgreSQL: days each partition of parts, callback events and attempts, pending receipts
+    # and idempotency keys covers (1: a partition a day; intervals aligned on 2026-01-01 UTC).
+    # A change applies to partitions created from then on
+    partition_days: int = Field(default=1, ge=1, le=366)
+    # PostgreSQL: days ahead of now that partitions exist (created by the worker's
+    # housekeeping, the migration, `tikosms db partitions --ensure`): an insert beyond the last
+    # partition fails, so this is how long the gateway can run with no worker at all
+    partition_ahead_days: int = Field(default=3, ge=1, le=366)
+    # PostgreSQL: seconds between two rounds of partition upkeep in a worker's housekeeping
+    # (create ahead; drop expired receipts' and keys' partitions, and history partitions past
+    # retention_days when it is set)
+    partition_upkeep_seconds: float = Field(default=300.0, gt=0)
 
     # --- inbound SMS (MO) ---
     # parts of a concatenated MO still incomplete after this are dropped, with a log line
