@@ -46,7 +46,7 @@ def test_processes_migrating_at_once_both_succeed() -> None:
 
 @pytest.mark.skipif(not PG_URL, reason="partitions are PostgreSQL's")
 def test_rows_from_before_the_partitions_stay_in_the_initial_partition() -> None:
-    """0013 on a database with history: the old rows keep their ids in `<table>_initial`,
+    """0012 on a database with history: the old rows keep their ids in `<table>_initial`,
     new rows get time-ordered ids in the partition of their day."""
     assert PG_URL
     name = f"tikosms_mig_{uuid.uuid4().hex[:8]}"

@@ -1,4 +1,4 @@
-"""Partitions by time on PostgreSQL (migration 0013): created ahead, used across a boundary,
+"""Partitions by time on PostgreSQL (migration 0012): created ahead, used across a boundary,
 dropped whole by `tikosms db prune` while sends go on, exported first; the ledger untouched.
 
 A test cannot wait 40 days: rows are moved into the partitions of earlier days by changing

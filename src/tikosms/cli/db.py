@@ -158,7 +158,7 @@ def _partitions_summary(data: dict[str, Any]) -> str:
     lines.append(f"{'partition':<34} {'from (UTC)':<17} {'to (UTC)':<17} {'rows':>12} "
                  f"{'size':>10}")
     for p in data["partitions"]:
-        start = f"{p['from']:%Y-%m-%d %H:%M}" if p["from"] else "(before 0013)"
+        start = f"{p['from']:%Y-%m-%d %H:%M}" if p["from"] else "(before 0012)"
         end = f"{p['to']:%Y-%m-%d %H:%M}" if p["to"] else "-"
         rows = "?" if p["rows_estimate"] < 0 else f"~{p['rows_estimate']:,}"
         lines.append(f"{p['partition']:<34} {start:<17} {end:<17} {rows:>12} "

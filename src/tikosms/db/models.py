@@ -6,7 +6,7 @@ bulk paths (COPY) agree on one definition. Queries live in each domain's `reposi
 The `parts` table is the durable delivery queue: one row per SMS part, with its public status,
 its due time, a worker's lease and the carrier's message id.
 
-On PostgreSQL (migration 0013) `parts`, `callback_events`, `callback_attempts`,
+On PostgreSQL (migration 0012) `parts`, `callback_events`, `callback_attempts`,
 `pending_receipts` and `idempotency_keys` are partitioned by time (db/partitions.py), which
 these classes do not say: the ids of parts, callback events and pending receipts are then
 time-ordered (a server default), `callback_events.event_id` is indexed but not UNIQUE, and the

@@ -1,4 +1,4 @@
-"""Retention by dropping whole partitions (PostgreSQL, after migration 0013).
+"""Retention by dropping whole partitions (PostgreSQL, after migration 0012).
 
 A partition goes when all of its rows are older than their table's cutoff and nothing in it is
 still in flight:
@@ -12,7 +12,7 @@ still in flight:
 - pending_receipts: it ends before now - pending_receipt_expiry_seconds.
 - idempotency_keys: it ends before now - idempotency_key_expiry_seconds.
 
-An `_initial` partition (the rows from before 0013) has no time bound: it is old enough when
+An `_initial` partition (the rows from before 0012) has no time bound: it is old enough when
 its newest row is (by `updated_at` for parts, the row of the highest id otherwise), and an
 empty one stays (it holds rows inserted with small explicit ids).
 

@@ -1,6 +1,6 @@
 """Time partitions of the growing tables on PostgreSQL (SQLite keeps plain tables).
 
-Which tables, and by what (migration 0013):
+Which tables, and by what (migration 0012):
 
 | table | partitioned by | primary key |
 | --- | --- | --- |
@@ -19,7 +19,7 @@ partition by `created_at` with a primary key `(id, created_at)` could not: every
 would probe every partition. Two rows collide only if more than 4,194,304 ids are taken within
 one second. Ids stay below 2^53 (exact in JSON doubles) until 2094.
 
-The rows from before 0013 (sequence ids, all far below `LEGACY_BOUND`, the first day after the
+The rows from before 0012 (sequence ids, all far below `LEGACY_BOUND`, the first day after the
 epoch) form the partition `<table>_initial`, attached without a copy; it also takes any row
 inserted with a small explicit id. `idempotency_keys` (24 h of keys) is partitioned by its
 `created_at`; its `_initial` partition ends at the first partition boundary after the
@@ -48,7 +48,7 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 EPOCH_SECONDS = 1767225600  # EPOCH as a Unix time
 SEQ_BITS = 22  # ids per second: 2^22 = 4,194,304
 SEQ_MASK = (1 << SEQ_BITS) - 1
-# ids below this (the first day after EPOCH) are the sequence ids of rows made before 0013
+# ids below this (the first day after EPOCH) are the sequence ids of rows made before 0012
 LEGACY_BOUND = 86_400 << SEQ_BITS
 
 # the column default of the time-ordered ids (PostgreSQL); `{seq}`: the table's sequence
@@ -97,7 +97,7 @@ class Partition:
     name: str
     start: datetime | None  # rows made from this time (None: MINVALUE, an `_initial` partition)
     end: datetime | None  # and before this (an `_initial` partition by id: the rows from
-    # before 0013 are older than that: its newest row tells their age)
+    # before 0012 are older than that: its newest row tells their age)
     rows: int  # the planner's estimate (pg_class.reltuples; -1: never analysed)
     bytes: int  # heap, TOAST and indexes
     detach_pending: bool = False

@@ -126,7 +126,7 @@ async def prune(db: Database, cutoffs: Cutoffs, *, batch: int = DEFAULT_BATCH,
                 partition_export: CsvExport | ParquetExport | None = None) -> PruneReport:
     """Delete (or, with `dry_run`, count) what the cutoffs let go; see the module docstring.
 
-    PostgreSQL (partitioned, 0013): first the partitions entirely older than the cutoffs, with
+    PostgreSQL (partitioned, 0012): first the partitions entirely older than the cutoffs, with
     nothing in flight, are dropped whole (db/partition_retention.py; exported first to
     `partition_export`, by default `export`: one file per partition); then the batches below
     delete what is left, with the history cutoff moved back to the start of the partition it

@@ -241,7 +241,7 @@ async def _claim_key(conn: AsyncConnection, account_id: int, item: _Item, now: A
         IdempotencyKey.account_id == account_id, IdempotencyKey.key == item.idem.key,
         IdempotencyKey.created_at < now - TTL))
     if conn.dialect.name == "postgresql":
-        # partitioned by created_at (0013): the primary key holds only within a partition, so
+        # partitioned by created_at (0012): the primary key holds only within a partition, so
         # the key's lifetime is looked at (the partitions that can hold it) under its lock
         taken = (await conn.execute(select(IdempotencyKey.key).where(
             IdempotencyKey.account_id == account_id, IdempotencyKey.key == item.idem.key,

@@ -20,8 +20,8 @@ sequence gives the low 22 bits); the sequences are re-owned by the new tables, s
 `_initial` partition keeps them. Then the partitions from today to `partition_days` x
 `partition_ahead_days` ahead are created. SQLite: nothing changes.
 
-Revision ID: 0013
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-02 23:40:00
 """
 from __future__ import annotations
@@ -36,8 +36,8 @@ from tikosms.config import Settings
 from tikosms.db import partitions as pt
 from tikosms.db.types import utcnow
 
-revision: str = "0013"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -132,5 +132,5 @@ def _idempotency_keys(conn: sa.Connection, first_bound: datetime) -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         raise NotImplementedError(
-            "0013 is not reversible in place: the partitioned tables would have to be copied "
+            "0012 is not reversible in place: the partitioned tables would have to be copied "
             "back into plain ones (restore the backup taken before the upgrade instead)")
