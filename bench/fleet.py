@@ -1,9 +1,10 @@
 """Fleet throughput (issue 13): 1, 2 and 3 `tikosms worker` processes on one PostgreSQL.
 
 For each worker count: a scratch PostgreSQL database, `tikosms smsc-sim` with room to spare (no
-rate limit, receipts at once), the simulator as carrier `sim` with `--binds` binds per worker
-and no tps, `--apis` `tikosms api` processes and N `tikosms worker` processes; one campaign of
-`--parts` parts is posted, then the database is read every 0.25 s until every part has its
+rate limit, receipts at once), the simulator as carrier `sim` allowing `--binds` binds per
+worker (slots: each worker holds that many) and no tps, `--apis` `tikosms api` processes and
+N `tikosms worker` processes; one campaign of `--parts` parts is posted, then the database is
+read every 0.25 s until every part has its
 receipt. Per worker count: parts handed to the SMSC per second (parts with `sent_at`, from the
 first to the last), receipts recorded per second (DELIVRD parts, from the first to the last),
 and CPU ms per part of each process (/proc, from the POST to the last receipt). The ceiling
@@ -114,7 +115,7 @@ def run_fleet(workdir: Path, workers: int, args: argparse.Namespace) -> Row:
             workdir / f"smsc-{workers}w.log", port=sim_port))
         procs.tikosms(["carriers", "add", "sim", "--host", procs.HOST, "--port", str(sim_port),
                        "--system-id", "bench", "--password", "bench", "--window", str(WINDOW),
-                       "--binds", str(args.binds)], db, workdir)
+                       "--binds", str(args.binds * workers)], db, workdir)
         procs.tikosms(["routes", "add", "--match", "*", "--carrier", "sim"], db, workdir)
         pids = {"simulator": sim.pid}
         ports = []
@@ -130,7 +131,14 @@ def run_fleet(workdir: Path, workers: int, args: argparse.Namespace) -> Row:
                                                  workdir / f"worker{i + 1}-{workers}w.log",
                                                  procs.gateway_env(db)))
             pids[f"worker {i + 1}"] = worker.pid
-        time.sleep(3.0)  # the workers bind
+        # the carrier's binds are slots the workers share (delivery/slots.py): wait until each
+        # worker holds its `--binds` of them
+        deadline = time.monotonic() + 30
+        held = ("SELECT count(DISTINCT holder) FROM carrier_slots WHERE holder IS NOT NULL "
+                "AND lease_until > now() AT TIME ZONE 'utc'")
+        while time.monotonic() < deadline and procs.count(db, held) < workers:
+            time.sleep(0.25)
+        time.sleep(2.0)  # their binds come up
         cpu0 = {name: procs.cpu_seconds(pid) for name, pid in pids.items()}
         t0 = time.monotonic()
         body = {"from": "TikoBench", "message": "Spring sale: 20% off everything today",

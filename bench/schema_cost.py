@@ -175,7 +175,8 @@ async def measure(url: str, args: argparse.Namespace) -> None:
         await probe.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
         await probe.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
         for table in TABLES:
-            await probe.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
+            for leaf in await leaves(probe, table):  # a partitioned table takes none itself
+                await probe.execute(f'ALTER TABLE "{leaf}" SET (autovacuum_enabled = off)')
         server = await probe.fetchval("SHOW server_version")
         settings_line = ", ".join([f"{k} {await probe.fetchval(f'SHOW {k}')}" for k in (
             "shared_buffers", "wal_level", "full_page_writes", "checkpoint_timeout",
@@ -217,8 +218,13 @@ async def measure(url: str, args: argparse.Namespace) -> None:
         lived = await sizes(probe)
         await probe.execute("VACUUM (ANALYZE) " + ", ".join(TABLES))
         vacuumed = await sizes(probe)
-        stats = await probe.fetchrow("SELECT tuple_count, tuple_len, dead_tuple_count, "
-                                     "free_space FROM pgstattuple('parts')")
+        stats: dict[str, int] = {"tuple_count": 0, "tuple_len": 0, "free_space": 0}
+        for leaf in await leaves(probe, "parts"):
+            row = await probe.fetchrow("SELECT tuple_count, tuple_len, free_space "
+                                       "FROM pgstattuple($1::regclass)", leaf)
+            for k in stats:
+                stats[k] += int(row[k])
+        await report_partitions(probe)
         await probe.execute("VACUUM FULL " + ", ".join(TABLES))
         compacted = await sizes(probe)
         report_sizes(total, args.bulk_parts, inserted, lived, vacuumed, compacted, stats)
@@ -320,7 +326,9 @@ WHERE resource_manager = 'Transaction' AND xid::text::bigint = ANY($3::bigint[])
 """
 
 _RELATIONS_SQL = """
-SELECT c.relfilenode, c.relkind, COALESCE(ti.relname, tt.relname, c.relname) AS owner
+SELECT c.relfilenode, c.relkind,
+       COALESCE(pg_partition_root(COALESCE(ti.oid, tt.oid, c.oid))::text,
+                ti.relname, tt.relname, c.relname) AS owner
 FROM pg_class c
 LEFT JOIN pg_index i ON i.indexrelid = c.oid
 LEFT JOIN pg_class ti ON ti.oid = i.indrelid
@@ -416,14 +424,45 @@ class WalMeter:
 
 
 async def sizes(conn: asyncpg.Connection) -> dict[str, tuple[int, int, int]]:
-    """Per table: (rows, heap bytes incl. toast and free space map, index bytes)."""
+    """Per table: (rows, heap bytes incl. toast and free space map, index bytes), summed over
+    its partitions when it is partitioned (migration 0013)."""
     out = {}
     for table in TABLES:
         rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
-        heap = await conn.fetchval("SELECT pg_table_size($1::regclass)", table)
-        index = await conn.fetchval("SELECT pg_indexes_size($1::regclass)", table)
+        heap = index = 0
+        for leaf in await leaves(conn, table):
+            heap += await conn.fetchval("SELECT pg_table_size($1::regclass)", leaf)
+            index += await conn.fetchval("SELECT pg_indexes_size($1::regclass)", leaf)
         out[table] = (int(rows), int(heap), int(index))
     return out
+
+
+async def leaves(conn: asyncpg.Connection, table: str) -> list[str]:
+    """The table itself, or its partitions when it is partitioned."""
+    rows = await conn.fetch("SELECT relid::regclass::text AS name FROM pg_partition_tree($1) "
+                            "WHERE isleaf", table)
+    return [r["name"] for r in rows] or [table]
+
+
+async def report_partitions(conn: asyncpg.Connection) -> None:
+    """The partitions holding the run's rows, and what a day of them weighs at 1 billion parts
+    a month (33.7 million a day, 390/s on average)."""
+    print("partitions with rows (after the life, before VACUUM)")
+    day_parts = 390 * 86_400
+    for table in ("parts", "callback_events", "callback_attempts", "pending_receipts",
+                  "idempotency_keys"):
+        for leaf in await leaves(conn, table):
+            n = await conn.fetchval(f'SELECT count(*) FROM "{leaf}"')
+            if n:
+                size = await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", leaf)
+                print(f"  {leaf:<30} {n:>8,} rows {size / 1e6:>8.1f} MB")
+    parts = await conn.fetchval("SELECT count(*) FROM parts")
+    for table in ("parts", "callback_events", "callback_attempts"):
+        total = sum([await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", leaf)
+                     for leaf in await leaves(conn, table)])
+        print(f"  {table}: {total / max(parts, 1):,.0f} bytes per part -> a day at 390 parts/s "
+              f"(33.7 M parts): {total / max(parts, 1) * day_parts / 1e9:,.1f} GB")
+    print()
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -462,9 +501,11 @@ async def report_rows(conn: asyncpg.Connection, parts: int) -> None:
         n = await conn.fetchval(f"SELECT count(*) FROM {table}")
         print(f"  {table:<18} {n:>8,}  {n / parts:.3f} per part")
     stats = await conn.fetch(
-        "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del "
-        "FROM pg_stat_user_tables WHERE relname IN ('parts', 'callback_events', 'campaigns', "
-        "'accounts') ORDER BY relname")
+        "SELECT COALESCE(pg_partition_root(relid)::text, relname) AS relname, "
+        "sum(n_tup_ins) AS n_tup_ins, sum(n_tup_upd) AS n_tup_upd, "
+        "sum(n_tup_hot_upd) AS n_tup_hot_upd, sum(n_tup_del) AS n_tup_del "
+        "FROM pg_stat_user_tables WHERE COALESCE(pg_partition_root(relid)::text, relname) IN "
+        "('parts', 'callback_events', 'campaigns', 'accounts') GROUP BY 1 ORDER BY 1")
     for s in stats:
         print(f"  {s['relname']:<18} inserts {s['n_tup_ins']:>8,}, updates {s['n_tup_upd']:>8,} "
               f"(HOT {s['n_tup_hot_upd']:,}), deletes {s['n_tup_del']:,}")
@@ -528,6 +569,29 @@ async def report_prune(url: str, probe: asyncpg.Connection, settings: Settings,
           f"({(wal.ours - wal.fpi) / max(deleted, 1):.0f} without FPI); rows {report.rows}")
     assert deleted == parts, f"pruned {deleted} of {parts}"
     print("  candidate query plan: " + " / ".join(r[0].strip() for r in plan[:4]))
+    await report_partition_drop(url, probe)
+
+
+async def report_partition_drop(url: str, probe: asyncpg.Connection) -> None:
+    """What dropping a partition costs: DETACH CONCURRENTLY + DROP of the run's partitions of
+    parts, callback events and attempts (their files still hold the run's space: the rows
+    were deleted above, not vacuumed), as `tikosms db prune` does it."""
+    names = []
+    for table in ("parts", "callback_events", "callback_attempts"):
+        names += [(table, leaf) for leaf in await leaves(probe, table)
+                  if leaf != f"{table}_initial"]
+    sized = [(t, n, await probe.fetchval("SELECT pg_total_relation_size($1::regclass)", n))
+             for t, n in names]
+    biggest = sorted(sized, key=lambda x: -x[2])[:3]
+    started = time.monotonic()
+    async with WalMeter(url) as meter:
+        for table, leaf, _ in biggest:
+            await probe.execute(f'ALTER TABLE {table} DETACH PARTITION "{leaf}" CONCURRENTLY')
+            await probe.execute(f'DROP TABLE "{leaf}"')
+    wal = meter.result()
+    print(f"partition drop (DETACH CONCURRENTLY + DROP) of {', '.join(n for _, n, _ in biggest)}"
+          f" ({sum(b for *_, b in biggest) / 1e6:.1f} MB): {time.monotonic() - started:.2f} s, "
+          f"WAL {wal.ours:,} bytes in all")
 
 
 def _text(value: Any) -> str:

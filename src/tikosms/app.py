@@ -67,6 +67,7 @@ def create_app(
                 yield
         finally:
             observability_metrics.mark_process_dead()
+            await app.state.parts_signal.close()  # a wake-up in flight, before the pool goes
             if own_db:
                 await app.state.db.dispose()
 

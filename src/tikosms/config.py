@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     # seconds between two looks of each worker at the carriers and routes tables (a few rows);
     # a change applies within this plus the new binds' bind time. 0 turns hot reload off
     carriers_reload_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # --- bind slots (issue 13) ---
+    # seconds a worker's lease on one of a carrier's bind slots lasts; renewed every third of
+    # it. A dead holder's slot is taken over by a live worker within about this; a holder that
+    # cannot renew closes that bind a fifth of it before the lease ends
+    slot_lease_seconds: float = Field(default=15.0, ge=1, le=3600)
     # --- delivery reliability (issue 9) ---
     # attempts per part that a carrier may have sent without a usable answer (no response, bind
     # lost after the submit left, ROK without an id); at this many the part ends UNKNOWN
@@ -94,6 +99,18 @@ class Settings(BaseSettings):
     # long delivery reports are kept is the operator's decision (contracts, disputes, privacy
     # law), not one the gateway can guess; docs/operations.md suggests 90
     retention_days: float = Field(default=0.0, ge=0, le=36500)
+    # PostgreSQL: days each partition of parts, callback events and attempts, pending receipts
+    # and idempotency keys covers (1: a partition a day; intervals aligned on 2026-01-01 UTC).
+    # A change applies to partitions created from then on
+    partition_days: int = Field(default=1, ge=1, le=366)
+    # PostgreSQL: days ahead of now that partitions exist (created by the worker's
+    # housekeeping, the migration, `tikosms db partitions --ensure`): an insert beyond the last
+    # partition fails, so this is how long the gateway can run with no worker at all
+    partition_ahead_days: int = Field(default=3, ge=1, le=366)
+    # PostgreSQL: seconds between two rounds of partition upkeep in a worker's housekeeping
+    # (create ahead; drop expired receipts' and keys' partitions, and history partitions past
+    # retention_days when it is set)
+    partition_upkeep_seconds: float = Field(default=300.0, gt=0)
 
     # --- carriers' rates shared by the fleet (issue 13) ---
     # every worker process sending to a carrier takes its tokens from one budget per carrier

@@ -16,6 +16,8 @@ from tikosms.console import reads, rollup
 from tikosms.db.engine import Database
 from tikosms.db.models import CallbackAttempt, CallbackEvent, Campaign, CarrierRow, Part
 from tikosms.db.types import utcnow
+from tikosms.delivery import heartbeats_repo, slots_repo
+from tikosms.delivery.heartbeats_repo import Beat
 
 
 async def _logged_in(client: httpx.AsyncClient, db: Database) -> str:
@@ -164,3 +166,22 @@ async def test_campaign_status_and_counts_come_from_the_lifecycle_roll_up(
     assert after is not None
     assert (after["status"], after["counts"], after["progress"]) == (
         "completed", {"DELIVRD": 2}, 100)
+
+
+async def test_the_carriers_page_shows_who_holds_each_bind_slot(client: httpx.AsyncClient,
+                                                                db: Database) -> None:
+    csrf = await _logged_in(client, db)
+    await client.post("/admin/carriers", data={
+        "csrf": csrf, "name": "acme", "host": "127.0.0.1", "port": "2775",
+        "system_id": "tiko", "password": "pw", "binds": "2"})
+    now = utcnow()
+    async with db.begin() as conn:  # a worker holds slot 1 (a take, as delivery.slots does)
+        await heartbeats_repo.upsert(conn, Beat("gw1:4242:abc123", "gw1", 4242, ("delivery",),
+                                                now, now, {}))
+        assert await slots_repo.take(conn, "gw1:4242:abc123", "acme", 1, now,
+                                     now + timedelta(seconds=15)) == 1
+    page = (await client.get("/admin/carriers")).text
+    held = page.split('data-slot="acme#1"')[1].split("</tr>")[0]
+    free = page.split('data-slot="acme#2"')[1].split("</tr>")[0]
+    assert "held" in held and "gw1:4242:abc123" in held and "gw1 pid 4242" in held
+    assert "free" in free and "gw1" not in free

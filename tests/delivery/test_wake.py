@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.conftest import Customer, add_rates, make_customer
 from tikosms.db.engine import Database
@@ -18,6 +18,7 @@ from tikosms.db.models import Part
 from tikosms.db.types import utcnow
 from tikosms.delivery import notify, queue
 from tikosms.delivery.notify import DueAccounts, PartsListener
+from tikosms.delivery.worker import _rotated
 
 OTP = {"from": "MySender", "to": "+380501234567", "message": "Your OTP is 1234"}
 
@@ -45,13 +46,13 @@ async def test_a_notification_names_the_account_and_whether_it_sent_a_campaign(
         count = len(seen)
         r = await client.post("/v1/message", headers=customer.headers, json=OTP)
         assert r.status_code == 200, r.text
-        assert await _next(seen, count) == {customer.account_id: False}
+        assert await _next(seen, count) == {customer.account_id: notify.SINGLE}
         count = len(seen)
         r = await client.post("/v1/messages", headers=customer.headers, json={
             "from": "MyBrand", "message": "Big sale today!",
             "recipients": ["380501234567", "380671234567"]})
         assert r.status_code == 200, r.text
-        assert await _next(seen, count) == {customer.account_id: True}
+        assert await _next(seen, count) == {customer.account_id: notify.CAMPAIGN}
     finally:
         await listener.stop()
 
@@ -77,12 +78,14 @@ async def test_a_refused_send_signals_nothing(
 
 
 def test_payloads_round_trip_and_an_unreadable_one_means_look() -> None:
-    accounts = {12: False, 57: True, 3: False}
+    both = notify.SINGLE | notify.CAMPAIGN
+    accounts = {12: notify.SINGLE, 57: notify.CAMPAIGN, 3: both}
+    assert notify.encode(accounts) == "s3 c3 s12 c57"
     assert notify.decode(notify.encode(accounts)) == accounts
     assert notify.decode("") is None
     assert notify.decode("*") is None
     assert notify.decode("campaign") is None  # an older gateway's payload: look them up
-    many = {n: True for n in range(100_000, 102_000)}
+    many = {n: notify.CAMPAIGN for n in range(100_000, 102_000)}
     assert notify.encode(many) == notify.UNKNOWN  # too long for a NOTIFY
 
 
@@ -131,3 +134,56 @@ async def test_a_claim_touches_only_the_accounts_it_is_given_and_shares_the_room
     assert sorted(owners) == sorted([quiet.account_id] + [busy.account_id] * 3)
     assert result.drained_singles == {quiet.account_id}
     assert other.account_id not in owners  # not named: not touched
+
+
+async def test_more_accounts_than_room_get_one_part_each_and_the_rest_wait_their_turn(
+        client: httpx.AsyncClient, db: Database) -> None:
+    await add_rates(db)
+    customers = [await make_customer(db) for _ in range(4)]
+    for who in customers:
+        for _ in range(3):
+            r = await client.post("/v1/message", headers=who.headers, json=OTP)
+            assert r.status_code == 200, r.text
+    ids = [c.account_id for c in customers]
+    async with db.begin() as conn:
+        result = await queue.claim(conn, "w", 2, utcnow(), 30, ids, [])
+    assert sorted(p.account_id for p in result.parts) == sorted(ids[:2])  # the first two
+    assert not result.drained_singles  # each had more: none is dropped from the rotation
+    # the worker rotates the order from claim to claim: every account is served in turn
+    served: set[int] = set()
+    for turn in range(1, 4):
+        async with db.begin() as conn:
+            got = await queue.claim(conn, "w", 2, utcnow(), 30, _rotated(set(ids), turn), [])
+        served |= {p.account_id for p in got.parts}
+    assert served == set(ids)
+
+
+async def test_parts_due_later_do_not_hide_an_account_with_a_part_due_now(
+        client: httpx.AsyncClient, db: Database) -> None:
+    await add_rates(db)
+    who = await make_customer(db)
+    for _ in range(30):
+        r = await client.post("/v1/message", headers=who.headers, json=OTP)
+        assert r.status_code == 200, r.text
+    async with db.begin() as conn:  # retries in backoff, all but the newest part
+        newest = max((await conn.execute(select(Part.id))).scalars())
+        await conn.execute(update(Part).where(Part.id != newest)
+                           .values(due_at=utcnow() + timedelta(minutes=5)))
+        assert await queue.accounts_with_due_parts(conn, utcnow()) == ([who.account_id], [])
+        await conn.execute(update(Part).where(Part.id == newest)
+                           .values(due_at=utcnow() + timedelta(minutes=5)))
+        assert await queue.accounts_with_due_parts(conn, utcnow()) == ([], [])
+
+
+async def test_a_send_is_answered_even_when_waking_the_workers_fails(
+        client: httpx.AsyncClient, customer: Customer, db: Database) -> None:
+    signal = client._transport.app.state.parts_signal  # type: ignore[attr-defined]
+
+    def broken(_accounts: DueAccounts | None) -> None:
+        raise RuntimeError("worker gone")
+
+    signal.local = broken
+    r = await client.post("/v1/message", headers=customer.headers, json=OTP)
+    assert r.status_code == 200, r.text  # committed, so answered: a retry would send twice
+    async with db.connect() as conn:
+        assert len((await conn.execute(select(Part.id))).all()) == 1

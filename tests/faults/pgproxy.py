@@ -6,6 +6,8 @@ database outage without stopping the shared server (BRIEF: never stop it).
     url = proxy.url("postgresql://postgres@127.0.0.1:5432/mydb")  # same URL through the proxy
     proxy.cut()              # open connections dropped, new ones refused (RST)
     proxy.restore()          # new connections accepted again
+    proxy.freeze()           # connections stay open but nothing passes (a hung server, a
+    proxy.thaw()             # network black hole); thaw: what waited goes through
     proxy.stop()
 
 Cut means what a stopped server means to a client: every open connection is reset at once on
@@ -37,6 +39,8 @@ class PgProxy:
         self._pipes: set[asyncio.StreamWriter] = set()  # both sides of every connection
         self._down = False
         self._ready = threading.Event()
+        self._flow = asyncio.Event()  # cleared while frozen
+        self._flow.set()
 
     def url(self, database_url: str) -> str:
         """`database_url` with its host and port replaced by the proxy's."""
@@ -57,6 +61,18 @@ class PgProxy:
 
     def restore(self) -> None:
         self._call(self._listen())
+
+    def freeze(self) -> None:
+        self._call(self._set_flow(False))
+
+    def thaw(self) -> None:
+        self._call(self._set_flow(True))
+
+    async def _set_flow(self, on: bool) -> None:
+        if on:
+            self._flow.set()
+        else:
+            self._flow.clear()
 
     def stop(self) -> None:
         if self._loop is None:
@@ -122,8 +138,8 @@ class PgProxy:
             _reset(server_w)
             return
         self._pipes.add(server_w)
-        pipes = [asyncio.ensure_future(_pipe(client_r, server_w)),
-                 asyncio.ensure_future(_pipe(server_r, client_w))]
+        pipes = [asyncio.ensure_future(_pipe(client_r, server_w, self._flow)),
+                 asyncio.ensure_future(_pipe(server_r, client_w, self._flow))]
         await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
         for w in (client_w, server_w):  # one direction ended: end the whole connection
             self._pipes.discard(w)
@@ -133,10 +149,13 @@ class PgProxy:
         await asyncio.gather(*pipes, return_exceptions=True)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                flow: asyncio.Event) -> None:
     """One direction; when it ends (EOF, reset) the caller closes both sockets whole: never a
-    half-closed connection, which PostgreSQL would keep as a live session."""
+    half-closed connection, which PostgreSQL would keep as a live session. Data waits while
+    `flow` is cleared (frozen)."""
     while data := await reader.read(65536):
+        await flow.wait()
         writer.write(data)
         await writer.drain()
 

@@ -2,6 +2,10 @@
 window 50, against `tikosms smsc-sim`): nothing is lost, every part ends final, the ledger is
 exact, and the parts sent twice are at most two windows of the binds the dead worker held.
 
+The carrier allows two binds: one slot per worker (delivery.slots), so both send, and the
+gate of each is set to two windows of its one bind (TIKOSMS_MAX_UNRECORDED; its default counts
+every bind of the carrier).
+
 Duplicates are counted at the SMSC: its submit_sm count beyond the campaign's parts. Receipts
 the dead worker's bind never acknowledged are delivered again on the survivor's bind (the
 simulator resends them, as SMSCs do) and applied there.
@@ -35,6 +39,7 @@ from tests.delivery.test_worker_processes import (
     wait_until_running,
 )
 from tikosms.db.engine import Database
+from tikosms.delivery import slots_repo
 
 pytestmark = [
     pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (TIKOSMS_TEST_POSTGRES_URL)"),
@@ -46,7 +51,7 @@ from tests.delivery.test_worker_processes import pg_url, start_worker  # noqa: E
 
 PARTS = 5000
 WINDOW = 50
-BINDS = 1  # per worker
+BINDS = 1  # per worker: the carrier allows 2, one slot each
 TIKOSMS = str(Path(sys.executable).with_name("tikosms"))
 SUBMITS = re.compile(r"submits=(\d+)")
 
@@ -67,6 +72,12 @@ def _start_simulator(port: int, log: Path) -> subprocess.Popen[bytes]:
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
+async def _holders(db: Database, n: int) -> bool:
+    async with db.connect() as conn:
+        slots = await slots_repo.all_slots(conn)
+    return len({s.holder for s in slots if s.holder is not None}) == n
+
+
 async def test_sigkill_mid_campaign_loses_nothing_and_resends_at_most_two_windows(
     client: httpx.AsyncClient, db: Database, pg_url: str, tmp_path: Path,  # noqa: F811
     start_worker: Callable[..., Worker],  # noqa: F811
@@ -78,13 +89,16 @@ async def test_sigkill_mid_campaign_loses_nothing_and_resends_at_most_two_window
         wait_port(port, sim)  # type: ignore[arg-type]
         _cli(pg_url, "carriers", "add", "sim", "--host", "127.0.0.1", "--port", str(port),
              "--system-id", "tiko", "--password", "pw", "--window", str(WINDOW),
-             "--binds", str(BINDS))
+             "--binds", str(2 * BINDS))
         _cli(pg_url, "routes", "add", "--match", "*", "--carrier", "sim")
         who = await rich_customer(db)
         opening = await balance(client, who)
-        workers = [start_worker(name, lease_seconds="3") for name in ("doomed", "heir")]
+        workers = [start_worker(name, lease_seconds="3",
+                                max_unrecorded=str(2 * WINDOW * BINDS))
+                   for name in ("doomed", "heir")]
         for w in workers:
             await wait_until_running(w)
+        await wait_for(lambda: _holders(db, 2), 30, "each worker holding a slot")
         campaign = await send_campaign(client, who, PARTS)
         campaign_id = campaign["campaign_id"]
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.driver_sql import list_param, run_with_list
+from tikosms.db.partitions import SEQ_BITS, SEQ_MASK
 from tikosms.db.types import naive_utc, sqlite_time
 
 
@@ -78,8 +79,14 @@ _PENDING_OF_PARTS_SQL = (
     "SELECT id, part_id, next_attempt_at, lease_until FROM callback_events "
     "WHERE COALESCE(state, '') = 'pending' AND part_id {parts} ORDER BY part_id, id"
 )
+# PostgreSQL (partitioned by time-ordered id, db/partitions.py): an event is made after its
+# part, so its id is at least the part's id less its sequence bits; an hour less still, for a
+# server clock stepped back. The bound lets the query skip the partitions older than the parts
+# (an InitPlan: pruned at execution); inbound events (part_id < 0) bound nothing.
+_PG_EVENTS_OF_PARTS = (f"= ANY($1::bigint[]) AND id >= (SELECT (min(p) & ~{SEQ_MASK}) - "
+                       f"{3600 << SEQ_BITS} FROM unnest($1::bigint[]) p)")
 _PENDING_OF_PARTS = {
-    "postgresql": _PENDING_OF_PARTS_SQL.format(parts="= ANY($1::bigint[])"),
+    "postgresql": _PENDING_OF_PARTS_SQL.format(parts=_PG_EVENTS_OF_PARTS),
     "sqlite": _PENDING_OF_PARTS_SQL.format(parts="IN (SELECT value FROM json_each(?))"),
 }
 _CLAIMED_COLUMNS = "id, event_id, part_id, account_id, url, payload, attempts, created_at"
@@ -125,7 +132,8 @@ _RELEASE_SQL = (
     "AND (lease_until IS NULL OR lease_until < {now})"
 )
 _RELEASE = {
-    "postgresql": _RELEASE_SQL.format(now="$1", parts="= ANY($2::bigint[])"),
+    "postgresql": _RELEASE_SQL.format(now="$1", parts=_PG_EVENTS_OF_PARTS.replace(
+        "$1", "$2")),
     "sqlite": _RELEASE_SQL.format(now=":now", parts="IN (SELECT value FROM json_each(:parts))"),
 }
 _PG_INSERT_EVENTS = (

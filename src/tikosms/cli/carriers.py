@@ -1,4 +1,4 @@
-"""tikosms carriers add|update|list|show|enable|disable|remove and tikosms routes
+"""tikosms carriers add|update|list|slots|show|enable|disable|remove and tikosms routes
 add|list|remove.
 
 Running workers apply every change within a few seconds (they look at these tables every
@@ -17,7 +17,9 @@ from sqlalchemy import Row
 
 from tikosms.cli.base import cli, emit, json_option, run
 from tikosms.db.engine import Database
+from tikosms.db.types import utcnow
 from tikosms.delivery import carriers_repo as repo
+from tikosms.delivery import slots_repo
 from tikosms.errors import OperatorError
 from tikosms.smpp.config import DEFAULT_SOURCE_TON_NPI
 
@@ -166,6 +168,29 @@ def list_(as_json: bool) -> None:
             f"{_tps(r['settings']['tps']):>7}"
             for r in rows
         ]
+        return "\n".join(lines)
+
+    emit(run(go), as_json, table)
+
+
+@carriers_group.command("slots")
+@json_option
+def slots(as_json: bool) -> None:
+    """Each carrier's bind slots and the worker holding each (see docs/carriers.md)."""
+
+    async def go(db: Database) -> list[dict[str, Any]]:
+        async with db.connect() as conn:
+            return await slots_repo.holders(conn, utcnow())
+
+    def table(rows: list[dict[str, Any]]) -> str:
+        if not rows:
+            return "no bind slots: no SMPP carrier is enabled"
+        lines = [f"{'CARRIER':<20} {'SLOT':>4} {'STATE':<8} {'FENCING':>7} {'LEASE':>6}  HOLDER"]
+        for r in rows:
+            left = f"{r['seconds_left']:.0f}s" if r["seconds_left"] is not None else "-"
+            where = f" ({r['host']} pid {r['pid']})" if r["pid"] is not None else ""
+            lines.append(f"{r['carrier'][:20]:<20} {r['slot']:>4} {r['state']:<8} "
+                         f"{r['fencing']:>7} {left:>6}  {r['holder'] or '-'}{where}")
         return "\n".join(lines)
 
     emit(run(go), as_json, table)

@@ -26,7 +26,7 @@ from tikosms.accounts import repository as accounts_repo
 from tikosms.accounts import service as accounts
 from tikosms.console import auth, reads, services
 from tikosms.db.types import utcnow
-from tikosms.delivery import carriers_repo
+from tikosms.delivery import carriers_repo, slots_repo
 from tikosms.delivery.heartbeat import stale_after
 from tikosms.errors import OperatorError, TikoError
 from tikosms.inbound import manage as inbound
@@ -571,6 +571,7 @@ async def carriers(request: Request) -> Response:
         errors = await reads.carrier_errors(conn, reads.hour_ago(utcnow()))
         workers, binds = await reads.workers_and_binds(
             conn, utcnow(), stale_after(request.app.state.settings))
+        slots = await slots_repo.holders(conn, utcnow())
     configs: dict[str, Any] = {}
     for r in rows:
         try:
@@ -578,7 +579,7 @@ async def carriers(request: Request) -> Response:
         except (TypeError, ValueError):
             configs[r.name] = None
     return _page(request, "carriers.html", sess, rows=rows, routes=routes, errors=errors,
-                 configs=configs, binds=binds, workers=workers)
+                 configs=configs, binds=binds, workers=workers, slots=slots)
 
 
 def _carrier_settings(form: dict[str, str]) -> dict[str, Any]:

@@ -5,6 +5,13 @@ bulk paths (COPY) agree on one definition. Queries live in each domain's `reposi
 
 The `parts` table is the durable delivery queue: one row per SMS part, with its public status,
 its due time, a worker's lease and the carrier's message id.
+
+On PostgreSQL (migration 0012) `parts`, `callback_events`, `callback_attempts`,
+`pending_receipts` and `idempotency_keys` are partitioned by time (db/partitions.py), which
+these classes do not say: the ids of parts, callback events and pending receipts are then
+time-ordered (a server default), `callback_events.event_id` is indexed but not UNIQUE, and the
+primary keys of `callback_attempts` and `idempotency_keys` gain their partition key
+(`event_id`; `created_at`). Statements are the same on both databases.
 """
 
 from __future__ import annotations
@@ -391,6 +398,20 @@ class WorkerHeartbeat(Base):
     # detail, in_flight}]}}: the carriers this worker holds, as of seen_at
     carriers: Mapped[str] = mapped_column(Text, default="{}")
 
+class CarrierSlot(Base):
+    """One of a carrier's allowed binds, leased by a worker process (migration 0011): only the
+    holder opens that bind and submits the carrier's parts (see `delivery.slots`). `fencing`
+    grows by one at every take-over, so a holder that lost its lease cannot renew it."""
+
+    __tablename__ = "carrier_slots"
+
+    carrier: Mapped[str] = mapped_column(String(64), primary_key=True)  # carriers.name
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1..binds
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)  # a lease_owner
+    fencing: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 # The console's lookups on parts (migration 0005): the roll-up reads parts changed since its
 # watermark; the message search finds a number or a client_ref without a scan.
 Index("ix_parts_updated_at", Part.updated_at)
@@ -527,7 +548,7 @@ Index("ix_inbound_messages_recipient", InboundMessage.recipient, InboundMessage.
 Index("ix_opt_outs_recipient", OptOut.recipient, OptOut.account_id, OptOut.sender)
 
 
-# --- one rate per carrier account, shared by the fleet (migration 0012) ---
+# --- one rate per carrier account, shared by the fleet (migration 0013) ---
 class CarrierRate(Base):
     """One row per SMPP carrier: the fleet's token budget for it (tikosms.smpp.shared_rate).
     Every worker process sending to the carrier takes tokens in chunks with one UPDATE of this

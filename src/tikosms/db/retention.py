@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,6 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from tikosms.config import Settings
+from tikosms.db import partitions as pt
 from tikosms.db.engine import Database
 from tikosms.db.export import CsvExport, TableRows
 from tikosms.db.models import (
@@ -66,6 +67,12 @@ from tikosms.db.models import (
     IdempotencyKey,
     Part,
     PendingReceipt,
+)
+from tikosms.db.partition_retention import (
+    DropCutoffs,
+    ParquetExport,
+    PartitionOutcome,
+    drop_expired,
 )
 
 # the tables prune deletes from, in the order of the report
@@ -109,14 +116,39 @@ class PruneReport:
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     batches: int = 0
     seconds: float = 0.0
+    # PostgreSQL: the partitions old enough to go, dropped or kept (and why)
+    partitions: list[PartitionOutcome] = field(default_factory=list)
 
 
 async def prune(db: Database, cutoffs: Cutoffs, *, batch: int = DEFAULT_BATCH,
                 dry_run: bool = False, export: CsvExport | None = None,
-                progress: Progress | None = None) -> PruneReport:
-    """Delete (or, with `dry_run`, count) what the cutoffs let go; see the module docstring."""
-    pruner = _Pruner(db, cutoffs, batch, dry_run, export, progress or (lambda _p, _r: None))
+                progress: Progress | None = None,
+                partition_export: CsvExport | ParquetExport | None = None) -> PruneReport:
+    """Delete (or, with `dry_run`, count) what the cutoffs let go; see the module docstring.
+
+    PostgreSQL (partitioned, 0012): first the partitions entirely older than the cutoffs, with
+    nothing in flight, are dropped whole (db/partition_retention.py; exported first to
+    `partition_export`, by default `export`: one file per partition); then the batches below
+    delete what is left, with the history cutoff moved back to the start of the partition it
+    falls in: the rows of the partition the cutoff cuts wait for it to be dropped whole, rather
+    than being deleted row by row. The batches then find only rows that partitions kept (a
+    partition with one part in flight), and those of `_initial`."""
     started = time.monotonic()
+    dropped: list[PartitionOutcome] = []
+    async with db.connect() as conn:
+        partitioned = await pt.is_partitioned(conn)
+        if partitioned:
+            cutoffs = replace(cutoffs, history=_partition_floor(
+                await pt.list_partitions(conn, ["parts"]), cutoffs.history))
+    if partitioned:
+        progress_of = progress or (lambda _p, _r: None)
+        progress_of("partitions", {})
+        dropped = await drop_expired(
+            db, DropCutoffs(cutoffs.history, cutoffs.pending_receipts,
+                            cutoffs.idempotency_keys),
+            dry_run=dry_run, export=partition_export or export)
+    pruner = _Pruner(db, cutoffs, batch, dry_run, export, progress or (lambda _p, _r: None))
+    pruner.report.partitions = dropped
     try:
         await pruner.parts()
         await pruner.finished_callbacks()
@@ -363,6 +395,14 @@ class _Pruner:
                 select(func.count()).select_from(model).where(condition))).scalar_one())
         self.report.rows[table] += n
         self.progress(table, self.report.rows)
+
+
+def _partition_floor(parts: Sequence[pt.Partition], cutoff: datetime) -> datetime:
+    """The start of the time partition `cutoff` falls in (itself when none holds it)."""
+    for p in parts:
+        if p.start is not None and p.end is not None and p.start <= cutoff < p.end:
+            return p.start
+    return cutoff
 
 
 def _cursor_of(picked: Sequence[Any]) -> tuple[Any, Any] | None:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.models import ENROUTE, CarrierRow, Part, Route
 from tikosms.db.types import utcnow
+from tikosms.delivery import slots_repo
 from tikosms.delivery.simulated import NAME as SIMULATED
 from tikosms.errors import OperatorError
 from tikosms.smpp.config import SmppCarrierConfig
@@ -60,6 +61,7 @@ async def add_carrier(
                 created_at=utcnow())
         .returning(CarrierRow.id)
     )
+    await slots_repo.sync(conn)  # its bind slots, for the workers to lease
     return int(result.scalar_one())
 
 
@@ -134,6 +136,7 @@ async def update_carrier(
     if enabled is not None:
         values["enabled"] = enabled
     await conn.execute(update(CarrierRow).where(CarrierRow.id == row.id).values(**values))
+    await slots_repo.sync(conn)  # binds changed: slots added or removed; disabled: released
     return await require_carrier(conn, name)
 
 
@@ -181,6 +184,7 @@ async def count_enabled_carriers(conn: AsyncConnection) -> int:
 async def set_carrier_enabled(conn: AsyncConnection, name: str, enabled: bool) -> Row:
     row = await require_carrier(conn, name)
     await conn.execute(update(CarrierRow).where(CarrierRow.id == row.id).values(enabled=enabled))
+    await slots_repo.sync(conn)  # disabled: its slots released (holders close their binds)
     return row
 
 
@@ -193,6 +197,7 @@ async def remove_carrier(conn: AsyncConnection, name: str) -> Row:
         raise OperatorError(f"carrier {name} is used by route(s) {ids}: remove them first "
                             f"(tikosms routes remove ID)")
     await conn.execute(delete(CarrierRow).where(CarrierRow.id == row.id))
+    await slots_repo.sync(conn)
     return row
 
 

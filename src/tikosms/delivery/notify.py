@@ -7,8 +7,8 @@ NOTIFY there takes a database-wide lock at commit and holds it through the commi
 which serialises every committing send. Signals are coalesced: one is in flight at a time, and
 the accounts of everything committed meanwhile go in the next. The payload names the accounts
 with new due parts and their kind (`s12 c57`: account 12's single sends, account 57's campaign
-parts), so that a worker claims by account without looking them up; `*` means "unknown,
-look": a payload too long, or a listener that was not listening for a while.
+parts; `s9 c9` both), so that a worker claims by account without looking them up; `*` means
+"unknown, look": a payload too long, or a listener that was not listening for a while.
 
 Each worker keeps one connection of its own that listens. A lost signal or listener is only
 slower, never wrong: the worker still polls (and looks up the accounts with due parts), and the
@@ -35,24 +35,27 @@ CHANNEL = "tikosms_parts"
 UNKNOWN = "*"  # the payload when what was written is not said
 MAX_PAYLOAD = 7000  # bytes; PostgreSQL refuses 8000 and more
 
-# account id -> whether campaign parts are among its new parts (else only single sends)
-DueAccounts = dict[int, bool]
+# account id -> the kinds of its new due parts: SINGLE, CAMPAIGN, or both (SINGLE | CAMPAIGN)
+DueAccounts = dict[int, int]
+SINGLE, CAMPAIGN = 1, 2
+_KINDS = (("s", SINGLE), ("c", CAMPAIGN))
 
 
 def encode(accounts: DueAccounts) -> str:
-    payload = " ".join(f"{'c' if campaign else 's'}{account}"
-                       for account, campaign in sorted(accounts.items()))
+    payload = " ".join(f"{letter}{account}" for account, kinds in sorted(accounts.items())
+                       for letter, kind in _KINDS if kinds & kind)
     return payload if len(payload) <= MAX_PAYLOAD else UNKNOWN
 
 
 def decode(payload: str) -> DueAccounts | None:
     """The accounts a payload names, or None when it does not say (look them up)."""
     accounts: DueAccounts = {}
+    letters = dict(_KINDS)
     for token in payload.split():
-        kind, number = token[:1], token[1:]
-        if kind not in ("s", "c") or not number.isdigit():
+        kind, number = letters.get(token[:1]), token[1:]
+        if kind is None or not number.isdigit():
             return None
-        accounts[int(number)] = accounts.get(int(number), False) or kind == "c"
+        accounts[int(number)] = accounts.get(int(number), 0) | kind
     return accounts or None
 
 
@@ -140,8 +143,8 @@ class PartsSignal:
             self.local(accounts)
         if not self.db.is_postgres:
             return
-        for account, campaign in accounts.items():
-            self._pending[account] = self._pending.get(account, False) or campaign
+        for account, kinds in accounts.items():
+            self._pending[account] = self._pending.get(account, 0) | kinds
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._send(), name="parts-signal")
 
@@ -165,6 +168,9 @@ class PartsSignal:
                 return
 
     async def close(self) -> None:
+        """Let a notification in flight finish (2 s at most); none is sent after this."""
+        self.local = None
+        self._pending = {}
         if self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 2.0)

@@ -10,11 +10,16 @@ needs a lock across accounts (a database sharded by account, such as Citus, rout
 shard). Fairness: single messages (priority 0, one-time codes) are claimed first; campaign parts
 are then shared out across the accounts that have due parts, so one account's 100,000-part
 campaign does not hold another account's parts back.
+
+Bind slots: a worker claims only the parts it can submit (`RouteFilter`: the parts whose route
+goes to a carrier it holds a slot of, see `delivery.slots`); a separate condition of the
+candidates, absent when the worker can submit everything (the usual `*`-only routes).
 """
 
 from __future__ import annotations
 
-import math
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +53,48 @@ class ClaimedPart:
     campaign_callback: bool = False  # its campaign has a callback URL
 
 
+@dataclass(frozen=True, slots=True)
+class RouteFilter:
+    """The parts a worker may claim, by their mccmnc: the longest prefix of `cases` that the
+    mccmnc starts with decides (True: claim it); none of them: `default`."""
+
+    cases: tuple[tuple[str, bool], ...] = ()  # (MCC or MCC+MNC prefix, claim), longest first
+    default: bool = True
+
+    @property
+    def everything(self) -> bool:
+        return self.default and all(claim for _p, claim in self.cases)
+
+    @property
+    def nothing(self) -> bool:
+        return not self.default and not any(claim for _p, claim in self.cases)
+
+    def claims(self, mccmnc: str) -> bool:
+        """The same decision as the SQL, in Python (tests, logs)."""
+        for prefix, claim in self.cases:
+            if mccmnc.startswith(prefix):
+                return claim
+        return self.default
+
+    def sql(self) -> str:
+        """The condition on `mccmnc` ("" when everything may be claimed). The prefixes are
+        digits (routes' matches are checked on write), inlined so the statement is cached."""
+        return "" if self.everything else _route_sql(self.cases, self.default)
+
+
+@functools.lru_cache(maxsize=64)
+def _route_sql(cases: tuple[tuple[str, bool], ...], default: bool) -> str:
+    for prefix, _claim in cases:
+        if not _DIGITS.fullmatch(prefix):
+            raise ValueError(f"route prefix {prefix!r} is not digits")
+    whens = " ".join(f"WHEN mccmnc LIKE '{p}%' THEN {int(c)}" for p, c in cases)
+    return f" AND CASE {whens} ELSE {int(default)} END = 1"
+
+
+EVERYTHING = RouteFilter()
+_DIGITS = re.compile(r"\d{1,6}")
+
+
 @dataclass(slots=True)
 class Claim:
     parts: list[ClaimedPart]
@@ -58,48 +105,62 @@ class Claim:
 
 async def claim_due_parts(
     conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float,
+    routes: RouteFilter = EVERYTHING,
 ) -> list[ClaimedPart]:
-    """Claim up to `limit` due parts of any account (the accounts looked up first)."""
+    """Claim up to `limit` due parts of any account (the accounts looked up first).
+    `routes`: only parts this worker can submit (its carriers' slots)."""
+    if routes.nothing:
+        return []
     singles, campaigns = await accounts_with_due_parts(conn, now)
-    claimed = await claim(conn, owner, limit, now, lease_seconds, singles, campaigns)
+    claimed = await claim(conn, owner, limit, now, lease_seconds, singles, campaigns, routes)
     return claimed.parts
 
 
 async def claim(
     conn: AsyncConnection, owner: str, limit: int, now: datetime, lease_seconds: float,
-    singles: Sequence[int], campaigns: Sequence[int],
+    singles: Sequence[int], campaigns: Sequence[int], routes: RouteFilter = EVERYTHING,
 ) -> Claim:
-    """Claim up to `limit` due parts, account by account: first the single sends (priority 0)
-    of the accounts in `singles`, then the campaign parts of those in `campaigns` (the
-    accounts with due parts of each kind: `accounts_with_due_parts`, or the wake-up signals).
-    Every statement touches one account's rows (no lock across accounts: the shape a database
-    sharded by account needs). The room is shared out between the accounts, and what one
-    account leaves goes to the others in a further pass."""
+    """Claim up to `limit` due parts by account: first the single sends (priority 0) of the
+    accounts in `singles`, then the campaign parts of those in `campaigns` (the accounts with
+    due parts of each kind: `accounts_with_due_parts`, or the wake-up signals), in the order
+    given (the caller rotates it, so that no account always comes first).
+
+    Keyed by account: each account's candidates are its own index range of the queue, locked
+    there (`SKIP LOCKED`), never a scan or a lock across accounts: the shape a database
+    sharded by account needs. All the accounts of a round go in one statement (one round
+    trip; on PostgreSQL a LATERAL subquery per account), each with its share of the room;
+    what one account leaves goes to the others in a further pass. `routes` (bind slots): only
+    the parts this worker can submit."""
     lease_until = now + timedelta(seconds=lease_seconds)
     result = Claim([], set(), set())
     room = limit
     for priority, accounts, drained in ((0, singles, result.drained_singles),
                                         (1, campaigns, result.drained_campaigns)):
-        active = list(accounts)
+        active = list(dict.fromkeys(accounts))
         while room > 0 and active:
-            share = max(1, math.ceil(room / len(active)))
-            for account_id in active:
-                if room <= 0:
-                    break
-                asked = min(share, room)
-                got = await _claim(conn, asked, owner, now, lease_until, account_id, priority)
-                result.parts += got
-                room -= len(got)
-                if len(got) < asked:
-                    drained.add(account_id)
+            turn = active[:room]  # more accounts than room: one each, the rest next round
+            share, extra = divmod(room, len(turn))
+            asked = {a: share + (1 if n < extra else 0) for n, a in enumerate(turn)}
+            got = await _claim_many(conn, asked, owner, now, lease_until, priority, routes)
+            result.parts += got
+            room -= len(got)
+            counts: dict[int, int] = {}
+            for part in got:
+                counts[part.account_id] = counts.get(part.account_id, 0) + 1
+            drained.update(a for a, n in asked.items() if counts.get(a, 0) < n)
+            if len(turn) < len(active):
+                break  # the room is spent on this round's accounts
             active = [a for a in active if a not in drained]
+    result.parts.sort(key=lambda p: (p.due_at, p.id))
     return result
 
 
 async def accounts_with_due_parts(conn: AsyncConnection,
                                   now: datetime) -> tuple[list[int], list[int]]:
     """The accounts with due single sends, and those with due campaign parts: an index skip
-    scan (a few index probes per account, however many parts are queued)."""
+    scan over the accounts with waiting parts (one index probe each), then a probe of each
+    for a part due now, so that parts waiting for later (retries, scheduled campaigns) are
+    never read one by one."""
     params: tuple[Any, ...]
     if conn.dialect.name == "postgresql":
         sql, params = _DUE_ACCOUNTS_PG, (naive_utc(now),)
@@ -113,20 +174,28 @@ async def accounts_with_due_parts(conn: AsyncConnection,
     return singles, campaigns
 
 
-# the next account (by id) with a due part of a priority, from the queue's partial index
+_WAITING = "status IN ('SCHEDULED', 'QUEUED')"
+# the next account (by id) with a waiting part of a priority: one probe of the queue's index
 _NEXT_ACCOUNT = (
-    "(SELECT account_id FROM parts WHERE priority = {priority} "
-    "AND status IN ('SCHEDULED', 'QUEUED') AND account_id > {after} AND due_at <= {now} "
-    "AND (lease_until IS NULL OR lease_until < {now}) ORDER BY account_id LIMIT 1)"
+    f"(SELECT account_id FROM parts WHERE priority = {{priority}} AND {_WAITING} "
+    "AND account_id > {after} ORDER BY account_id LIMIT 1)"
+)
+_HAS_DUE = (
+    f"EXISTS (SELECT 1 FROM parts d WHERE d.priority = {{priority}} AND d.{_WAITING} "
+    "AND d.account_id = {table}.a AND d.due_at <= {now} "
+    "AND (d.lease_until IS NULL OR d.lease_until < {now}))"
 )
 _DUE_ACCOUNTS = (
-    "WITH RECURSIVE s(a) AS (SELECT " + _NEXT_ACCOUNT.format(priority=0, after=-1, now="{now}")
-    + " UNION ALL SELECT " + _NEXT_ACCOUNT.format(priority=0, after="s.a", now="{now}")
+    "WITH RECURSIVE s(a) AS (SELECT " + _NEXT_ACCOUNT.format(priority=0, after=-1)
+    + " UNION ALL SELECT " + _NEXT_ACCOUNT.format(priority=0, after="s.a")
     + " FROM s WHERE s.a IS NOT NULL), "
-    "c(a) AS (SELECT " + _NEXT_ACCOUNT.format(priority=1, after=-1, now="{now}")
-    + " UNION ALL SELECT " + _NEXT_ACCOUNT.format(priority=1, after="c.a", now="{now}")
+    "c(a) AS (SELECT " + _NEXT_ACCOUNT.format(priority=1, after=-1)
+    + " UNION ALL SELECT " + _NEXT_ACCOUNT.format(priority=1, after="c.a")
     + " FROM c WHERE c.a IS NOT NULL) "
-    "SELECT 0, a FROM s WHERE a IS NOT NULL UNION ALL SELECT 1, a FROM c WHERE a IS NOT NULL"
+    "SELECT 0, a FROM s WHERE a IS NOT NULL AND "
+    + _HAS_DUE.format(priority=0, table="s", now="{now}")
+    + " UNION ALL SELECT 1, a FROM c WHERE a IS NOT NULL AND "
+    + _HAS_DUE.format(priority=1, table="c", now="{now}")
 )
 _DUE_ACCOUNTS_PG = _DUE_ACCOUNTS.format(now="$1::timestamp")
 _DUE_ACCOUNTS_SQLITE = _DUE_ACCOUNTS.format(now="?1")
@@ -148,60 +217,83 @@ _SET = (
     f"attempts = CASE WHEN parts.attempts < {ATTEMPTS_CAP} THEN parts.attempts + 1 "
     "ELSE parts.attempts END"
 )
+# one account's candidates: its index range of the queue, oldest due first
 _CANDIDATES = (
     "SELECT id FROM parts WHERE priority = {priority} AND status IN ('SCHEDULED', 'QUEUED') "
-    "AND due_at <= {p3} AND (lease_until IS NULL OR lease_until < {p3}){account} "
-    "ORDER BY due_at, id LIMIT {p4}"
+    "AND account_id = {account} AND due_at <= {now} "
+    "AND (lease_until IS NULL OR lease_until < {now}){routes} ORDER BY due_at, id LIMIT {limit}"
 )
+# PostgreSQL: the accounts and their shares as arrays, a LATERAL subquery per account
 _PG_CLAIM = (
     "UPDATE parts SET " + _SET.format(p1="$1", p2="$2", p3="$3") + " FROM campaigns c "
-    "WHERE c.id = parts.campaign_id AND parts.id IN ("
-    + _CANDIDATES.format(priority="{priority}", p3="$3", p4="$4", account="{account}")
-    + " FOR UPDATE SKIP LOCKED) "
+    "WHERE c.id = parts.campaign_id AND parts.id IN (SELECT q.id FROM "
+    "unnest($4::int[], $5::int[]) AS a(account_id, n) CROSS JOIN LATERAL ("
+    + _CANDIDATES.format(priority="{priority}", account="a.account_id", now="$3",
+                         limit="a.n", routes="{routes}")
+    + " FOR UPDATE SKIP LOCKED) q) "
     f"RETURNING {_RETURNING}, c.sender, c.sender_type, COALESCE(c.callback_url, '') <> ''"
 )
 # SQLite: RETURNING cannot name the tables of UPDATE ... FROM, and a subquery there scans its
-# table (3.40): the campaigns are read by a second statement
+# table (3.40): the campaigns are read by a second statement. No LATERAL: a UNION ALL of the
+# accounts' ranges (one writer at a time: nothing to skip)
 _SQLITE_CLAIM = (
-    "UPDATE parts SET " + _SET.format(p1="?1", p2="?2", p3="?3") + " WHERE id IN ("
-    + _CANDIDATES.format(priority="{priority}", p3="?3", p4="?4", account="{account}")
-    + f") RETURNING {_RETURNING}"
+    "UPDATE parts SET " + _SET.format(p1="?1", p2="?2", p3="?3") + " WHERE id IN ({ranges}) "
+    f"RETURNING {_RETURNING}"
 )
 _SQLITE_CAMPAIGNS = (
     "SELECT id, sender, sender_type, COALESCE(callback_url, '') <> '' FROM campaigns "
     "WHERE id IN (SELECT value FROM json_each(?))"
 )
-_CLAIM_SQL = {
-    (dialect, priority): sql.format(priority=priority, account=f" AND account_id = {p5}")
-    for dialect, sql, p5 in (("postgresql", _PG_CLAIM, "$5"), ("sqlite", _SQLITE_CLAIM, "?5"))
-    for priority in (0, 1)
-}
+SQLITE_ACCOUNTS_PER_CLAIM = 100  # accounts per statement (two parameters each)
 
 
-async def _claim(
-    conn: AsyncConnection, limit: int, owner: str, now: datetime, lease_until: datetime,
-    account_id: int, priority: int,
+@functools.lru_cache(maxsize=64)
+def _pg_claim_sql(priority: int, routes: str = "") -> str:
+    """`routes`: the RouteFilter's condition ("" for the usual `*` routes; a few distinct ones
+    per process: the slots it holds change rarely)."""
+    return _PG_CLAIM.format(priority=priority, routes=routes)
+
+
+@functools.lru_cache(maxsize=256)
+def _sqlite_claim_sql(priority: int, accounts: int, routes: str = "") -> str:
+    ranges = " UNION ALL ".join(
+        "SELECT id FROM (" + _CANDIDATES.format(priority=priority, account=f"?{4 + 2 * n}",
+                                                now="?3", limit=f"?{5 + 2 * n}",
+                                                routes=routes) + ")"
+        for n in range(accounts))
+    return _SQLITE_CLAIM.format(ranges=ranges)
+
+
+async def _claim_many(
+    conn: AsyncConnection, asked: dict[int, int], owner: str, now: datetime,
+    lease_until: datetime, priority: int, routes: RouteFilter = EVERYTHING,
 ) -> list[ClaimedPart]:
-    """One statement: UPDATE ... WHERE id IN (the due candidates) RETURNING: one account's
-    single sends (priority 0) or campaign parts (1)."""
-    dialect = conn.dialect.name
+    """One statement: UPDATE ... WHERE id IN (each account's due candidates, up to its
+    share) RETURNING: single sends (priority 0) or campaign parts (1)."""
     now_n, until_n = naive_utc(now), naive_utc(lease_until)
-    if dialect == "postgresql":
-        params: tuple[Any, ...] = (until_n, owner, now_n, limit)
-    else:
-        params = (sqlite_time(until_n), owner, sqlite_time(now_n), limit)
-    params += (account_id,)
-    result = await conn.exec_driver_sql(_CLAIM_SQL[(dialect, priority)], params)
-    rows = [tuple(row) for row in result]
-    if dialect != "postgresql" and rows:
-        found = await conn.exec_driver_sql(
-            _SQLITE_CAMPAIGNS, (list_param(conn, list({r[1] for r in rows})),))
-        campaigns: dict[str, tuple[Any, ...]] = {
-            c[0]: (c[1], c[2], bool(c[3])) for c in (tuple(row) for row in found)}
-        # SQLite gives the time back as the text it stores
-        rows = [(*r[:11], datetime.fromisoformat(r[11]), r[12], *campaigns[r[1]])
-                for r in rows]
-    return sorted((ClaimedPart(*row) for row in rows), key=lambda p: (p.due_at, p.id))
+    if conn.dialect.name == "postgresql":
+        result = await conn.exec_driver_sql(_pg_claim_sql(priority, routes.sql()), (
+            until_n, owner, now_n, list(asked), list(asked.values())))
+        return [ClaimedPart(*tuple(row)) for row in result]
+    rows: list[tuple[Any, ...]] = []
+    items = list(asked.items())
+    for start in range(0, len(items), SQLITE_ACCOUNTS_PER_CLAIM):
+        chunk = items[start:start + SQLITE_ACCOUNTS_PER_CLAIM]
+        params: tuple[Any, ...] = (sqlite_time(until_n), owner, sqlite_time(now_n))
+        for account_id, n in chunk:
+            params += (account_id, n)
+        result = await conn.exec_driver_sql(
+            _sqlite_claim_sql(priority, len(chunk), routes.sql()), params)
+        rows += [tuple(row) for row in result]
+    if not rows:
+        return []
+    found = await conn.exec_driver_sql(
+        _SQLITE_CAMPAIGNS, (list_param(conn, list({r[1] for r in rows})),))
+    campaigns: dict[str, tuple[Any, ...]] = {
+        c[0]: (c[1], c[2], bool(c[3])) for c in (tuple(row) for row in found)}
+    # SQLite gives the time back as the text it stores
+    rows = [(*r[:11], datetime.fromisoformat(r[11]), r[12], *campaigns[r[1]]) for r in rows]
+    return [ClaimedPart(*row) for row in rows]
 
 
 async def renew_leases(

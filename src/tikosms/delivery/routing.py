@@ -20,10 +20,10 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -41,8 +41,12 @@ from tikosms.delivery.carrier import (
     SubmitOutcome,
     SubmitResult,
 )
+from tikosms.delivery.queue import RouteFilter
 from tikosms.delivery.simulated import NAME as SIMULATED
 from tikosms.delivery.simulated import SimulatedCarrier
+
+if TYPE_CHECKING:
+    from tikosms.delivery.slots import SlotKeeper
 
 log = logging.getLogger("tikosms.delivery.routing")
 
@@ -71,6 +75,29 @@ def order_carriers(rules: Sequence[RouteRule], mccmnc: str) -> list[str]:
         if r.carrier not in seen:
             seen.append(r.carrier)
     return seen
+
+
+def claim_filter(rules: Sequence[RouteRule], mine: Set[str], served: Set[str]) -> RouteFilter:
+    """Which parts a worker may claim, by mccmnc (see queue.RouteFilter).
+
+    A part goes to the first carrier of its route (`order_carriers`) that some worker serves
+    (`served`: holds a slot of it, or it has no slots, like the simulated carrier); the worker
+    claims it when that carrier is one of its own (`mine`), and fails over only among those.
+    Parts that no carrier serves wait in the queue; parts with no route at all are claimed (and
+    retried later, as before slots) by any worker that can submit something."""
+    if not mine:
+        return RouteFilter((), False)
+    prefixes = sorted({r.match for r in rules if r.match != "*"}, key=lambda p: (-len(p), p))
+
+    def decide(mccmnc: str) -> bool:
+        names = order_carriers(rules, mccmnc)
+        if not names:
+            return True
+        chosen = next((n for n in names if n in served), None)
+        return chosen is not None and chosen in mine
+
+    # every mccmnc whose longest matching prefix is p has the same carriers as p itself
+    return RouteFilter(tuple((p, decide(p)) for p in prefixes), decide(""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +159,21 @@ class Router:
         # carriers' mobile-originated messages (tikosms.inbound): given to every carrier that
         # takes them (an `on_inbound` attribute) as it starts
         self.on_inbound: InboundHandler | None = None
+        # bind slots (delivery.slots): set by the worker for a router from the database, whose
+        # SMPP carriers open only the binds of the slots this process holds
+        self.slots: SlotKeeper | None = None
+
+    @property
+    def managed(self) -> bool:
+        """Built from the database: its SMPP carriers bind slot by slot."""
+        return self._db is not None
 
     @classmethod
     async def from_database(cls, db: Database, settings: Settings) -> Router:
         wanted = await load_carrier_set(db)
         carriers: dict[str, Carrier] = {}
         for name, row in wanted.rows.items():
-            built = _build_or_log(row)
+            built = _build_or_log(row, managed=True)
             if built is not None:
                 carriers[name] = built
         rules = list(wanted.rules)
@@ -162,7 +197,9 @@ class Router:
         for name, carrier in self.carriers.items():
             self._attach_inbound(carrier)
             await carrier.start(_from_carrier(name, on_receipt))
-        pending = await _wait_bound(list(self.carriers.values()), bind_wait)
+        if self.slots is not None:
+            await self.slots.start()  # this process's share of the slots: their binds start
+        pending = await _wait_bound(self._bound_wanted(), bind_wait)
         if pending:
             log.warning("%d carrier(s) not bound after %.0f s; going on (parts fail over "
                         "or wait)", pending, bind_wait)
@@ -206,14 +243,23 @@ class Router:
             if current is not None and self._fingerprints.get(name) == wanted.fingerprints[name]:
                 carriers[name] = current  # unchanged: its binds stay as they are
             else:
-                built = _build_or_log(row)
+                built = _build_or_log(row, managed=self.slots is not None)
                 if built is None:
                     continue
                 self._attach_inbound(built)
                 await built.start(_from_carrier(name, self._on_receipt))
+                if self.slots is not None:
+                    self.slots.adopt(name, built)  # the slots held of it, within its binds
                 carriers[name] = built
                 started.append(built)
             fingerprints[name] = wanted.fingerprints[name]
+        if self.slots is not None and started:
+            try:  # a new carrier's slots taken now: it binds before it takes parts, as before
+                await self.slots.look(carriers)
+            except Exception as exc:  # the keeper's next look takes them
+                log.warning("carrier slots not taken at reload (%s)", type(exc).__name__)
+            started = [c for c in started if not getattr(c, "managed", False)
+                       or bool(getattr(c, "open_slots", None))]
         rules = list(wanted.rules)
         if wanted.simulated:
             sim = self.carriers.get(SIMULATED)
@@ -231,6 +277,8 @@ class Router:
         removed = [n for n in self.carriers if n not in carriers]
         self.carriers, self.rules, self._cache = carriers, rules, {}
         self._fingerprints, self._version = fingerprints, wanted.version
+        if self.slots is not None and removed:
+            self.slots.forget(removed)
         for carrier in retired:
             task = asyncio.create_task(self._retire(carrier), name=f"retire-{carrier.name}")
             self._retiring.add(task)
@@ -259,6 +307,12 @@ class Router:
             except Exception as exc:  # the database away, most often: one line, no trace
                 log.warning("reloading carriers failed (%s); trying again in %.1f s",
                             exc.__class__.__name__, period)
+
+    def _bound_wanted(self) -> list[Carrier]:
+        """The carriers worth waiting for at start: the managed ones only if they hold a
+        slot (one without any never binds here)."""
+        return [c for c in self.carriers.values()
+                if not getattr(c, "managed", False) or bool(getattr(c, "open_slots", None))]
 
     def _attach_inbound(self, carrier: Carrier) -> None:
         if self.on_inbound is not None and hasattr(carrier, "on_inbound"):
@@ -340,9 +394,9 @@ def _simulated(settings: Settings) -> SimulatedCarrier:
                             settings.sim_reject_ratio)
 
 
-def _build_or_log(row: Any) -> Carrier | None:
+def _build_or_log(row: Any, managed: bool = False) -> Carrier | None:
     try:
-        return build_carrier(row)
+        return build_carrier(row, managed)
     except (ValueError, TypeError) as exc:
         log.error("carrier %s is misconfigured and left out: %s (fix it with "
                   "`tikosms carriers update %s ...`)", row.name, exc, row.name)
@@ -377,7 +431,7 @@ async def _stop(carrier: Carrier) -> None:
         log.exception("stopping carrier %s failed", carrier.name)
 
 
-def build_carrier(row: Any) -> Carrier:
+def build_carrier(row: Any, managed: bool = False) -> Carrier:
     from tikosms.smpp.config import SmppCarrierConfig
     from tikosms.smpp.connector import SmppCarrier
 
@@ -386,8 +440,8 @@ def build_carrier(row: Any) -> Carrier:
         name=row.name, host=row.host, port=row.port, system_id=row.system_id,
         password=row.password, **extra,
     )
-    return SmppCarrier(config)
+    return SmppCarrier(config, managed=managed)
 
 
-__all__ = ["CarrierSet", "RouteRule", "Router", "build_carrier", "load_carrier_set",
-           "order_carriers"]
+__all__ = ["CarrierSet", "RouteRule", "Router", "build_carrier", "claim_filter",
+           "load_carrier_set", "order_carriers"]

@@ -44,8 +44,9 @@ from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
 from tikosms.delivery import expiry, poison, queue, rate_store, receipt_timeout, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
-from tikosms.delivery.notify import DueAccounts, PartsListener
+from tikosms.delivery.notify import CAMPAIGN, SINGLE, DueAccounts, PartsListener
 from tikosms.delivery.routing import Router
+from tikosms.delivery.slots import SlotKeeper
 from tikosms.delivery.transitions import Accepted, Rejected, Retry, Untrackable
 from tikosms.messaging import lifecycle
 from tikosms.observability import metrics
@@ -132,9 +133,10 @@ class DeliveryWorker:
         # the accounts with due parts: single sends, campaign parts (looked up every
         # ACCOUNTS_REFRESH s and after an idle poll; told by the wake-up signals in between)
         self._singles: set[int] = set()
-        self._accounts: list[int] = []
+        self._campaigns: set[int] = set()
         self._accounts_at = 0.0
         self._signalled: DueAccounts = {}  # told since the last claim began
+        self._turn = 0  # rotates the accounts' order from claim to claim
         self.listener: PartsListener | None = None
         self.max_unrecorded = settings.max_unrecorded or max(
             MIN_UNRECORDED, 2 * _window_capacity(router))
@@ -142,6 +144,11 @@ class DeliveryWorker:
         self._gate = asyncio.Semaphore(self.max_unrecorded)
         self._held: set[int] = set()
         self.rates: shared_rate.SharedRates | None = None
+        # bind slots: a router from the database binds only the slots this process leases,
+        # and the claims take only the parts of the carriers held (delivery.slots)
+        self.slots: SlotKeeper | None = None
+        if router.managed:
+            self.slots = router.slots = SlotKeeper(db, settings, router, self.owner)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -170,8 +177,8 @@ class DeliveryWorker:
         if accounts is None:
             self._accounts_at = 0.0
         else:
-            for account, campaign in accounts.items():
-                self._signalled[account] = self._signalled.get(account, False) or campaign
+            for account, kinds in accounts.items():
+                self._signalled[account] = self._signalled.get(account, 0) | kinds
         self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -192,7 +199,11 @@ class DeliveryWorker:
         for task in self._inflight.values():
             task.cancel()
         await self._flush(grace)
+        if self.slots is not None:
+            await self.slots.halt()  # no slot taken or renewed while the binds close
         await self.router.stop()
+        if self.slots is not None:
+            await self.slots.release_all()  # unbound: the next holder may bind at once
         if self.rates is not None:
             if shared_rate.installed() is self.rates:
                 shared_rate.install(None)
@@ -253,27 +264,35 @@ class DeliveryWorker:
         """Claimed parts, each with whether its status changes are announced (a callback URL
         of its own or its campaign's): recording skips the callback work for the others."""
         now = utcnow()
+        # bind slots: only the parts of the carriers this process holds a slot of
+        routes = queue.EVERYTHING if self.slots is None else self.slots.route_filter()
+        if routes.nothing:
+            return []
         # what the signals told since the last claim; what they tell from now on waits for the
         # next one (an account drained by this claim may have a send committed meanwhile)
         signalled, self._signalled = self._signalled, {}
-        self._singles.update(signalled)
-        for account, campaign in signalled.items():
-            if campaign and account not in self._accounts:
-                self._accounts.append(account)
+        told_singles = {a for a, kinds in signalled.items() if kinds & SINGLE}
+        told_campaigns = {a for a, kinds in signalled.items() if kinds & CAMPAIGN}
+        self._singles |= told_singles
+        self._campaigns |= told_campaigns
         refresh = time.monotonic() - self._accounts_at >= ACCOUNTS_REFRESH
         # PostgreSQL: each claim is one statement, atomic on its own; autocommit spares the
         # BEGIN and COMMIT round trips. SQLite: one writer, BEGIN IMMEDIATE.
         async with self.db.connect() if self.db.is_postgres else self.db.begin() as conn:
             if refresh:
-                singles, self._accounts = await queue.accounts_with_due_parts(conn, now)
-                self._singles = {*singles, *signalled}
+                singles, campaigns = await queue.accounts_with_due_parts(conn, now)
+                self._singles = {*singles, *told_singles}
+                self._campaigns = {*campaigns, *told_campaigns}
                 self._accounts_at = time.monotonic()
-            if not self._singles and not self._accounts:
+            if not self._singles and not self._campaigns:
                 return []
+            # each claim starts at another account: none is always served first
+            self._turn += 1
             result = await queue.claim(conn, self.owner, limit, now, self.settings.lease_seconds,
-                                       sorted(self._singles), self._accounts)
+                                       _rotated(self._singles, self._turn),
+                                       _rotated(self._campaigns, self._turn), routes)
         self._singles -= result.drained_singles
-        self._accounts = [a for a in self._accounts if a not in result.drained_campaigns]
+        self._campaigns -= result.drained_campaigns
         claimed = result.parts
         return [(OutboundPart(
             part_id=p.id, to=p.to, sender=p.sender, sender_type=p.sender_type,
@@ -537,6 +556,14 @@ class DeliveryWorker:
         await receipt_timeout.expire_unreceipted(self.db, self.settings, now)
         await self.router.housekeeping(self.db)
         await lifecycle.roll_up(self.db)  # campaign counts and completion, off the hot paths
+
+
+def _rotated(accounts: set[int], turn: int) -> list[int]:
+    ordered = sorted(accounts)
+    if not ordered:
+        return ordered
+    start = turn % len(ordered)
+    return ordered[start:] + ordered[:start]
 
 
 def _window_capacity(router: Router) -> int:

@@ -51,8 +51,10 @@ async def lookup(
     row = (
         await conn.execute(
             select(IdempotencyKey).where(
-                IdempotencyKey.account_id == account_id, IdempotencyKey.key == key
-            )
+                IdempotencyKey.account_id == account_id, IdempotencyKey.key == key,
+                # the partitions that can hold a live key (PostgreSQL: by created_at)
+                IdempotencyKey.created_at >= utcnow() - TTL,
+            ).order_by(IdempotencyKey.created_at.desc()).limit(1)
         )
     ).first()
     if row is None or utcnow() - row.created_at > TTL:

@@ -17,14 +17,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.engine import Database
 from tikosms.db.models import IdempotencyKey
 from tikosms.db.types import utcnow
-from tikosms.delivery.notify import DueAccounts, PartsSignal
+from tikosms.delivery.notify import CAMPAIGN, SINGLE, DueAccounts, PartsSignal
 from tikosms.errors import AccountSuspended, NotAuthenticated, PaymentRequired
 from tikosms.inbound.optouts import OptedOut, opted_out_sends
 from tikosms.messaging import batch_sql
@@ -112,25 +112,24 @@ class SendWriter:
         async with self.db.begin() as conn:
             outcomes = await self._write(conn, batch)
         self.batches += 1
-        if self.signal is not None:
-            due: DueAccounts = {}
-            for item, outcome in zip(batch, outcomes, strict=True):
-                if outcome == STORED and item.prepared.rows:
-                    p = item.prepared
-                    due[p.account_id] = (due.get(p.account_id, False)
-                                         or p.campaign[batch_sql.CAMPAIGN_KIND] != "single")
-            self.signal.stored(due)
         for item, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 item.done.set_exception(outcome)
             else:
                 item.done.set_result(outcome)
+        if self.signal is not None:
+            try:
+                self.signal.stored(_due_accounts(batch, outcomes))
+            except Exception:  # committed and answered: the workers find them by polling
+                log.exception("waking the delivery workers failed (they poll meanwhile)")
 
     async def _write(self, conn: AsyncConnection, batch: list[_Item]) -> list[Any]:
         """One batch in few round trips (PostgreSQL: the rows and the token check in one
         statement, then one statement per account that reserves and writes the ledger)."""
         now = utcnow()
         outcomes: list[Any] = [None] * len(batch)
+        if conn.dialect.name == "postgresql":
+            await _lock_keys(conn, batch)
         for i, item in enumerate(batch):
             p = item.prepared
             if item.idem is not None and not await _claim_key(conn, p.account_id, item, now):
@@ -205,6 +204,16 @@ class SendWriter:
         return outcomes
 
 
+def _due_accounts(batch: list[_Item], outcomes: list[Any]) -> DueAccounts:
+    due: DueAccounts = {}
+    for item, outcome in zip(batch, outcomes, strict=True):
+        p = item.prepared
+        if outcome == STORED and p.rows:
+            kind = SINGLE if p.campaign[batch_sql.CAMPAIGN_KIND] == "single" else CAMPAIGN
+            due[p.account_id] = due.get(p.account_id, 0) | kind
+    return due
+
+
 def _fail(batch: list[_Item], exc: BaseException) -> None:
     for item in batch:
         if not item.done.done():
@@ -231,12 +240,37 @@ async def _claim_key(conn: AsyncConnection, account_id: int, item: _Item, now: A
     await conn.execute(delete(IdempotencyKey).where(
         IdempotencyKey.account_id == account_id, IdempotencyKey.key == item.idem.key,
         IdempotencyKey.created_at < now - TTL))
+    if conn.dialect.name == "postgresql":
+        # partitioned by created_at (0012): the primary key holds only within a partition, so
+        # the key's lifetime is looked at (the partitions that can hold it) under its lock
+        taken = (await conn.execute(select(IdempotencyKey.key).where(
+            IdempotencyKey.account_id == account_id, IdempotencyKey.key == item.idem.key,
+            IdempotencyKey.created_at >= now - TTL).limit(1))).first()
+        if taken is not None:
+            return False
     stmt = _insert_ignore(conn).values(
         account_id=account_id, key=item.idem.key, endpoint=item.idem.endpoint,
         request_hash=item.idem.request_hash, status_code=200,
         response_body=item.payload.decode(), created_at=now,
     ).on_conflict_do_nothing().returning(IdempotencyKey.key)
     return (await conn.execute(stmt)).first() is not None
+
+
+# the namespace (first int4) of the idempotency keys' advisory locks: two-int4 locks never
+# meet single-bigint ones (the migration lock)
+_KEY_LOCK_SPACE = 0x69646D6B  # "idmk"
+
+
+async def _lock_keys(conn: AsyncConnection, batch: list[_Item]) -> None:
+    """Lock the batch's idempotency keys until the commit, in one order for every process (two
+    batches never deadlock on them): a request holding its key's lock is the only one that
+    can look for and insert the key, so a key is stored once across partitions."""
+    keys = sorted({f"{i.prepared.account_id}:{i.idem.key}" for i in batch if i.idem is not None})
+    if keys:
+        await conn.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock($1, hashtext(k)) "
+            "FROM unnest($2::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+            (_KEY_LOCK_SPACE, keys))
 
 
 def _insert_ignore(conn: AsyncConnection) -> Any:

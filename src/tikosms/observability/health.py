@@ -81,6 +81,9 @@ async def readiness(db: Database | None, worker: Any = None,
     for carrier_name, carrier in getattr(router, "carriers", {}).items():
         if carrier.available:
             result.checks[f"carrier {carrier_name}"] = "ok"
+        elif getattr(carrier, "managed", False) and not getattr(carrier, "open_slots", None):
+            # bind slots: other workers hold this carrier's binds; this one waits its turn
+            result.checks[f"carrier {carrier_name}"] = "no slot held (other workers bind)"
         else:
             reason = getattr(carrier, "last_error", "") or "no bind up"
             result.fail(f"carrier {carrier_name}", f"not bound: {reason}")

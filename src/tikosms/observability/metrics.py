@@ -73,6 +73,10 @@ SHARED_RATE = Gauge("tikosms_carrier_shared_rate_per_second",
 HTTP_IN_FLIGHT = Gauge("tikosms_http_requests_in_flight", "HTTP requests being answered",
                        multiprocess_mode="livesum")
 
+SLOTS_HELD = Gauge("tikosms_carrier_slots_held", "Bind slots of a carrier this process holds "
+                   "(summed over the live processes: the carrier's binds in use)", ["carrier"],
+                   multiprocess_mode="livesum")
+
 _THROTTLE_CODES = frozenset({"0x00000058", "0x00000014"})  # ESME_RTHROTTLED, ESME_RMSGQFUL
 _FINAL_RECEIPTS = frozenset({"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"})
 # submit times of accepted parts awaiting their receipt: (carrier, message id) -> monotonic s.
@@ -211,3 +215,8 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def slots_held(carrier: str, held: int) -> None:
+    """The bind slots of `carrier` this process holds now (delivery.slots)."""
+    SLOTS_HELD.labels(carrier).set(held)

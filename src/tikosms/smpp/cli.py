@@ -239,6 +239,8 @@ def format_counters(counters: SimulatorCounters) -> str:
         f"receipts_acked={counters.receipts_acked}/{counters.receipts_sent} "
         f"dropped_connections={counters.dropped_connections} "
         f"in_flight={counters.in_flight} max_in_flight={counters.max_in_flight} "
+        f"bound={counters.bound} max_bound={counters.max_bound} "
+        f"max_submits_per_second={counters.max_submits_per_second} "
         f"max_accepted_per_second={counters.max_accepted_per_second}"
     )
 

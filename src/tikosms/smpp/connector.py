@@ -7,6 +7,11 @@ submit_sm_resp to a `SubmitOutcome` (see `outcome_for_status`, and docs/smpp.md)
 
 Parts awaiting a submit_sm_resp when their bind is lost come back as RETRY: the SMSC may or may
 not have taken them, so resubmitting them may duplicate those parts (and only those).
+
+Slots (`managed=True`, as the delivery worker builds carriers from the database): `start()`
+opens no bind; each bind is a numbered slot (1..binds) opened by `open_slot` and closed by
+`close_slot` as the worker leases and loses slots (`tikosms.delivery.slots`), and the carrier's
+rate is the share of its slots held (`set_share`).
 """
 
 from __future__ import annotations
@@ -109,9 +114,11 @@ class BindStatus:
 class SmppCarrier:
     """An SMPP 3.4 carrier: several binds, a window per bind, a rate across binds."""
 
-    def __init__(self, config: SmppCarrierConfig, rates: SharedRates | None = None) -> None:
+    def __init__(self, config: SmppCarrierConfig, managed: bool = False,
+                 rates: SharedRates | None = None) -> None:
         self.config = config
         self.name = config.name
+        self.managed = managed  # binds opened slot by slot (open_slot), not all at start
         self.bucket = TokenBucket(config.tps)
         # the fleet's budget for this carrier (smpp/shared_rate.py): given here, or the one
         # the process installed (the delivery worker) when the carrier starts; None: the
@@ -119,6 +126,9 @@ class SmppCarrier:
         self.limiter: SharedRate | None = (
             rates.limiter_for(self.name, self.bucket) if rates is not None else None)
         self._binds: list[_Bind] = []
+        self._slots: dict[int, list[_Bind]] = {}  # slot number -> its connections
+        # set on every change of a bind's state or of the open slots, then replaced
+        self.changed = asyncio.Event()
         self._on_receipt: ReceiptHandler | None = None
         self._stopping = False
         self._next = 0
@@ -136,18 +146,54 @@ class SmppCarrier:
         rates = shared_rate.installed()
         if self.limiter is None and rates is not None:
             self.limiter = rates.limiter_for(self.name, self.bucket)
+        self._binds, self._slots = [], {}
+        if not self.managed:
+            for slot in range(1, self.config.binds + 1):
+                self.open_slot(slot)
+
+    def open_slot(self, slot: int) -> None:
+        """Open the bind of this slot (1..binds; both connections in transmitter_receiver
+        mode); returns at once, the bind comes up in the background."""
+        if slot in self._slots or self._stopping or not 1 <= slot <= self.config.binds:
+            return
         bind_types: list[BindType]
         if self.config.bind_mode == "transceiver":
             bind_types = ["transceiver"]
         else:
             bind_types = ["transmitter", "receiver"]
-        self._binds = [
-            _Bind(self, f"{self.name}#{index}" + ("" if len(bind_types) == 1 else bt[0]), bt)
-            for index in range(1, self.config.binds + 1)
-            for bt in bind_types
-        ]
-        for bind in self._binds:
+        binds = [_Bind(self, f"{self.name}#{slot}" + ("" if len(bind_types) == 1 else bt[0]),
+                       bt) for bt in bind_types]
+        self._slots[slot] = binds
+        self._binds = [*self._binds, *binds]
+        for bind in binds:
             bind.start()
+        self._notify()
+
+    async def close_slot(self, slot: int, drain_timeout: float | None = None) -> None:
+        """Unbind this slot's connections: no new submit goes there from now on; responses
+        in flight get up to `drain_timeout` s (default stop_timeout), then it unbinds."""
+        binds = self._slots.pop(slot, None)
+        if not binds:
+            return
+        self._binds = [b for b in self._binds if b not in binds]
+        self._notify()
+        await asyncio.gather(*(bind.stop(drain_timeout) for bind in binds))
+        self._notify()
+
+    @property
+    def open_slots(self) -> list[int]:
+        return sorted(self._slots)
+
+    def set_share(self, held: int, total: int) -> None:
+        """This process holds `held` of the carrier's `total` slots: its rate is that share of
+        the agreed one (`delivery.slots.slot_rate`)."""
+        from tikosms.delivery.slots import slot_rate
+
+        self.bucket.set_limit(slot_rate(self.config.tps, held, total))
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     async def submit(self, part: OutboundPart) -> SubmitOutcome:
         if self._stopping:
@@ -249,13 +295,11 @@ class SmppCarrier:
 
     async def wait_state(self, predicate: Callable[[], bool]) -> None:
         """Wait until predicate() holds, checked at each change of a bind's state."""
-        while not predicate():
-            waits = [asyncio.ensure_future(b.changed.wait()) for b in self._binds]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
+        while True:
+            changed = self.changed  # taken before the check: a change after it is not missed
+            if predicate():
+                return
+            await changed.wait()
 
     # -- internals --------------------------------------------------------------------------
 
@@ -387,11 +431,12 @@ class _Bind:
         in_flight = self.session.in_flight if self.session is not None else 0
         return BindStatus(self.label, self.bind_type, self.state, self.detail, in_flight)
 
-    async def stop(self) -> None:
+    async def stop(self, drain_timeout: float | None = None) -> None:
         self._stop.set()
         session = self.session
         if session is not None:
-            await session.unbind(drain_timeout=self.carrier.config.stop_timeout)
+            await session.unbind(drain_timeout=self.carrier.config.stop_timeout
+                                 if drain_timeout is None else drain_timeout)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -411,6 +456,7 @@ class _Bind:
         self.detail = detail
         self.changed.set()
         self.changed = asyncio.Event()
+        self.carrier._notify()
 
     async def _run(self) -> None:
         config = self.carrier.config

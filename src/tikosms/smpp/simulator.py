@@ -16,6 +16,11 @@ ESME_RTHROTTLED to that share of submit_sm whatever the rate; `no_id_ratio`, `na
 `drop_after` aborts a connection on its N-th submit_sm
 (that one and the others awaiting their response are dropped unanswered and never delivered).
 
+Counters (`SimulatorCounters`, printed by `tikosms smsc-sim` and served at its control port's
+`GET /counters`) include the binds up at once (`bound`, `max_bound`) and the most submit_sm
+received within any one sliding second (`max_submits_per_second`): what a carrier's limits on
+binds and rate see.
+
 Built on smpp34's codec for submit_sm / deliver_sm, not on `smpp34.Server`: that server
 accepts any password and cannot drop a connection, which the simulator must do.
 """
@@ -116,6 +121,10 @@ class SimulatorCounters:
     # the most submit_sm accepted within any one second (sliding), all binds together: what a
     # carrier checks against the rate agreed for the account
     max_accepted_per_second: int = 0
+    bound: int = 0  # connections bound now (all system_ids)
+    max_bound: int = 0  # ... the most at any moment
+    # the most submit_sm received within any one second (a sliding second, all binds)
+    max_submits_per_second: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +180,7 @@ class SmscSimulator:
         self._throttle_buckets: dict[str, tuple[float, float]] = {}  # "bucket": (time, tokens)
         self._accepted_times: collections.deque[float] = collections.deque()  # the last second
         self._port = self.config.port
+        self._recent_submits: collections.deque[float] = collections.deque()  # the last second
 
     @property
     def port(self) -> int:
@@ -328,6 +338,14 @@ class SmscSimulator:
         if len(times) > self.counters.max_accepted_per_second:
             self.counters.max_accepted_per_second = len(times)
 
+    def _count_rate(self, now: float) -> None:
+        recent = self._recent_submits
+        recent.append(now)
+        while now - recent[0] >= 1.0:
+            recent.popleft()
+        self.counters.max_submits_per_second = max(self.counters.max_submits_per_second,
+                                                   len(recent))
+
     def _new_message_id(self) -> str:
         message_id = f"{next(self._ids):x}"
         if self.config.long_id > len(message_id):
@@ -417,6 +435,7 @@ class _Connection:
         self.bind_command: int | None = None
         self.submit_count = 0
         self.closed = False
+        self.counted_bound = False  # counted in counters.bound
         self.pending: dict[int, asyncio.Future[int]] = {}  # our deliver_sm awaiting resp
         self.unanswered: set[int] = set()  # their submit_sm awaiting our resp
         self._sequence = itertools.count(1)
@@ -452,6 +471,9 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
+        if self.counted_bound:
+            self.counted_bound = False
+            self.sim.counters.bound -= 1
         out, self._out = self._out, []
         if out and not self.writer.transport.is_closing():  # e.g. an unbind_resp: sent first
             self.writer.write(b"".join(out))
@@ -519,7 +541,10 @@ class _Connection:
             return
         self.system_id = bind.system_id
         self.bind_command = command
+        self.counted_bound = True
         sim.counters.binds += 1
+        sim.counters.bound += 1
+        sim.counters.max_bound = max(sim.counters.max_bound, sim.counters.bound)
         self.send(response, sequence, c_string(sim.config.smsc_id))
         sim._notify()
 
@@ -537,6 +562,7 @@ class _Connection:
         assert isinstance(pdu, smpp34.SubmitSm)
         counters.submits += 1
         self.submit_count += 1
+        sim._count_rate(asyncio.get_running_loop().time())
         counters.in_flight += 1
         counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
         self.unanswered.add(sequence)

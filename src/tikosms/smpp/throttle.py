@@ -210,6 +210,21 @@ class TokenBucket:
         elif now - self._held_at <= HELD:
             self._rate += SS_GAIN * self.scale
 
+    def set_limit(self, limit: float | None) -> None:
+        """A new agreed rate (this process's share of the carrier's slots changed): the rate
+        in force scales with it, so a back-off already learned is kept in proportion."""
+        if limit == self.limit:
+            return
+        before, self.limit = self.limit, limit
+        if limit is None:
+            return  # no ceiling any more: probing goes on from the rate in force
+        now = self._clock()
+        if self._slow_start:  # a ceiling now: no need to look for one from below
+            self._slow_start, self._phase = False, "done"
+            self._set(limit, now, "share")
+        else:
+            self._set(self._rate * limit / before if before else limit, now, "share")
+
     def on_throttled(self) -> None:
         """Kept for callers that only report refusals."""
         self.on_result(True)

@@ -119,6 +119,7 @@ class SmppServer:
         HTTP API in `tikosms serve`; one of its own in a `tikosms smpp-server` process)."""
         self.db = db
         self.config = config or ServerConfig()
+        self._own_signal = signal is None  # a process of its own: closed on stop
         self.writer = SendWriter(db, signal=signal or PartsSignal(db))
         self.passwords = users.PasswordCheck()
         self.counters = ServerCounters()
@@ -167,6 +168,8 @@ class SmppServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
+        if self._own_signal and self.writer.signal is not None:
+            await self.writer.signal.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

@@ -4,8 +4,8 @@ Each process sending to an SMPP carrier takes its tokens in chunks from this row
 per chunk of ~5 % of the rate), and the adaptive throttling's rate is kept here too, so that
 N processes together never exceed the carrier's agreed (or found) rate.
 
-Revision ID: 0012
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-02 23:50:00
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012"
-down_revision: str | None = "0010"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
