@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -179,7 +180,9 @@ async def test_two_dispatchers_on_one_database_never_post_an_event_twice(
 ) -> None:
     await _setup(db)
     other_db = Database(settings.database_url)  # as a second process would have
-    async with CallbackReceiver() as receiver:
+    # Each answer takes 20 ms, so neither dispatcher can post all 1,500 events before the other
+    # has started: both must take part, and no event may be posted by both.
+    async with CallbackReceiver(delay=0.02) as receiver:
         parts = [(p, receiver.url) for p in range(1, 501)]
         for step, status in enumerate(STEPS):
             await _enqueue_step(db, parts, status, step)
@@ -188,8 +191,7 @@ async def test_two_dispatchers_on_one_database_never_post_an_event_twice(
             for database in (db, other_db)
         ]
         try:
-            for dispatcher in dispatchers:
-                await dispatcher.start()
+            await asyncio.gather(*(dispatcher.start() for dispatcher in dispatchers))
             await receiver.wait_for(len(parts) * len(STEPS), timeout=60)
         finally:
             for dispatcher in dispatchers:
