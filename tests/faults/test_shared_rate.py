@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL, _admin
 from tests.faults.pgproxy import PgProxy
-from tests.faults.smsc_proc import Receipts, carrier_for, drive, smsc_sim
+from tests.faults.smsc_proc import Receipts, carrier_for, drive, smsc_sim, sustained_rate
 from tikosms.db.engine import Database
 from tikosms.delivery.carrier import SubmitResult
 from tikosms.delivery.rate_store import PostgresRateStore
@@ -103,6 +103,44 @@ async def test_three_senders_together_stay_within_the_carriers_tps(
     assert counters["max_accepted_per_second"] <= tps * 1.1
 
 
+STEADY = ("probe", "back off", "rate-independent")  # the controller's judgements of a period
+
+
+async def test_three_senders_find_a_rate_limited_smscs_limit_as_one(
+    tmp_path: Path, stores: StoreFactory
+) -> None:
+    limit = 200
+    with smsc_sim(tmp_path, "--max-tps", str(limit)) as sim:
+        carriers = await _carriers(sim, 3, stores)  # no tps: the throttling finds it
+        try:
+            runs = await asyncio.gather(*(drive(c, 1000) for c in carriers))
+        finally:
+            await asyncio.gather(*(c.stop() for c in carriers))
+        counters = sim.counters()
+    assert all(o.result is SubmitResult.ACCEPTED for r in runs for o in r.finals.values())
+    started = min(r.started for r in runs)
+    achieved = sustained_rate(sorted(t for r in runs for t in r.accepted_at), started, skip=3.0)
+    refusals = counters["throttled"] / counters["submits"]
+    rates = [round(c.bucket.rate) for c in carriers]
+    judged = [sum(1 for _, why, _ in c.bucket.decisions if why in STEADY) for c in carriers]
+    print(f"limit={limit}/s achieved={achieved:.1f}/s together, refusals="
+          f"{counters['throttled']}/{counters['submits']} ({refusals:.2%}) rates={rates} "
+          f"judgements={judged} most in a second={counters['max_accepted_per_second']}")
+    for c in carriers:  # each sender's decisions, for a failure's output
+        t0 = c.bucket.decisions[0][0] if c.bucket.decisions else 0
+        print([(round(t - t0, 2), why, round(r or 0)) for t, why, r in c.bucket.decisions])
+    # measured 183-195/s (once 169/s: a limit first estimated low, then probed up slowly) and
+    # 1.2-4.3 % refusals over 24 runs on the shared 2-core machine (docs/reliability.md)
+    assert achieved >= 0.8 * limit
+    assert refusals < 0.05  # the reliability issue's target, as for one sender
+    # one rate for the fleet, not each its third (three controllers on their own answers
+    # settle at ~67/s each)
+    assert all(0.9 * limit <= rate <= 1.2 * limit for rate in rates)
+    # one controller judged the fleet's periods (the judge's lease may move once, at the end,
+    # when the judge's own parts are done first); on their own, each would judge every second
+    assert sorted(judged)[-2] <= 2, judged
+
+
 async def test_a_store_outage_neither_stops_sending_nor_lifts_the_rate(
     tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -118,7 +156,9 @@ async def test_a_store_outage_neither_stops_sending_nor_lifts_the_rate(
             carriers.append(carrier)
 
         async def outage() -> None:
-            await asyncio.sleep(1.5)  # the senders have measured that they are two
+            # the senders have measured their parts of the tokens (not always halves: each
+            # goes on alone at its own part, so the two add up to the rate)
+            await asyncio.sleep(1.5)
             proxy.cut()
             await asyncio.sleep(2.0)
             proxy.restore()

@@ -566,3 +566,13 @@ class CarrierRate(Base):
     rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     slow_start: Mapped[bool] = mapped_column(Boolean, default=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+    # the share of refusals that does not depend on the rate, as last decided
+    baseline: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # the fleet's submits answered and refused (throttled), ever: the judge's controller
+    # judges their differences over its periods
+    answered: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    refused: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # the process whose controller judges the fleet's answers, and when it last asked for
+    # tokens (the database's clock): a judge silent for JUDGE_LEASE seconds is replaced
+    judge: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    judge_seen: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")

@@ -1,15 +1,18 @@
 """The shared rates' store in PostgreSQL: one `carrier_rates` row per carrier, one statement
-per chunk of tokens (see tikosms.smpp.shared_rate for the algorithm)."""
+per chunk of tokens, which also adds the sender's answers to the fleet's counts and renews or
+hands over the judge's lease (see tikosms.smpp.shared_rate for the algorithm)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, Integer, bindparam, text
+from sqlalchemy import Boolean, Float, Integer, String, bindparam, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.smpp.shared_rate import (
+    JUDGE_LEASE,
     SLACK,
+    Answers,
     Decision,
     Grant,
     RedisRateStore,
@@ -21,7 +24,7 @@ from tikosms.smpp.shared_rate import (
 # the same for every machine); the row is locked for the one statement only (autocommit).
 _TAKE = text("""
 WITH old AS (
-    SELECT tat, extract(epoch FROM clock_timestamp())::float8 AS now
+    SELECT tat, judge, judge_seen, extract(epoch FROM clock_timestamp())::float8 AS now
     FROM carrier_rates WHERE carrier = :carrier FOR UPDATE
 ), upd AS (
     UPDATE carrier_rates AS r SET
@@ -30,18 +33,30 @@ WITH old AS (
         taken = r.taken + CASE WHEN old.tat <= old.now + :slack THEN :tokens ELSE 0 END,
         rate = CASE WHEN :publish THEN :rate ELSE r.rate END,
         slow_start = CASE WHEN :publish THEN :slow_start ELSE r.slow_start END,
-        version = r.version + CASE WHEN :publish THEN 1 ELSE 0 END
+        baseline = CASE WHEN :publish THEN :baseline ELSE r.baseline END,
+        version = r.version + CASE WHEN :publish THEN 1 ELSE 0 END,
+        answered = r.answered + :answered,
+        refused = r.refused + :refused,
+        judge = CASE WHEN old.judge IS NULL OR old.judge = :me
+                          OR old.judge_seen < old.now - :lease THEN :me ELSE old.judge END,
+        judge_seen = CASE WHEN old.judge IS NULL OR old.judge = :me
+                               OR old.judge_seen < old.now - :lease
+                          THEN old.now ELSE old.judge_seen END
     FROM old WHERE r.carrier = :carrier
-    RETURNING r.taken, r.rate, r.slow_start, r.version
+    RETURNING r.taken, r.rate, r.slow_start, r.baseline, r.version, r.answered, r.refused,
+              r.judge
 )
 SELECT old.tat <= old.now + :slack AS granted, old.tat - old.now - :slack AS wait,
-       upd.taken, upd.rate, upd.slow_start, upd.version
+       upd.taken, upd.rate, upd.slow_start, upd.baseline, upd.version, upd.answered,
+       upd.refused, upd.judge = :me AS judging
 FROM old, upd
 """).bindparams(
     bindparam("cost", type_=Float), bindparam("slack", type_=Float),
     bindparam("tokens", type_=Integer),
     bindparam("publish", type_=Boolean), bindparam("rate", type_=Float),
-    bindparam("slow_start", type_=Boolean),
+    bindparam("slow_start", type_=Boolean), bindparam("baseline", type_=Float),
+    bindparam("answered", type_=Integer), bindparam("refused", type_=Integer),
+    bindparam("me", type_=String), bindparam("lease", type_=Float),
 )
 _CREATE = text("""
 INSERT INTO carrier_rates (carrier, tat, taken, rate, slow_start, version)
@@ -57,12 +72,15 @@ class PostgresRateStore:
         self._known: set[str] = set()  # carriers whose row exists
 
     async def take(self, carrier: str, tokens: int, rate: float,
-                   decision: Decision | None) -> Grant:
+                   decision: Decision | None, answers: Answers) -> Grant:
         params = {
             "carrier": carrier, "cost": tokens / rate, "slack": SLACK, "tokens": tokens,
             "publish": decision is not None,
             "rate": decision.rate if decision else 0.0,
             "slow_start": decision.slow_start if decision else True,
+            "baseline": decision.baseline if decision else 0.0,
+            "answered": answers.answered, "refused": answers.refused,
+            "me": answers.sender, "lease": JUDGE_LEASE,
         }
         try:
             async with self.db.connect() as conn:
@@ -74,7 +92,8 @@ class PostgresRateStore:
             raise StoreDown(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from exc
         return Grant(bool(row.granted), float(row.wait), int(row.taken),
                      None if row.rate is None else float(row.rate), bool(row.slow_start),
-                     int(row.version))
+                     int(row.version), float(row.baseline), int(row.answered),
+                     int(row.refused), bool(row.judging))
 
     async def close(self) -> None:
         """The database is the worker's: nothing to close."""

@@ -20,19 +20,26 @@ the chunk's own duration. Over any second the fleet sends at most about 1.05-1.1
 credit.) The clock is the store's (PostgreSQL's `clock_timestamp()`, Redis's TIME), never the
 machines': their clocks may disagree.
 
-**Adaptive throttling, one for the fleet.** With no rate configured, each process's
-`TokenBucket` finds the carrier's limit from its refusals (smpp/throttle.py). Each process
-sees only its own answers, about 1/N of the fleet's: the rates it measures are scaled by the
-fleet's tokens over its own (`TokenBucket.scale`, measured from the store's running count).
-When a process's controller decides (limit found, back off, probe), the rate and whether it
-is still in slow start go to the store with its next chunk; the others adopt it with theirs
-(within a chunk's time, ~50 ms at full speed; a process waiting for tokens asks
-again within `IDLE_SYNC`); the token budget
-follows the rate.
+**Adaptive throttling, one for the fleet.** With no rate configured, the `TokenBucket` finds
+the carrier's limit from its refusals (smpp/throttle.py). Slow start runs in each process on
+its own answers (a full SMSC refuses every process's submits, so each sees the run or the rise
+of the share that ends it); the rates it measures then are scaled by the fleet's tokens over
+its own (`TokenBucket.scale`, measured from the store's running count). After slow start one
+controller judges for the fleet: every process adds the answers it had since its last chunk
+(answered, refused) to the store's running counts with its next request, and the process that
+holds the store's *judge* lease (the first to ask, for as long as it asks at least every
+`JUDGE_LEASE` seconds; then whoever asks next) judges each period on the differences of those
+counts: the fleet's answers, not its own share of them. The others do not judge; they adopt.
+So the fleet backs off once, probes once a period and tells rate-independent refusals apart as
+one sender does. Every decision (limit found, back off, probe) goes to the store with the
+deciding process's next chunk, with the baseline share of refusals; the others adopt it with
+theirs (within a chunk's time, ~50 ms at full speed; a process waiting for tokens asks again
+within `IDLE_SYNC`); the token budget follows the rate.
 
 **Outages.** A store that fails or does not answer within `STORE_TIMEOUT` is logged once and
-the process paces itself alone at its share of the rate (the rate / the processes seen
-sharing it, from the same count), trying the store again every `RETRY` seconds; once it
+the process paces itself alone at its share of the rate (its part of the fleet's tokens
+over the last second, from the same count: the shares add up to the rate, even when the
+processes were not given equal parts), trying the store again every `RETRY` seconds; once it
 answers, one line says so and the shared budget applies again.
 """
 
@@ -42,6 +49,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +68,7 @@ MIN_HOLD = 0.02  # seconds a chunk's tokens stay usable at least
 STORE_TIMEOUT = 1.0  # seconds a statement of the store may take before it counts as down
 RETRY = 1.0  # seconds between two tries of a store that is down
 IDLE_SYNC = 1.0  # seconds: an idle process still looks at the shared rate this often
+JUDGE_LEASE = 3.0  # seconds: a judge that has not asked for tokens for this long is replaced
 SCALE_WINDOW = 1.0  # seconds over which the fleet's share is measured (at least)
 MAX_SCALE = 64.0
 
@@ -74,6 +83,20 @@ class Grant:
     rate: float | None  # the fleet's rate as last decided by a controller (None: never)
     slow_start: bool
     version: int  # decisions published so far
+    baseline: float = 0.0  # the share of refusals not about the rate, as last decided
+    answered: int = 0  # the fleet's submits answered, ever (with this request's)
+    refused: int = 0  # ... of which throttled
+    judging: bool = True  # this sender holds the judge's lease
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """What one sender adds to the fleet's counts with a request: its answers since its last
+    request, and who it is (for the judge's lease)."""
+
+    sender: str
+    answered: int = 0
+    refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +105,7 @@ class Decision:
 
     rate: float
     slow_start: bool
+    baseline: float = 0.0
 
 
 class StoreDown(Exception):
@@ -94,9 +118,10 @@ class RateStore(Protocol):
     name: str
 
     async def take(self, carrier: str, tokens: int, rate: float,
-                   decision: Decision | None) -> Grant:
-        """Give `tokens` tokens of `carrier` at `rate` per second if its budget allows, and
-        publish `decision` if given; raises StoreDown."""
+                   decision: Decision | None, answers: Answers) -> Grant:
+        """Give `tokens` tokens of `carrier` at `rate` per second if its budget allows,
+        publish `decision` if given, add `answers` to the fleet's counts and give the judge's
+        lease to its sender if free (or its own); raises StoreDown."""
         ...
 
     async def close(self) -> None: ...
@@ -151,13 +176,18 @@ class SharedRate:
         self._expires = -math.inf  # a chunk's tokens left unused are dropped then
         self._own = 0  # tokens given to this process, ever
         self._samples: deque[tuple[float, int, int]] = deque()  # (time, fleet's, own)
-        self.processes = 1  # processes sharing the rate, as last measured (the fallback)
+        self.processes = 1  # processes sharing the rate, as last measured (for the logs)
+        self.part = 1.0  # this process's part of the fleet's tokens, last measured (fallback)
         self._published = 0  # bucket.decided as of the last decision sent
         self._seen: int | None = None  # the store's version last seen or written
         self._synced = -math.inf
         self.down_since: float | None = None
         self._retry_at = -math.inf
         self._alone_tat = -math.inf  # the fallback's own GCRA
+        self.sender = uuid.uuid4().hex[:16]  # this process's carrier object, for the lease
+        self._found: float | None = None  # the fleet's rate once a limit was found (stored)
+        self._answered = 0  # answers not yet added to the fleet's counts
+        self._refused = 0
 
     @property
     def rate(self) -> float:
@@ -167,7 +197,7 @@ class SharedRate:
     @property
     def share(self) -> float:
         """This process's part of the rate while the store is down."""
-        return max(self.bucket.min_rate, self.bucket.rate / self.processes)
+        return max(self.bucket.min_rate, self.bucket.rate * self.part)
 
     async def acquire(self) -> None:
         """Wait for one token of the fleet's budget."""
@@ -182,7 +212,14 @@ class SharedRate:
 
     def on_result(self, throttled: bool) -> None:
         """One submit answered (see TokenBucket.on_result)."""
+        self._answered += 1
+        self._refused += throttled
         self.bucket.on_result(throttled)  # a decision goes to the store with the next chunk
+
+    @property
+    def judging(self) -> bool:
+        """This process's controller judges for the fleet (or alone, the store down)."""
+        return self.bucket.judging
 
     # -- internals --------------------------------------------------------------------------
 
@@ -202,27 +239,47 @@ class SharedRate:
         decided = self.bucket.decided
         decision = None
         if decided != self._published:
-            decision = Decision(rate, self.bucket.slow_start)
+            found = self._found
+            if (found is not None and not self.bucket.slow_start and self.bucket.decisions
+                    and self.bucket.decisions[-1][1] == "limit found" and rate < found):
+                # another process found the limit first, higher: its estimate stands (a
+                # process that came late sees fewer of the fleet's answers, and says less)
+                self._published = decided
+                self.bucket.adopt(found, False)
+                rate = self.bucket.rate
+                tokens = chunk_for(rate)
+            else:
+                decision = Decision(rate, self.bucket.slow_start, self.bucket.baseline)
+        answers = Answers(self.sender, self._answered, self._refused)
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
-                grant = await self.store.take(self.carrier, tokens, rate, decision)
+                grant = await self.store.take(self.carrier, tokens, rate, decision, answers)
         except (StoreDown, TimeoutError) as exc:
+            # the answers meanwhile are this process's alone: its controller judges them
+            self._answered = self._refused = 0
+            self.bucket.alone()
             if self.down_since is None:
                 self.down_since = now
                 log.error("shared rate store %s unreachable for carrier=%s (%s): sending "
-                          "alone at this process's share, %.1f/s (of %.1f/s over %d "
+                          "alone at this process's share, %.1f/s (%.0f %% of %.1f/s, about %d "
                           "processes), until it is back", self.store.name, self.carrier,
-                          exc or type(exc).__name__, self.share, rate, self.processes)
+                          exc or type(exc).__name__, self.share, self.part * 100, rate,
+                          self.processes)
             self._retry_at = now + RETRY
             return self._alone(now, tokens)
         if self.down_since is not None:
             log.warning("shared rate store %s works again for carrier=%s (down %.0f s)",
                         self.store.name, self.carrier, now - self.down_since)
             self.down_since = None
+        self._answered -= answers.answered  # those are counted (more came meanwhile)
+        self._refused -= answers.refused
         if decision is not None:
             self._published = decided
             self._seen = grant.version
         self._follow(grant)
+        if grant.rate is not None and not grant.slow_start:
+            self._found = grant.rate
+        self.bucket.observe_fleet(grant.answered, grant.refused, grant.judging)
         now = self._clock()
         if not grant.granted:
             return max(0.001, min(grant.wait, IDLE_SYNC))
@@ -240,7 +297,7 @@ class SharedRate:
                 return  # first look: a configured rate is the operator's, not the past's
         if grant.version > self._seen and grant.rate is not None:
             self._seen = grant.version
-            self.bucket.adopt(grant.rate, grant.slow_start)
+            self.bucket.adopt(grant.rate, grant.slow_start, grant.baseline)
 
     def _measure(self, now: float, fleet: int) -> None:
         """The fleet's tokens over this process's, over the last second or more."""
@@ -251,9 +308,11 @@ class SharedRate:
         then, fleet_then, own_then = samples[0]
         if now - then < SCALE_WINDOW / 2 or self._own <= own_then:
             return
+        self.bucket.observe_fleet_rate((fleet - fleet_then) / (now - then))
         scale = (fleet - fleet_then) / (self._own - own_then)
         self.bucket.scale = min(MAX_SCALE, max(1.0, scale))
         self.processes = max(1, round(self.bucket.scale))
+        self.part = 1.0 / self.bucket.scale
 
     def _alone(self, now: float, tokens: int) -> float:
         """The store is down: a GCRA of this process's own at its share."""
@@ -282,13 +341,23 @@ if tat <= now + slack then
   granted = 1
 end
 if ARGV[3] == '1' then
-  redis.call('HSET', key, 'rate', ARGV[4], 'ss', ARGV[5])
+  redis.call('HSET', key, 'rate', ARGV[4], 'ss', ARGV[5], 'baseline', ARGV[7])
   redis.call('HINCRBY', key, 'version', 1)
 end
+redis.call('HINCRBY', key, 'answered', tonumber(ARGV[8]))
+redis.call('HINCRBY', key, 'refused', tonumber(ARGV[9]))
+local me = ARGV[10]
+local judge = redis.call('HGET', key, 'judge')
+local seen = tonumber(redis.call('HGET', key, 'judge_seen') or '0')
+if (not judge) or judge == me or seen < now - tonumber(ARGV[11]) then
+  redis.call('HSET', key, 'judge', me, 'judge_seen', string.format('%.6f', now))
+  judge = me
+end
 redis.call('EXPIRE', key, 86400)
-local v = redis.call('HMGET', key, 'taken', 'rate', 'ss', 'version')
+local v = redis.call('HMGET', key, 'taken', 'rate', 'ss', 'version', 'baseline', 'answered',
+                     'refused')
 return {granted, string.format('%.6f', tat - now - slack), v[1] or '0', v[2] or '', v[3] or '1',
-        v[4] or '0'}
+        v[4] or '0', v[5] or '0', v[6] or '0', v[7] or '0', judge == me and 1 or 0}
 """
 
 
@@ -307,7 +376,7 @@ class RedisRateStore:
         self._script = self._client.register_script(_REDIS_TAKE)
 
     async def take(self, carrier: str, tokens: int, rate: float,
-                   decision: Decision | None) -> Grant:
+                   decision: Decision | None, answers: Answers) -> Grant:
         from redis.exceptions import RedisError
 
         args: list[str | int | float] = [tokens, repr(tokens / rate)]
@@ -316,13 +385,16 @@ class RedisRateStore:
         else:
             args += ["1", repr(decision.rate), "1" if decision.slow_start else "0"]
         args.append(repr(SLACK))
+        args.append(repr(decision.baseline) if decision is not None else "0")
+        args += [answers.answered, answers.refused, answers.sender, repr(JUDGE_LEASE)]
         try:
-            granted, wait, taken, shared, slow, version = await self._script(
-                keys=[f"{self.prefix}rate:{carrier}"], args=args)
+            (granted, wait, taken, shared, slow, version, baseline, answered, refused,
+             judging) = await self._script(keys=[f"{self.prefix}rate:{carrier}"], args=args)
         except (RedisError, OSError) as exc:
             raise StoreDown(f"{type(exc).__name__}: {exc}") from exc
         return Grant(bool(int(granted)), float(wait), int(taken),
-                     float(shared) if shared else None, slow != b"0", int(version))
+                     float(shared) if shared else None, slow != b"0", int(version),
+                     float(baseline), int(answered), int(refused), bool(int(judging)))
 
     async def close(self) -> None:
         await self._client.aclose()

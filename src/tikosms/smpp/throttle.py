@@ -119,6 +119,7 @@ class TokenBucket:
         self._settling = False  # the current period follows a back-off: not judged
         self._clean = 0  # probes in a row (clean periods since the last back-off)
         self._ceiling = math.inf  # the rate last refused: faster probing stops there
+        self._ss_peak = 0.0  # the rate slow start had reached when it saw the limit
         self._in_a_row = 0  # refusals in a row
         self._baseline = 0.0  # share of refusals that does not depend on the rate
         self._backed_off: tuple[float, float] | None = None  # (rate before, share)
@@ -128,6 +129,14 @@ class TokenBucket:
         # sharing the carrier's rate, each sees about 1/N of the answers, and the rates it
         # measures from them are scaled by this to be the fleet's. 1.0: alone.
         self.scale = 1.0
+        # ... and after slow start one process's controller judges the fleet's answers: their
+        # running counts (answered, refused) as the store last gave them, and those at the
+        # start of the period; None: this bucket judges its own answers (alone)
+        self._fleet: tuple[int, int] | None = None
+        self._fleet_base: tuple[int, int] = (0, 0)
+        # (time, the fleet's answers, ever, and acceptances among them), from each chunk
+        self._fleet_seen: deque[tuple[float, int, int]] = deque()
+        self.judging = True  # False: another process judges for the fleet (this one adopts)
 
     @property
     def rate(self) -> float:
@@ -236,7 +245,39 @@ class TokenBucket:
         self._held_at = now
         self._period_held = True
 
-    def adopt(self, rate: float, slow_start: bool) -> None:
+    def observe_fleet(self, answered: int, refused: int, judging: bool) -> None:
+        """The fleet's answers so far (running counts from the shared store), and whether this
+        process's controller is the one that judges them (tikosms.smpp.shared_rate)."""
+        now = self._clock()
+        start = self._fleet is None or (judging and not self.judging)
+        self._fleet = (answered, refused)
+        seen = self._fleet_seen
+        seen.append((now, answered, answered - refused))
+        while len(seen) > 2 and now - seen[1][0] >= PERIOD:
+            seen.popleft()
+        self.judging = judging
+        if start:  # the fleet's counts from here: a period of its own
+            self._new_period(now, settle=self._settling)
+
+    def observe_fleet_rate(self, rate: float) -> None:
+        """The rate the fleet was given tokens at over the last second (from the store's
+        running count): in slow start, the rate the fleet's slow start has reached, whatever
+        this process's own (one that came late may still be far below the others); probing
+        after slow start may be faster up to it (`_ceiling`)."""
+        if self._slow_start:
+            self._ss_peak = max(self._ss_peak, rate)
+
+    def alone(self) -> None:
+        """No fleet's counts any more (the shared store is down): this bucket judges its own
+        answers, from a new period."""
+        if self._fleet is None and self.judging:
+            return
+        self._fleet = None
+        self._fleet_seen.clear()
+        self.judging = True
+        self._new_period(self._clock(), settle=self._settling)
+
+    def adopt(self, rate: float, slow_start: bool, baseline: float | None = None) -> None:
         """Take the rate another process's controller decided (tikosms.smpp.shared_rate): the
         fleet has one rate. A limit found elsewhere ends slow start here too; a lower rate is
         a back-off (the refusals were seen there): the next period is not judged; a higher one
@@ -246,12 +287,16 @@ class TokenBucket:
             rate = min(rate, self.limit)
         lower = rate < self._rate * 0.99
         if self._slow_start and not slow_start:
+            # a limit found elsewhere: probing may be faster up to half the rate the fleet's
+            # slow start had reached (this process's own rate now may be a search's)
             self._slow_start = False
             self._regrow = False
             self._phase = "done"
-            self._ceiling = rate
-            lower = True
-        if lower and not self._slow_start:
+            self._ceiling = max(rate, self._ss_peak / 2)
+            self._clean = 0
+            self._backed_off = None
+            self._new_period(now, settle=True)
+        elif lower and not self._slow_start:
             self._clean = 0
             self._backed_off = None
             self._ceiling = min(self._ceiling, self._rate)
@@ -264,6 +309,8 @@ class TokenBucket:
         self._rate = max(self.min_rate, rate)
         self._tokens = min(self._tokens, self._capacity())
         self._updated = now
+        if baseline is not None:
+            self._baseline = baseline
 
     # -- slow start -------------------------------------------------------------------------
 
@@ -272,6 +319,7 @@ class TokenBucket:
         self._trim(now)
         if self._in_a_row >= 3:
             return  # the start of a run, maybe (see _run_found): not a rise of the share
+        self._ss_peak = max(self._ss_peak, self._rate)
         recent = list(itertools.islice(reversed(self._answers), SS_RECENT))[::-1]
         recent_refused = sum(1 for _, t in recent if t)
         if recent_refused < SS_MIN_REFUSALS:
@@ -304,6 +352,7 @@ class TokenBucket:
         when its second began after ours (a fixed window: the end of its previous second is
         counted too); what it accepted over the second before it takes parts again is. So:
         send slowly until it accepts again (`_search_over`)."""
+        self._ss_peak = max(self._ss_peak, self._rate)
         if self._phase == "grow":
             refused = self._in_a_row
             self._ss_before = (self._ss_sent - refused, self._ss_throttled - refused)
@@ -319,7 +368,8 @@ class TokenBucket:
         self._learn_baseline()
         # what was accepted over the last second is a floor (a pause of the event loop
         # during the measure would make it look slower)
-        estimate = max(self._phase_accepted / elapsed * self.scale, self._accepted_rate(now))
+        estimate = max(self._phase_accepted / elapsed * self.scale, self._accepted_rate(now),
+                       self._fleet_floor())
         self._end_slow_start(estimate, now)
         self._regrow = True  # a rise of the share may have been chance: see _decide
 
@@ -330,6 +380,17 @@ class TokenBucket:
         second earlier, is counted too."""
         searched = now - self._phase_since
         estimate = self._accepted_rate(now)
+        if self._fleet is not None:
+            # the fleet's counts come late (with each process's next chunk): they include
+            # more of the faster second before than a count of one's own answers would
+            self._learn_baseline()
+            estimate = max(estimate, self._fleet_floor())
+            if searched > SEARCH_MAX * PERIOD:
+                self._phase = "grow"
+                self._set(max(SS_INITIAL, estimate), now, "slow start again")
+            else:
+                self._end_slow_start(estimate, now)
+            return
         if len(self._answers) >= 2:
             previous = self._answers[-2][0]
             gap = sum(
@@ -363,7 +424,10 @@ class TokenBucket:
         self._regrow = False
         self._phase = "done"
         rate = estimate / max(0.05, 1.0 - self._baseline)
-        self._ceiling = rate
+        # a fleet's estimate is of counts that come in chunks (noisier): probing may be faster
+        # up to half the rate the fleet's slow start had reached (it doubles about every
+        # quarter second: the limit was passed less than half a second before)
+        self._ceiling = rate if self._fleet is None else max(rate, self._ss_peak / 2)
         self._set(max(self.min_rate, rate * margin), now, "limit found")
         self._new_period(now, settle=True)
 
@@ -375,7 +439,12 @@ class TokenBucket:
             answers.popleft()
 
     def _accepted_rate(self, now: float) -> float:
-        """Answers not throttled over the last PERIOD, per second."""
+        """Answers not throttled over the last PERIOD, per second: the fleet's, from its
+        counts, when it shares a rate and they span most of a period; else this process's,
+        scaled."""
+        fleet = self._fleet_rates(PERIOD * 0.8)
+        if fleet is not None:
+            return fleet[1]
         self._trim(now)
         if not self._answers:
             return self.min_rate
@@ -383,15 +452,39 @@ class TokenBucket:
         accepted = sum(1 for t, throttled in self._answers if t > since and not throttled)
         return accepted / PERIOD * self.scale
 
+    def _fleet_rates(self, span: float) -> tuple[float, float] | None:
+        """The fleet's answers and acceptances per second over the last PERIOD, from its
+        counts as the store gave them (None: alone, or they span less than `span`)."""
+        seen = self._fleet_seen
+        if self._fleet is None or len(seen) < 2 or seen[-1][0] - seen[0][0] < span:
+            return None
+        (then, answered_then, accepted_then), (last, answered, accepted) = seen[0], seen[-1]
+        elapsed = last - then
+        return (answered - answered_then) / elapsed, (accepted - accepted_then) / elapsed
+
+    def _fleet_floor(self) -> float:
+        """A floor for a fleet's estimate of the limit at the end of slow start: half the rate
+        the fleet was answered at (a slow start doubles its rate about every quarter second:
+        the limit was passed less than half a second ago). One process's own answers early in
+        a run, its share of the fleet not yet measured, would say too little."""
+        fleet = self._fleet_rates(PERIOD / 4)
+        return 0.0 if fleet is None else fleet[0] / 2
+
+    def _period_answers(self) -> tuple[int, int]:
+        """(answered, refused) over the current period: the fleet's when it shares a rate."""
+        if self._fleet is None:
+            return self._period_sent, self._period_throttled
+        return self._fleet[0] - self._fleet_base[0], self._fleet[1] - self._fleet_base[1]
+
     def _decide(self, now: float) -> None:
-        if self._slow_start or now - self._period_start < PERIOD:
+        if self._slow_start or not self.judging or now - self._period_start < PERIOD:
             return
         if self._settling:
             # The answers of the period after a change still include submits sent before it
             # (and an SMSC's current window was spent before it): not judged.
             self._new_period(now)
             return
-        sent, throttled = self._period_sent, self._period_throttled
+        sent, throttled = self._period_answers()
         long_enough = now - self._period_start >= MAX_JUDGED * PERIOD
         if sent < MIN_SAMPLES and not (long_enough and sent >= 5):
             return  # too few answers to judge: the period goes on
@@ -432,7 +525,11 @@ class TokenBucket:
                 self._slow_start = True
                 self._phase = "grow"
         else:
-            accepted = self._accepted_rate(now) / max(0.05, 1.0 - self._baseline)
+            if self._fleet is None:
+                accepted = self._accepted_rate(now)
+            else:  # the fleet's acceptances over the period
+                accepted = (sent - throttled) / max(PERIOD, now - self._period_start)
+            accepted /= max(0.05, 1.0 - self._baseline)
             accepted = min(accepted, self._rate)
             # the rate before the first of back-offs in a row
             before = backed_off[0] if backed_off is not None else self._rate
@@ -453,6 +550,8 @@ class TokenBucket:
         self._period_sent = 0
         self._period_throttled = 0
         self._period_held = False
+        if self._fleet is not None:
+            self._fleet_base = self._fleet
 
     def _set(self, rate: float, now: float, why: str) -> None:
         if self.limit is not None:

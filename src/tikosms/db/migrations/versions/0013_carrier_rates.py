@@ -2,7 +2,9 @@
 
 Each process sending to an SMPP carrier takes its tokens in chunks from this row (one UPDATE
 per chunk of ~5 % of the rate), and the adaptive throttling's rate is kept here too, so that
-N processes together never exceed the carrier's agreed (or found) rate.
+N processes together never exceed the carrier's agreed (or found) rate. The fleet's answers are
+counted here too (answered, refused), for the one process (`judge`, a lease) whose controller
+judges them for the fleet.
 
 Revision ID: 0013
 Revises: 0012
@@ -30,6 +32,11 @@ def upgrade() -> None:
         sa.Column("rate", sa.Float(), nullable=True),
         sa.Column("slow_start", sa.Boolean(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("baseline", sa.Float(), nullable=False, server_default="0"),
+        sa.Column("answered", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("refused", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("judge", sa.String(length=40), nullable=True),
+        sa.Column("judge_seen", sa.Float(), nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("carrier", name=op.f("pk_carrier_rates")),
     )
 
