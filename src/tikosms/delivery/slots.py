@@ -15,8 +15,11 @@ carrier claim that carrier's parts (`claim_filter` in routing, applied in the cl
 - **A holder that cannot renew** (the database away, or the row now fenced by someone else:
   the renewal matched no row) closes that bind itself, a margin before its lease ends, so two
   binds never run for one slot.
-- **Rate**: until a shared limiter exists, each holder sends at the carrier's tps times the
-  share of its slots it holds (`slot_rate`), so the fleet never exceeds the agreed rate.
+- **Rate**: with a shared budget (PostgreSQL or Redis, tikosms.smpp.shared_rate) the holders
+  take their tokens from the carrier's one budget at the agreed rate, so a holder alone (the
+  other's slot lost or idle) may send at all of it; without one, each holder sends at the
+  carrier's tps times the share of its slots it holds (`slot_rate`), so the fleet never
+  exceeds the agreed rate.
 
 The built-in simulated carrier has no slots (every worker has it). On SQLite there is one
 worker: it holds every slot.
@@ -57,8 +60,9 @@ def share(slots: int, live_workers: int) -> int:
 
 
 def slot_rate(tps: float | None, held: int, total: int) -> float | None:
-    """This process's rate for a carrier: its share of the agreed `tps` (None: no limit).
-    Replaced by one shared limiter per carrier account later (issue 13, item 2)."""
+    """This process's rate for a carrier when the fleet shares no budget (SQLite, or
+    TIKOSMS_RATE_SHARED=0): its share of the agreed `tps` (None: no limit). With a shared
+    budget (tikosms.smpp.shared_rate) the agreed rate is the budget's."""
     if tps is None or total <= 0:
         return tps
     return tps * max(held, 1) / total

@@ -185,10 +185,15 @@ class SmppCarrier:
         return sorted(self._slots)
 
     def set_share(self, held: int, total: int) -> None:
-        """This process holds `held` of the carrier's `total` slots: its rate is that share of
-        the agreed one (`delivery.slots.slot_rate`)."""
+        """This process holds `held` of the carrier's `total` slots: without a shared budget
+        its rate is that share of the agreed one (`delivery.slots.slot_rate`); with one, the
+        agreed rate is the fleet's budget's (its chunks are costed at the rate in force, so
+        a share here would cap the whole fleet at that share)."""
         from tikosms.delivery.slots import slot_rate
 
+        if self.limiter is not None or shared_rate.installed() is not None:
+            self.bucket.set_limit(self.config.tps)
+            return
         self.bucket.set_limit(slot_rate(self.config.tps, held, total))
 
     def _notify(self) -> None:
