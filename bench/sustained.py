@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,9 @@ def closed_loop(url: str, seconds: float, *, method: str = "POST", body: str | N
         env["WRK_BODY"] = body
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
+    if shutil.which(WRK) is None:
+        raise SystemExit("bench/sustained.py needs wrk for its closed-loop load: "
+                         "apt-get install wrk")
     done = subprocess.run([WRK, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s",
                            "-s", str(procs.BENCH / "wrk_send.lua"), base], env=env,
                           capture_output=True, text=True, timeout=seconds + 60)

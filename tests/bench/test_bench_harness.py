@@ -6,6 +6,7 @@ ran the gateway as real processes and measured something beside its ceiling.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,9 @@ def test_sustained_reports_every_figure_of_a_step_beside_the_generator_ceiling(
     """A tiny sustained run on SQLite: the generators against bare_app.py, then `serve`
     delivering to the simulator at one open-loop rate and closed loop."""
     from bench import sustained
+
+    if shutil.which(sustained.WRK) is None:  # Debian's wrk: .ci/run installs it
+        pytest.skip("wrk is not installed (apt-get install wrk)")
 
     ladder = sustained.Ladder((50,), 1.0)
     ceiling = sustained.generator_ceiling(ladder, lambda n: tmp_path / f"{n}.log")
