@@ -200,7 +200,11 @@ async def test_two_dispatchers_on_one_database_never_post_an_event_twice(
     per_event = Counter(r.event_id for r in receiver.requests)
     assert len(per_event) == len(parts) * len(STEPS)
     assert set(per_event.values()) == {1}
-    assert all(d.delivered > 0 for d in dispatchers)  # both took part
+    if db.is_postgres:
+        # both took part (a fleet's dispatchers share the work). On SQLite, one process in
+        # production (`tikosms serve`), the first dispatcher's writes can keep the second from
+        # claiming at all under load (one writer): only the safety above is asserted there.
+        assert all(d.delivered > 0 for d in dispatchers)
 
 
 async def test_stop_records_the_posts_in_flight_and_gives_back_the_rest(
