@@ -312,7 +312,9 @@ class SharedRate:
         scale = (fleet - fleet_then) / (self._own - own_then)
         self.bucket.scale = min(MAX_SCALE, max(1.0, scale))
         self.processes = max(1, round(self.bucket.scale))
-        self.part = 1.0 / self.bucket.scale
+        # erring low: the parts of processes measured over different windows may add up to
+        # more than one (a margin: rounded up to a whole number of processes)
+        self.part = 1.0 / max(1, math.ceil(self.bucket.scale - 0.1))
 
     def _alone(self, now: float, tokens: int) -> float:
         """The store is down: a GCRA of this process's own at its share."""
