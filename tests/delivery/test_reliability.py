@@ -9,7 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import httpx
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import String, cast, func, insert, literal, select, update
 
 from tests.api.test_send import balance
 from tests.conftest import Customer
@@ -207,9 +207,9 @@ async def test_every_kept_receipt_is_applied_in_one_housekeeping_turn(
     async with db.begin() as conn:
         ids = [row[0] for row in await conn.execute(select(Part.id).order_by(Part.id))]
         assert len(ids) == 1_200
-        for pid in ids:
-            await conn.execute(update(Part).where(Part.id == pid).values(
-                status="ENROUTE", carrier="c", carrier_message_id=f"m{pid}", sent_at=now))
+        await conn.execute(update(Part).values(
+            status="ENROUTE", carrier="c", sent_at=now,
+            carrier_message_id=literal("m") + cast(Part.id, String)))
         await conn.execute(insert(PendingReceipt), [
             {"carrier_message_id": f"m{pid}", "status": "DELIVRD", "received_at": now,
              "done_at": now, "carrier": "c"} for pid in ids])

@@ -132,9 +132,7 @@ async def test_three_senders_find_a_rate_limited_smscs_limit_as_one(
     # measured 183-195/s (once 169/s: a limit first estimated low, then probed up slowly) and
     # 1.2-4.3 % refusals over 24 runs on the shared 2-core machine (docs/reliability.md)
     assert achieved >= 0.8 * limit
-    # 1.2-4.3 % alone on the machine; 5.9 % once inside the full suite (a loaded machine
-    # bunches the slow start's answers): the one sender's 5 % is not met for three every time
-    assert refusals < 0.08
+    assert refusals < 0.05  # the reliability issue's target, as for one sender
     # one rate for the fleet, not each its third (three controllers on their own answers
     # settle at ~67/s each)
     assert all(0.9 * limit <= rate <= 1.2 * limit for rate in rates)
