@@ -125,7 +125,8 @@ async def test_three_senders_find_a_rate_limited_smscs_limit_as_one(
     judged = [sum(1 for _, why, _ in c.bucket.decisions if why in STEADY) for c in carriers]
     print(f"limit={limit}/s achieved={achieved:.1f}/s together, refusals="
           f"{counters['throttled']}/{counters['submits']} ({refusals:.2%}) rates={rates} "
-          f"judgements={judged} most in a second={counters['max_accepted_per_second']}")
+          f"judgements={judged} most in a second={counters['max_accepted_per_second']} "
+          f"baselines={[round(c.bucket.baseline, 3) for c in carriers]}")
     for c in carriers:  # each sender's decisions, for a failure's output
         t0 = c.bucket.decisions[0][0] if c.bucket.decisions else 0
         print([(round(t - t0, 2), why, round(r or 0)) for t, why, r in c.bucket.decisions])

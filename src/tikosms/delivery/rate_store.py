@@ -24,17 +24,18 @@ from tikosms.smpp.shared_rate import (
 # the same for every machine); the row is locked for the one statement only (autocommit).
 _TAKE = text("""
 WITH old AS (
-    SELECT tat, judge, judge_seen, extract(epoch FROM clock_timestamp())::float8 AS now
+    SELECT tat, judge, judge_seen, extract(epoch FROM clock_timestamp())::float8 AS now,
+           :publish AND (:base < 0 OR version = :base) AS pub
     FROM carrier_rates WHERE carrier = :carrier FOR UPDATE
 ), upd AS (
     UPDATE carrier_rates AS r SET
         tat = CASE WHEN old.tat <= old.now + :slack
                    THEN greatest(old.tat, old.now - :slack) + :cost ELSE old.tat END,
         taken = r.taken + CASE WHEN old.tat <= old.now + :slack THEN :tokens ELSE 0 END,
-        rate = CASE WHEN :publish THEN :rate ELSE r.rate END,
-        slow_start = CASE WHEN :publish THEN :slow_start ELSE r.slow_start END,
-        baseline = CASE WHEN :publish THEN :baseline ELSE r.baseline END,
-        version = r.version + CASE WHEN :publish THEN 1 ELSE 0 END,
+        rate = CASE WHEN old.pub THEN :rate ELSE r.rate END,
+        slow_start = CASE WHEN old.pub THEN :slow_start ELSE r.slow_start END,
+        baseline = CASE WHEN old.pub THEN :baseline ELSE r.baseline END,
+        version = r.version + CASE WHEN old.pub THEN 1 ELSE 0 END,
         answered = r.answered + :answered,
         refused = r.refused + :refused,
         judge = CASE WHEN old.judge IS NULL OR old.judge = :me
@@ -48,12 +49,13 @@ WITH old AS (
 )
 SELECT old.tat <= old.now + :slack AS granted, old.tat - old.now - :slack AS wait,
        upd.taken, upd.rate, upd.slow_start, upd.baseline, upd.version, upd.answered,
-       upd.refused, upd.judge = :me AS judging
+       upd.refused, upd.judge = :me AS judging, old.pub AS published
 FROM old, upd
 """).bindparams(
     bindparam("cost", type_=Float), bindparam("slack", type_=Float),
     bindparam("tokens", type_=Integer),
-    bindparam("publish", type_=Boolean), bindparam("rate", type_=Float),
+    bindparam("publish", type_=Boolean), bindparam("base", type_=Integer),
+    bindparam("rate", type_=Float),
     bindparam("slow_start", type_=Boolean), bindparam("baseline", type_=Float),
     bindparam("answered", type_=Integer), bindparam("refused", type_=Integer),
     bindparam("me", type_=String), bindparam("lease", type_=Float),
@@ -76,6 +78,7 @@ class PostgresRateStore:
         params = {
             "carrier": carrier, "cost": tokens / rate, "slack": SLACK, "tokens": tokens,
             "publish": decision is not None,
+            "base": -1 if decision is None or decision.base is None else decision.base,
             "rate": decision.rate if decision else 0.0,
             "slow_start": decision.slow_start if decision else True,
             "baseline": decision.baseline if decision else 0.0,
@@ -93,7 +96,7 @@ class PostgresRateStore:
         return Grant(bool(row.granted), float(row.wait), int(row.taken),
                      None if row.rate is None else float(row.rate), bool(row.slow_start),
                      int(row.version), float(row.baseline), int(row.answered),
-                     int(row.refused), bool(row.judging))
+                     int(row.refused), bool(row.judging), bool(row.published))
 
     async def close(self) -> None:
         """The database is the worker's: nothing to close."""

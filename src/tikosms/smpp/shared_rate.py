@@ -34,7 +34,12 @@ So the fleet backs off once, probes once a period and tells rate-independent ref
 one sender does. Every decision (limit found, back off, probe) goes to the store with the
 deciding process's next chunk, with the baseline share of refusals; the others adopt it with
 theirs (within a chunk's time, ~50 ms at full speed; a process waiting for tokens asks again
-within `IDLE_SYNC`); the token budget follows the rate.
+within `IDLE_SYNC`); the token budget follows the rate. A decision names the version it was
+decided on and is published only if no other came since (compare-and-set): a decision from
+older evidence never overwrites a newer one (a late slow start's "limit reached" once wrote
+4/s over the fleet's 200/s found a moment before); the process adopts the newer one instead,
+except two estimates of the limit at once, where the higher stands. A process in slow start
+that adopts another's "limit reached" searches from that rate as if it had seen the run.
 
 **Outages.** A store that fails or does not answer within `STORE_TIMEOUT` is logged once and
 the process paces itself alone at its share of the rate (its part of the fleet's tokens
@@ -87,6 +92,7 @@ class Grant:
     answered: int = 0  # the fleet's submits answered, ever (with this request's)
     refused: int = 0  # ... of which throttled
     judging: bool = True  # this sender holds the judge's lease
+    published: bool = False  # the request's decision was published (not stale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,9 @@ class Decision:
     rate: float
     slow_start: bool
     baseline: float = 0.0
+    # the store's version it was decided on: published only if no other came since (a
+    # decision from older evidence must not overwrite a newer one); None: in any case
+    base: int | None = None
 
 
 class StoreDown(Exception):
@@ -120,8 +129,9 @@ class RateStore(Protocol):
     async def take(self, carrier: str, tokens: int, rate: float,
                    decision: Decision | None, answers: Answers) -> Grant:
         """Give `tokens` tokens of `carrier` at `rate` per second if its budget allows,
-        publish `decision` if given, add `answers` to the fleet's counts and give the judge's
-        lease to its sender if free (or its own); raises StoreDown."""
+        publish `decision` if given and still based on the latest version, add `answers` to
+        the fleet's counts and give the judge's lease to its sender if free (or its own);
+        raises StoreDown."""
         ...
 
     async def close(self) -> None: ...
@@ -249,7 +259,8 @@ class SharedRate:
                 rate = self.bucket.rate
                 tokens = chunk_for(rate)
             else:
-                decision = Decision(rate, self.bucket.slow_start, self.bucket.baseline)
+                decision = Decision(rate, self.bucket.slow_start, self.bucket.baseline,
+                                    self._seen)
         answers = Answers(self.sender, self._answered, self._refused)
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
@@ -274,8 +285,18 @@ class SharedRate:
         self._answered -= answers.answered  # those are counted (more came meanwhile)
         self._refused -= answers.refused
         if decision is not None:
-            self._published = decided
-            self._seen = grant.version
+            if grant.published:
+                self._published = decided
+                self._seen = grant.version
+            elif (not decision.slow_start and grant.rate is not None and not grant.slow_start
+                  and self.bucket.decisions and self.bucket.decisions[-1][1] == "limit found"
+                  and decision.rate > grant.rate):
+                # two processes found the limit at once: the higher estimate stands (one
+                # that came late sees fewer of the fleet's answers, and says less); ours
+                # goes again, on the version just seen
+                self._seen = grant.version
+            else:
+                self._published = decided  # another decided since: theirs is adopted
         self._follow(grant)
         if grant.rate is not None and not grant.slow_start:
             self._found = grant.rate
@@ -308,7 +329,6 @@ class SharedRate:
         then, fleet_then, own_then = samples[0]
         if now - then < SCALE_WINDOW / 2 or self._own <= own_then:
             return
-        self.bucket.observe_fleet_rate((fleet - fleet_then) / (now - then))
         scale = (fleet - fleet_then) / (self._own - own_then)
         self.bucket.scale = min(MAX_SCALE, max(1.0, scale))
         self.processes = max(1, round(self.bucket.scale))
@@ -342,9 +362,13 @@ if tat <= now + slack then
   redis.call('HINCRBY', key, 'taken', n)
   granted = 1
 end
-if ARGV[3] == '1' then
+local published = 0
+local base = tonumber(ARGV[12])
+if ARGV[3] == '1' and (base < 0 or tonumber(redis.call('HGET', key, 'version') or '0') == base)
+then
   redis.call('HSET', key, 'rate', ARGV[4], 'ss', ARGV[5], 'baseline', ARGV[7])
   redis.call('HINCRBY', key, 'version', 1)
+  published = 1
 end
 redis.call('HINCRBY', key, 'answered', tonumber(ARGV[8]))
 redis.call('HINCRBY', key, 'refused', tonumber(ARGV[9]))
@@ -359,7 +383,7 @@ redis.call('EXPIRE', key, 86400)
 local v = redis.call('HMGET', key, 'taken', 'rate', 'ss', 'version', 'baseline', 'answered',
                      'refused')
 return {granted, string.format('%.6f', tat - now - slack), v[1] or '0', v[2] or '', v[3] or '1',
-        v[4] or '0', v[5] or '0', v[6] or '0', v[7] or '0', judge == me and 1 or 0}
+        v[4] or '0', v[5] or '0', v[6] or '0', v[7] or '0', judge == me and 1 or 0, published}
 """
 
 
@@ -389,14 +413,17 @@ class RedisRateStore:
         args.append(repr(SLACK))
         args.append(repr(decision.baseline) if decision is not None else "0")
         args += [answers.answered, answers.refused, answers.sender, repr(JUDGE_LEASE)]
+        args.append(-1 if decision is None or decision.base is None else decision.base)
         try:
             (granted, wait, taken, shared, slow, version, baseline, answered, refused,
-             judging) = await self._script(keys=[f"{self.prefix}rate:{carrier}"], args=args)
+             judging, published) = await self._script(
+                keys=[f"{self.prefix}rate:{carrier}"], args=args)
         except (RedisError, OSError) as exc:
             raise StoreDown(f"{type(exc).__name__}: {exc}") from exc
         return Grant(bool(int(granted)), float(wait), int(taken),
                      float(shared) if shared else None, slow != b"0", int(version),
-                     float(baseline), int(answered), int(refused), bool(int(judging)))
+                     float(baseline), int(answered), int(refused), bool(int(judging)),
+                     bool(int(published)))
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -28,12 +28,16 @@ judges the answers of the last period:
 
 - no refusals beyond the baseline share: probe upward gently, `PROBE` a period, faster after
   several clean periods or well under the rate last refused (only when the bucket held senders
-  back: a rate nobody uses is not raised);
+  back: a rate nobody uses is not raised); past the rate last refused, gently again, then
+  faster up to `BEYOND` a period (a limit estimated low, or one that rose, is found again in
+  seconds);
 - more refusals than that: back off to the rate the SMSC actually *accepted* over the period
   (scaled up by the baseline share), not to half: an SMSC with a limit of 200/s accepted 200
-  in the last second, so 200/s is where to go, not 100/s; at most `BACK_OFF` at a time;
-- if the previous period was a back-off and the lower rate did not lower the share of
-  refusals, the refusals are not about rate (congestion, per-destination throttles): that share
+  in the last second, so 200/s is where to go, not 100/s; at most `BACK_OFF` at the first, and
+  at most halved for the next ones in a row (a second period of refusals confirms the first);
+- if the previous period was a back-off and the lower rate lowered neither the share of
+  refusals nor kept the rate accepted (a rate limit accepts its limit whatever is sent; a
+  back-off still above it leaves the share about as it was), the refusals are not about rate (congestion, per-destination throttles): that share
   becomes the baseline, the rate goes back to where it was before the back-off, and the
   refused parts are simply retried (by the connector). A rate limit met later still shows as
   refusals above the baseline. That verdict waits for `NOT_HELPED_REFUSALS` refusals (several
@@ -54,10 +58,13 @@ from collections.abc import Callable
 
 PERIOD = 1.0  # seconds between two decisions of the controller
 PROBE = 0.02  # fraction of the rate added per clean period (the first three in a row)
-MAX_PROBE = 0.25  # ... then doubling each period up to this
+MAX_PROBE = 0.25  # ... then doubling each period up to this (below the rate last refused)
+BEYOND = 0.15  # ... and up to this past it, from the third clean period there (a limit that
+# was estimated low, or has risen, is found again in a few seconds, not at 2 % a second)
 TOLERANCE = 0.01  # share of refusals above the baseline still taken as "clean"
 MARGIN = 0.97  # a back-off goes a little below the measured accepted rate (jitter at the edge)
-BACK_OFF = 0.9  # ... but not below this fraction of the rate at once
+BACK_OFF = 0.9  # ... but not below this fraction of the rate at once (the first back-off)
+BACK_OFF_AGAIN = 0.5  # ... and this for the next ones in a row
 MIN_SAMPLES = 20  # answers needed in a period to judge it
 NOT_HELPED = 0.7  # a back-off "helped" when the share fell below this fraction of the last one
 NOT_HELPED_REFUSALS = 10  # refusals needed for that verdict (not noise)
@@ -118,11 +125,13 @@ class TokenBucket:
         self._period_held = False  # the bucket held senders back during the period
         self._settling = False  # the current period follows a back-off: not judged
         self._clean = 0  # probes in a row (clean periods since the last back-off)
+        self._beyond = 0  # ... of which past the rate last refused
         self._ceiling = math.inf  # the rate last refused: faster probing stops there
-        self._ss_peak = 0.0  # the rate slow start had reached when it saw the limit
         self._in_a_row = 0  # refusals in a row
         self._baseline = 0.0  # share of refusals that does not depend on the rate
-        self._backed_off: tuple[float, float] | None = None  # (rate before, share)
+        # (the rate before the back-offs in a row, the share of refusals at the last, the
+        # rate accepted in the period that led to the first)
+        self._backed_off: tuple[float, float, float] | None = None
         self.decisions: list[tuple[float, str, float | None]] = []  # (time, what, rate): logs
         self.decided = 0  # decisions taken here (_set), for a shared rate to publish
         # The fleet's answers over this process's (tikosms.smpp.shared_rate): with N processes
@@ -259,14 +268,6 @@ class TokenBucket:
         if start:  # the fleet's counts from here: a period of its own
             self._new_period(now, settle=self._settling)
 
-    def observe_fleet_rate(self, rate: float) -> None:
-        """The rate the fleet was given tokens at over the last second (from the store's
-        running count): in slow start, the rate the fleet's slow start has reached, whatever
-        this process's own (one that came late may still be far below the others); probing
-        after slow start may be faster up to it (`_ceiling`)."""
-        if self._slow_start:
-            self._ss_peak = max(self._ss_peak, rate)
-
     def alone(self) -> None:
         """No fleet's counts any more (the shared store is down): this bucket judges its own
         answers, from a new period."""
@@ -287,24 +288,29 @@ class TokenBucket:
             rate = min(rate, self.limit)
         lower = rate < self._rate * 0.99
         if self._slow_start and not slow_start:
-            # a limit found elsewhere: probing may be faster up to half the rate the fleet's
-            # slow start had reached (this process's own rate now may be a search's)
+            # a limit found elsewhere: as if found here
             self._slow_start = False
             self._regrow = False
             self._phase = "done"
-            self._ceiling = max(rate, self._ss_peak / 2)
-            self._clean = 0
+            self._ceiling = rate
+            self._clean = self._beyond = 0
             self._backed_off = None
             self._new_period(now, settle=True)
+        elif lower and slow_start and self._phase == "grow":
+            # a limit reached elsewhere (the rate is that process's search's): search here
+            # too, from that rate (a run of refusals here would divide it again)
+            self._ss_before = (self._ss_sent, self._ss_throttled)
+            self._phase_start(now, "search")
         elif lower and not self._slow_start:
-            self._clean = 0
+            self._clean = self._beyond = 0
             self._backed_off = None
-            self._ceiling = min(self._ceiling, self._rate)
+            self._ceiling = self._rate  # refused there
             self._new_period(now, settle=True)
         elif not self._slow_start:
             # a probe elsewhere, on the same evidence as this period's: it counts as ours (N
             # processes each probing once a period would probe N times as fast)
             self._clean += 1
+            self._beyond += self._rate >= self._ceiling
             self._new_period(now)
         self._rate = max(self.min_rate, rate)
         self._tokens = min(self._tokens, self._capacity())
@@ -319,7 +325,6 @@ class TokenBucket:
         self._trim(now)
         if self._in_a_row >= 3:
             return  # the start of a run, maybe (see _run_found): not a rise of the share
-        self._ss_peak = max(self._ss_peak, self._rate)
         recent = list(itertools.islice(reversed(self._answers), SS_RECENT))[::-1]
         recent_refused = sum(1 for _, t in recent if t)
         if recent_refused < SS_MIN_REFUSALS:
@@ -352,7 +357,6 @@ class TokenBucket:
         when its second began after ours (a fixed window: the end of its previous second is
         counted too); what it accepted over the second before it takes parts again is. So:
         send slowly until it accepts again (`_search_over`)."""
-        self._ss_peak = max(self._ss_peak, self._rate)
         if self._phase == "grow":
             refused = self._in_a_row
             self._ss_before = (self._ss_sent - refused, self._ss_throttled - refused)
@@ -424,10 +428,10 @@ class TokenBucket:
         self._regrow = False
         self._phase = "done"
         rate = estimate / max(0.05, 1.0 - self._baseline)
-        # a fleet's estimate is of counts that come in chunks (noisier): probing may be faster
-        # up to half the rate the fleet's slow start had reached (it doubles about every
-        # quarter second: the limit was passed less than half a second before)
-        self._ceiling = rate if self._fleet is None else max(rate, self._ss_peak / 2)
+        # the estimate is the rate last refused: probing past it starts gently, and speeds
+        # up if it was low (a fleet's, from counts that come in chunks, may be)
+        self._ceiling = rate
+        self._clean = self._beyond = 0
         self._set(max(self.min_rate, rate * margin), now, "limit found")
         self._new_period(now, settle=True)
 
@@ -497,7 +501,10 @@ class TokenBucket:
             if self._period_held:
                 # 2 % a period; doubling from the fourth clean period in a row, or from the
                 # second well under the rate last refused (a rate far under the limit, after
-                # an estimate spoiled by a pause of the event loop, is not kept long)
+                # an estimate spoiled by a pause of the event loop, is not kept long), up to
+                # that rate; past it, 2 % again and doubling from the third clean period
+                # there, at most BEYOND (a limit estimated low is not approached at 2 % a
+                # second; one back-off undoes a step)
                 far = self._rate < self._ceiling * 0.95
                 step = min(MAX_PROBE, PROBE * 2 ** max(0, self._clean - (0 if far else 2)))
                 self._clean += 1
@@ -505,6 +512,9 @@ class TokenBucket:
                 if self._rate < self._ceiling:
                     # faster only up to the rate last refused
                     grown = max(grown, min(self._rate * (1 + step), self._ceiling))
+                else:
+                    self._beyond += 1
+                    grown = self._rate * (1 + min(BEYOND, PROBE * 2 ** max(0, self._beyond - 2)))
                 self._set(grown if self.limit is None else min(self.limit, grown), now, "probe")
         elif backed_off is not None and throttled < NOT_HELPED_REFUSALS and not long_enough:
             return  # too few refusals to tell whether the back-off helped: the period goes on
@@ -513,8 +523,13 @@ class TokenBucket:
             and throttled >= NOT_HELPED_REFUSALS
             and share >= backed_off[1] * NOT_HELPED
             and self._rate <= backed_off[0] * SLOWER
+            and self._accepted(now, sent, throttled)
+            < backed_off[2] * (1 - (1 - self._rate / backed_off[0]) / 2)
         ):
-            # Slowing down did not lower the share: those refusals are not about the rate.
+            # Slowing down did not lower the share, and the SMSC accepted less with the rate:
+            # those refusals are not about the rate. (Under a rate limit it accepts its
+            # limit whatever is sent: a back-off still above it leaves the share of refusals
+            # about where it was, but not the rate accepted.)
             self._backed_off = None
             self._baseline = share
             self._set(backed_off[0], now, "rate-independent")
@@ -525,24 +540,30 @@ class TokenBucket:
                 self._slow_start = True
                 self._phase = "grow"
         else:
-            if self._fleet is None:
-                accepted = self._accepted_rate(now)
-            else:  # the fleet's acceptances over the period
-                accepted = (sent - throttled) / max(PERIOD, now - self._period_start)
-            accepted /= max(0.05, 1.0 - self._baseline)
-            accepted = min(accepted, self._rate)
-            # the rate before the first of back-offs in a row
-            before = backed_off[0] if backed_off is not None else self._rate
-            self._backed_off = (before, share)
-            self._clean = 0
+            measured = self._accepted(now, sent, throttled)
+            accepted = min(measured / max(0.05, 1.0 - self._baseline), self._rate)
+            # the rate before the first of back-offs in a row, and what was accepted then
+            before, accepted_before = (
+                (self._rate, measured) if backed_off is None else (backed_off[0], backed_off[2]))
+            self._clean = self._beyond = 0
             self._ceiling = self._rate
-            # at most BACK_OFF at a time: a pause of the event loop (here or at the SMSC)
-            # bunches submits and refusals, and makes the accepted rate look low
-            rate = max(accepted * MARGIN, self._rate * BACK_OFF)
+            # at most BACK_OFF at the first: a pause of the event loop (here or at the SMSC)
+            # bunches submits and refusals, and makes the accepted rate look low; a second
+            # period of refusals in a row confirms it (at most halved, as TCP does)
+            floor = self._rate * (BACK_OFF if backed_off is None else BACK_OFF_AGAIN)
+            self._backed_off = (before, share, accepted_before)
+            rate = max(accepted * MARGIN, floor)
             self._set(max(self.min_rate, rate), now, "back off")
             self._new_period(now, settle=True)
             return
         self._new_period(now)
+
+    def _accepted(self, now: float, sent: int, throttled: int) -> float:
+        """The rate the SMSC accepted: over the last second (this process's answers, scaled),
+        or over the period (the fleet's)."""
+        if self._fleet is None:
+            return self._accepted_rate(now)
+        return (sent - throttled) / max(PERIOD, now - self._period_start)
 
     def _new_period(self, now: float, settle: bool = False) -> None:
         self._settling = settle
