@@ -21,7 +21,7 @@ from tikosms.db.engine import Database
 from tikosms.delivery.carrier import SubmitResult
 from tikosms.delivery.rate_store import PostgresRateStore
 from tikosms.smpp.connector import SmppCarrier
-from tikosms.smpp.shared_rate import RateStore, RedisRateStore, SharedRates
+from tikosms.smpp.shared_rate import Answers, Decision, RateStore, RedisRateStore, SharedRates
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 StoreFactory = Callable[[], RateStore]
@@ -83,6 +83,24 @@ async def _carriers(sim: object, count: int, make: StoreFactory,
         carrier.limiter = SharedRates(make()).limiter_for(carrier.name, carrier.bucket)
         carriers.append(carrier)
     return carriers
+
+
+async def test_a_decision_taken_on_an_older_version_is_not_published(
+    stores: StoreFactory,
+) -> None:
+    """Compare-and-set: a process whose decision was taken before another's was published
+    (a late slow start's "limit reached" at 4/s after the fleet found 200/s) does not write it
+    over; it is told the newer one, adopts it, and may decide again on it."""
+    a, b = stores(), stores()
+    found = await a.take("acme", 1, 100.0, Decision(200.0, False), Answers("a"))
+    assert found.published and found.rate == 200.0 and not found.slow_start
+    stale = await b.take("acme", 1, 100.0, Decision(4.0, True, base=found.version - 1),
+                         Answers("b"))
+    assert not stale.published
+    assert (stale.rate, stale.slow_start, stale.version) == (200.0, False, found.version)
+    again = await b.take("acme", 1, 100.0, Decision(190.0, False, base=stale.version),
+                         Answers("b"))
+    assert again.published and again.rate == 190.0 and again.version == found.version + 1
 
 
 async def test_three_senders_together_stay_within_the_carriers_tps(

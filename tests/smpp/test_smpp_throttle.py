@@ -354,3 +354,29 @@ def test_a_back_off_takes_at_most_a_tenth_off_the_rate() -> None:
         bucket.on_result(i % 2 == 0)
     clock.now += 0.01
     assert bucket.rate == pytest.approx(300.0 * BACK_OFF)
+
+
+def test_a_limit_estimated_low_is_found_again_within_seconds() -> None:
+    """A fleet's estimate from counts that come in chunks may be half the limit: past the rate
+    last refused the probing speeds up (it once crept up at 2 % a second, 105/s to 156/s in
+    17 s against a limit of 200/s)."""
+    clock = Clock()
+    bucket = TokenBucket(None, clock=clock)
+    bucket.adopt(100.0, slow_start=False)  # the limit "found" at 100/s
+    run = run_against(bucket, clock, limit=200, ratio=0.0, seconds=12, measure_from=9)
+    assert run.accepted_late / run.seconds_late >= 0.85 * 200
+    assert run.refused / run.submits < 0.05
+
+
+def test_a_back_off_still_above_the_limit_is_not_taken_for_rate_independent_refusals() -> None:
+    """At 340/s against 200/s, a tenth off still meets the limit and leaves the share of
+    refusals about as it was; what the SMSC accepted did not change with the rate, so the
+    refusals are the rate's: backed off again, not learned as a baseline of 35 % (which sent
+    340/s into the limit for the rest of the run)."""
+    clock = Clock()
+    bucket = TokenBucket(None, clock=clock)
+    bucket.adopt(340.0, slow_start=False)
+    run = run_against(bucket, clock, limit=200, ratio=0.0, seconds=10, measure_from=6)
+    assert bucket.baseline < 0.02
+    assert bucket.rate <= 200 * 1.06
+    assert run.accepted_late / run.seconds_late >= 0.9 * 200
