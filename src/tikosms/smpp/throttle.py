@@ -35,13 +35,15 @@ judges the answers of the last period:
   (scaled up by the baseline share), not to half: an SMSC with a limit of 200/s accepted 200
   in the last second, so 200/s is where to go, not 100/s; at most `BACK_OFF` at the first, and
   at most halved for the next ones in a row (a second period of refusals confirms the first);
-- if the previous period was a back-off and the lower rate lowered neither the share of
-  refusals nor kept the rate accepted (a rate limit accepts its limit whatever is sent; a
-  back-off still above it leaves the share about as it was), the refusals are not about rate (congestion, per-destination throttles): that share
-  becomes the baseline, the rate goes back to where it was before the back-off, and the
-  refused parts are simply retried (by the connector). A rate limit met later still shows as
-  refusals above the baseline. That verdict waits for `NOT_HELPED_REFUSALS` refusals (several
-  periods at a low rate) rather than backing off again on too few.
+- if the previous period was a back-off and the lower rate did not lower the share of
+  refusals, and the rate accepted fell with the rate sent (a rate limit accepts its limit
+  whatever is sent: a back-off still above it leaves the share about where it was, but not
+  the rate accepted), the refusals are not about rate (congestion, per-destination
+  throttles): that share becomes the baseline, the rate goes back to where it was before
+  the back-off, and the refused parts are simply retried (by the connector). A rate limit met
+  later still shows as refusals above the baseline. That verdict waits for
+  `NOT_HELPED_REFUSALS` refusals (several periods at a low rate) rather than backing off
+  again on too few.
 
 A configured `limit` is where the bucket starts (no slow start) and a ceiling the probing never
 passes.
@@ -71,6 +73,7 @@ NOT_HELPED_REFUSALS = 10  # refusals needed for that verdict (not noise)
 SLOWER = 0.95  # ... and a rate at most this fraction of the one before (it did slow down)
 MAX_JUDGED = 5.0  # periods a judgement may wait for enough answers or refusals
 HELD = 0.2  # seconds: the bucket "holds senders back" if one waited this recently
+USED = 0.9  # a fleet's period is probed from when its answers came at this share of the rate
 
 SS_INITIAL = 50.0  # parts per second at the start of slow start
 SS_GAIN = 2.8  # parts per second added per answer in slow start: x2 about every 0.25 s
@@ -498,7 +501,11 @@ class TokenBucket:
         backed_off = self._backed_off
         if share <= self._baseline + max(TOLERANCE, noise):
             self._backed_off = None
-            if self._period_held:
+            # a rate nobody uses is not raised: the bucket held senders back, and a fleet's
+            # answers came at about the rate (its senders wait for chunks whether or not they
+            # could send faster: a waiter is no proof)
+            used = self._fleet is None or sent >= USED * self._rate * (now - self._period_start)
+            if self._period_held and used:
                 # 2 % a period; doubling from the fourth clean period in a row, or from the
                 # second well under the rate last refused (a rate far under the limit, after
                 # an estimate spoiled by a pause of the event loop, is not kept long), up to
@@ -541,7 +548,10 @@ class TokenBucket:
                 self._phase = "grow"
         else:
             measured = self._accepted(now, sent, throttled)
-            accepted = min(measured / max(0.05, 1.0 - self._baseline), self._rate)
+            # what was accepted per second, and what was accepted of the rate (the share of
+            # refusals: the same counts over and under, whenever they came in): the higher
+            accepted = min(max(measured, self._rate * (1 - share))
+                           / max(0.05, 1.0 - self._baseline), self._rate)
             # the rate before the first of back-offs in a row, and what was accepted then
             before, accepted_before = (
                 (self._rate, measured) if backed_off is None else (backed_off[0], backed_off[2]))
