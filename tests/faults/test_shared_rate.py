@@ -148,8 +148,8 @@ async def test_three_senders_find_a_rate_limited_smscs_limit_as_one(
     for c in carriers:  # each sender's decisions, for a failure's output
         t0 = c.bucket.decisions[0][0] if c.bucket.decisions else 0
         print([(round(t - t0, 2), why, round(r or 0)) for t, why, r in c.bucket.decisions])
-    # measured 183-195/s (once 169/s: a limit first estimated low, then probed up slowly) and
-    # 1.2-4.3 % refusals over 24 runs on the shared 2-core machine (docs/reliability.md)
+    # measured 191-197/s and 2.5-4.9 % refusals over 10 runs with two busy loops beside it on
+    # the shared 2-core machine (docs/reliability.md)
     assert achieved >= 0.8 * limit
     assert refusals < 0.05  # the reliability issue's target, as for one sender
     # one rate for the fleet, not each its third (three controllers on their own answers
