@@ -14,8 +14,9 @@ about 20 statements a second for the whole fleet) from a store every process rea
 The store keeps a GCRA ("generic cell rate algorithm"): `tat`, the time at which the tokens
 given so far are spent at the rate. A chunk of n tokens is given only when `tat` has passed,
 and moves it n/rate seconds on; so over any interval of T seconds the fleet is given at most
-rate x T + n tokens, and a process spends its chunk at once or drops what is left of it after
-the chunk's own duration. Over any second the fleet sends at most about 1.05-1.1 x the rate.
+rate x T + n tokens, and a process drops what is left of its chunk after the chunk's own
+duration. It spends a quarter of the chunk at once and paces the rest (`UPFRONT`, `PACE`), so
+a chunk adds about a quarter of itself to the most sent in any second, not all of it.
 (`SLACK` aside: a chunk may come 10 ms early, and a sender asking a little late keeps that
 credit.) The clock is the store's (PostgreSQL's `clock_timestamp()`, Redis's TIME), never the
 machines': their clocks may disagree.
@@ -70,6 +71,9 @@ MAX_CHUNK = 500  # tokens: a chunk is never larger (a very high rate)
 # up and asks a round trip after `tat` loses nothing (over any second, at most 2 x this more)
 SLACK = 0.01
 MIN_HOLD = 0.02  # seconds a chunk's tokens stay usable at least
+UPFRONT = 0.25  # share of a chunk usable at once; the rest is paced ...
+PACE = 0.7  # ... at this fraction of the time per token at the rate (ahead of the chunk's end:
+# a sender woken a little late still spends it)
 STORE_TIMEOUT = 1.0  # seconds a statement of the store may take before it counts as down
 RETRY = 1.0  # seconds between two tries of a store that is down
 IDLE_SYNC = 1.0  # seconds: an idle process still looks at the shared rate this often
@@ -182,8 +186,11 @@ class SharedRate:
         self.store = store
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._tokens = 0
+        self._tokens = 0  # left of the chunk
         self._expires = -math.inf  # a chunk's tokens left unused are dropped then
+        self._chunk = 0  # the chunk's size
+        self._given_at = -math.inf
+        self._spacing = 0.0  # seconds between two of its tokens past the first UPFRONT
         self._own = 0  # tokens given to this process, ever
         self._samples: deque[tuple[float, int, int]] = deque()  # (time, fleet's, own)
         self.processes = 1  # processes sharing the rate, as last measured (for the logs)
@@ -215,7 +222,11 @@ class SharedRate:
             return
         async with self._lock:
             while not self._take():
-                delay = await self._refill()
+                now = self._clock()
+                if self._tokens > 0 and now < self._expires:
+                    delay = self._due(now)  # the chunk's next token, paced
+                else:
+                    delay = await self._refill()
                 if delay > 0:
                     self.bucket.note_held()
                     await asyncio.sleep(delay)
@@ -234,10 +245,26 @@ class SharedRate:
     # -- internals --------------------------------------------------------------------------
 
     def _take(self) -> bool:
-        if self._tokens > 0 and self._clock() < self._expires:
+        now = self._clock()
+        if self._tokens > 0 and now < self._expires and self._due(now) == 0.0:
             self._tokens -= 1
             return True
         return False
+
+    def _due(self, now: float) -> float:
+        """Seconds until the chunk's next token is due: a quarter of it at once, the rest
+        paced over most of its time (spent at once, a chunk adds itself to the most sent in
+        a second: 15 over 300/s; paced, it adds a quarter)."""
+        used = self._chunk - self._tokens
+        upfront = math.ceil(self._chunk * UPFRONT)
+        return max(0.0, self._given_at + (used + 1 - upfront) * self._spacing - now)
+
+    def _hold(self, now: float, tokens: int, rate: float) -> None:
+        """A chunk of `tokens` given at `rate`: usable for its time (at least MIN_HOLD)."""
+        self._tokens = self._chunk = tokens
+        self._given_at = now
+        self._spacing = PACE / rate
+        self._expires = now + max(MIN_HOLD, tokens / rate)
 
     async def _refill(self) -> float:
         """Ask for a chunk: 0.0 when given (self._tokens refilled), else seconds to wait."""
@@ -306,8 +333,7 @@ class SharedRate:
             return max(0.001, min(grant.wait, IDLE_SYNC))
         self._own += tokens
         self._measure(now, grant.taken)
-        self._tokens = tokens
-        self._expires = now + max(MIN_HOLD, tokens / rate)
+        self._hold(now, tokens, rate)
         return 0.0
 
     def _follow(self, grant: Grant) -> None:
@@ -343,8 +369,7 @@ class SharedRate:
         share = self.share
         tokens = chunk_for(share)
         self._alone_tat = now + tokens / share
-        self._tokens = tokens
-        self._expires = now + max(MIN_HOLD, tokens / share)
+        self._hold(now, tokens, share)
         return 0.0
 
 
