@@ -19,7 +19,7 @@ from tikosms.db.engine import Database
 from tikosms.db.models import ATTEMPTS_CAP, IdempotencyKey, Part, PendingReceipt
 from tikosms.db.types import utcnow
 from tikosms.delivery import queue
-from tikosms.delivery.carrier import OutboundPart, SubmitOutcome, SubmitResult
+from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitOutcome, SubmitResult
 from tikosms.delivery.routing import Router, RouteRule
 from tikosms.delivery.worker import DeliveryWorker
 
@@ -218,3 +218,40 @@ async def test_every_kept_receipt_is_applied_in_one_housekeeping_turn(
         statuses = [row[0] for row in await conn.execute(select(Part.status))]
         kept = (await conn.execute(select(func.count()).select_from(PendingReceipt))).scalar()
     assert statuses.count("DELIVRD") == 1_200 and kept == 0
+
+
+async def test_a_receipt_kept_while_another_worker_records_its_submit_is_applied_soon(
+    client: httpx.AsyncClient, customer: Customer, db: Database, settings: Settings
+) -> None:
+    # A fleet: the receipt comes on this worker's bind while the submitting worker's record
+    # is in flight; each looked for the other inside its own transaction and both missed. A
+    # second look soon after applies it, not the housekeeping turn (off here) 5 s later.
+    r = await client.post("/v1/message", headers=customer.headers, json={
+        "from": "Shop", "to": "380501234567", "message": "hi"})
+    assert r.status_code == 200, r.text
+    worker = DeliveryWorker(db, settings, Router({}, []))
+
+    async def no_housekeeping() -> None:
+        return None
+
+    worker.housekeeping_once = no_housekeeping  # type: ignore[method-assign]
+    await worker.start()
+    try:
+        await worker.on_receipt(Receipt("m-1", "DELIVRD", carrier="c"))
+        async with db.connect() as conn:
+            kept = (await conn.execute(select(func.count()).select_from(PendingReceipt))).scalar()
+        assert kept == 1
+        async with db.begin() as conn:  # the other worker's record, its look having missed
+            await conn.execute(update(Part).values(
+                status="ENROUTE", carrier="c", sent_at=utcnow(), carrier_message_id="m-1"))
+
+        async def applied() -> bool:
+            async with db.connect() as conn:
+                return (await conn.execute(select(Part.status))).scalar() == "DELIVRD"
+
+        await wait_for(applied, 3.0, "the kept receipt applied")
+    finally:
+        await worker.stop()
+    async with db.connect() as conn:
+        kept = (await conn.execute(select(func.count()).select_from(PendingReceipt))).scalar()
+    assert kept == 0

@@ -325,6 +325,8 @@ async def record_receipts(
              "done_at": r.done_at, "received_at": now, "carrier": r.carrier}
             for r in unmatched for cid in (r.carrier_message_id, *r.alt_ids)
         ])
+        conn.info.setdefault(RECEIPTS_KEPT, []).extend(
+            cid for r in unmatched for cid in (r.carrier_message_id, *r.alt_ids))
         for r in unmatched:
             log.info("receipt before its submit was recorded: carrier_message_id=%s status=%s "
                      "(kept; applied when the submit is recorded)", r.carrier_message_id, r.status)
@@ -332,6 +334,7 @@ async def record_receipts(
 
 
 EVENTS_WRITTEN = "tikosms_events_written"  # conn.info key: status events in this transaction
+RECEIPTS_KEPT = "tikosms_receipts_kept"  # conn.info key: ids of the receipts kept in it
 
 
 async def announce(conn: AsyncConnection, rows: list[dict[str, Any]], now: datetime,

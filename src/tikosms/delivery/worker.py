@@ -31,7 +31,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +89,8 @@ def _brief(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {first[:160]}"
 
 PENDING_BATCH = 1000  # kept receipts applied per transaction by the housekeeping
+# seconds after receipts were kept before a second look for their parts (see _second_look)
+SECOND_LOOK = 0.5
 NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tried again
 # Parts handed to carriers ahead of time are at most this many seconds of their measured
 # throughput: a single message claimed now waits behind no more than that in a carrier's queue
@@ -128,6 +130,8 @@ class DeliveryWorker:
         self._claim_trouble = DatabaseTrouble("claiming parts")
         self._records: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._kept: set[str] = set()  # ids of receipts kept since the last second look
+        self._kept_now = asyncio.Event()
         self.submitted = 0
         self._finished = 0  # submissions answered, for the throughput estimate
         self.target_inflight = min(max_inflight, 256)
@@ -164,6 +168,7 @@ class DeliveryWorker:
             asyncio.create_task(self._lease_keeper(), name="lease-keeper"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._pace(), name="pace"),
+            asyncio.create_task(self._second_look(), name="second-look"),
         ]
         for task in self._tasks:
             task.add_done_callback(_report_death)
@@ -428,6 +433,7 @@ class DeliveryWorker:
                 now = utcnow()
                 async with self.db.begin() as conn:
                     conn.info.pop(transitions.EVENTS_WRITTEN, None)  # left by another caller
+                    conn.info.pop(transitions.RECEIPTS_KEPT, None)
                     await transitions.record_accepted(
                         conn, [i.value for i in batch if i.kind == "accepted"], now)
                     await transitions.record_untrackable(
@@ -440,7 +446,12 @@ class DeliveryWorker:
                     await transitions.record_receipts(
                         conn, [i.value for i in batch if i.kind == "receipt"], now)
                     # kept with the pooled connection: taken now, whatever happens next
-                    return int(conn.info.pop(transitions.EVENTS_WRITTEN, 0))
+                    events = int(conn.info.pop(transitions.EVENTS_WRITTEN, 0))
+                    kept = conn.info.pop(transitions.RECEIPTS_KEPT, None)
+                if kept:  # committed: a second look for their parts soon
+                    self._kept.update(kept)
+                    self._kept_now.set()
+                return events
             except Exception as exc:
                 if poison.is_data_error(exc):
                     raise _DataRefused(str(exc)) from exc
@@ -525,26 +536,53 @@ class DeliveryWorker:
                 trouble.ok()
             await asyncio.sleep(5)
 
-    async def _apply_pending_receipts(self, now: datetime) -> None:
+    async def _second_look(self) -> None:
+        """Receipts kept because their part was not on record yet get a second look, SECOND_LOOK
+        seconds after, not at the next housekeeping turn (5 s). A fleet's receipt often comes
+        on another worker's bind while the submitting worker's record is in flight: each side
+        looks for the other inside its own transaction, two at once miss each other, and a
+        look after both have committed closes it (bench/fleet.py: receipts trailed the submits
+        of two workers by the housekeeping's wait)."""
+        trouble = DatabaseTrouble("applying kept receipts")
+        while True:
+            await self._kept_now.wait()
+            await asyncio.sleep(SECOND_LOOK)
+            self._kept_now.clear()
+            ids, self._kept = sorted(self._kept), set()
+            try:
+                await self._apply_pending_receipts(utcnow(), ids)
+            except Exception as exc:
+                trouble.failed(exc, "the housekeeping turn applies them")
+            else:
+                trouble.ok()
+
+    async def _apply_pending_receipts(self, now: datetime,
+                                      ids: Sequence[str] | None = None) -> None:
         """Receipts kept because they came before their submit was recorded elsewhere (another
         worker's bind): applied once their part, of their own carrier, is ENROUTE. All of them,
         a thousand a transaction: one batch per turn (every 5 s) held a fleet's receipts at
-        200/s (bench/fleet.py: 2,199 receipts/s with one worker, 1,197/s with two)."""
-        while True:
-            async with self.db.begin() as conn:
-                pending = (await conn.execute(
-                    select(PendingReceipt.id).join(
-                        Part, (Part.carrier_message_id == PendingReceipt.carrier_message_id)
-                        & Part.carrier_message_id.is_not(None)  # the partial index
-                        & (Part.status == ENROUTE)
-                        & (PendingReceipt.carrier.is_(None)
-                           | (PendingReceipt.carrier == Part.carrier))
-                    ).limit(PENDING_BATCH)
-                )).all()
-                if pending:
-                    await transitions.apply_pending_receipts(conn, [p[0] for p in pending], now)
-            if len(pending) < PENDING_BATCH:
-                return
+        200/s (bench/fleet.py: 2,199 receipts/s with one worker, 1,197/s with two). `ids`:
+        only the receipts with these carrier message ids (a second look), a thousand at a time."""
+        chunks = [None] if ids is None else [
+            list(ids[i:i + PENDING_BATCH]) for i in range(0, len(ids), PENDING_BATCH)]
+        for chunk in chunks:
+            while True:
+                query = select(PendingReceipt.id).join(
+                    Part, (Part.carrier_message_id == PendingReceipt.carrier_message_id)
+                    & Part.carrier_message_id.is_not(None)  # the partial index
+                    & (Part.status == ENROUTE)
+                    & (PendingReceipt.carrier.is_(None)
+                       | (PendingReceipt.carrier == Part.carrier))
+                ).limit(PENDING_BATCH)
+                if chunk is not None:
+                    query = query.where(PendingReceipt.carrier_message_id.in_(chunk))
+                async with self.db.begin() as conn:
+                    pending = (await conn.execute(query)).all()
+                    if pending:
+                        await transitions.apply_pending_receipts(
+                            conn, [p[0] for p in pending], now)
+                if len(pending) < PENDING_BATCH:
+                    break
 
     async def housekeeping_once(self) -> None:
         now = utcnow()
