@@ -15,8 +15,9 @@ The store keeps a GCRA ("generic cell rate algorithm"): `tat`, the time at which
 given so far are spent at the rate. A chunk of n tokens is given only when `tat` has passed,
 and moves it n/rate seconds on; so over any interval of T seconds the fleet is given at most
 rate x T + n tokens, and a process drops what is left of its chunk after the chunk's own
-duration. It spends a quarter of the chunk at once and paces the rest (`UPFRONT`, `PACE`), so
-a chunk adds about a quarter of itself to the most sent in any second, not all of it.
+duration. It spends a quarter of the chunk at once and paces the rest over about half the
+chunk's time (`UPFRONT`, `PACE`), so a chunk adds about a quarter of itself to the most sent
+in any second, not all of it.
 (`SLACK` aside: a chunk may come 10 ms early, and a sender asking a little late keeps that
 credit.) The clock is the store's (PostgreSQL's `clock_timestamp()`, Redis's TIME), never the
 machines': their clocks may disagree.
@@ -253,8 +254,8 @@ class SharedRate:
 
     def _due(self, now: float) -> float:
         """Seconds until the chunk's next token is due: a quarter of it at once, the rest
-        paced over most of its time (spent at once, a chunk adds itself to the most sent in
-        a second: 15 over 300/s; paced, it adds a quarter)."""
+        PACE / rate apart, over about half its time (spent at once, a chunk adds itself to the
+        most sent in a second: 15 over 300/s; paced, about a quarter)."""
         used = self._chunk - self._tokens
         upfront = math.ceil(self._chunk * UPFRONT)
         return max(0.0, self._given_at + (used + 1 - upfront) * self._spacing - now)
@@ -286,8 +287,10 @@ class SharedRate:
                 rate = self.bucket.rate
                 tokens = chunk_for(rate)
             else:
+                # never seen the store: published only on one nobody decided on yet (a
+                # process that began while it was down does not write over the fleet's)
                 decision = Decision(rate, self.bucket.slow_start, self.bucket.baseline,
-                                    self._seen)
+                                    0 if self._seen is None else self._seen)
         answers = Answers(self.sender, self._answered, self._refused)
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
@@ -311,19 +314,35 @@ class SharedRate:
             self.down_since = None
         self._answered -= answers.answered  # those are counted (more came meanwhile)
         self._refused -= answers.refused
-        if decision is not None:
+        if self._seen is not None and grant.version < self._seen:
+            # the store started again (a Redis key expired or flushed, a standby behind):
+            # its versions count from scratch; a decision of ours goes again on its count
+            log.warning("shared rate store %s lost carrier=%s's decisions (version %d, was "
+                        "%d): publishing this process's rate %.1f/s again", self.store.name,
+                        self.carrier, grant.version, self._seen, rate)
+            self._seen = grant.version
+            if decision is not None and grant.published:
+                self._published = decided
+            else:
+                self._published = -1  # this process's rate goes again with the next chunk
+        elif decision is not None:
             if grant.published:
                 self._published = decided
                 self._seen = grant.version
-            elif (not decision.slow_start and grant.rate is not None and not grant.slow_start
-                  and self.bucket.decisions and self.bucket.decisions[-1][1] == "limit found"
+            elif (decision.base is not None and grant.version == decision.base + 1
+                  and not decision.slow_start and grant.rate is not None
+                  and not grant.slow_start and self.bucket.decisions
+                  and self.bucket.decisions[-1][1] == "limit found"
                   and decision.rate > grant.rate):
-                # two processes found the limit at once: the higher estimate stands (one
-                # that came late sees fewer of the fleet's answers, and says less); ours
-                # goes again, on the version just seen
+                # two processes found the limit at once (one decision came between, and
+                # ended slow start too): the higher estimate stands (one that came late sees
+                # fewer of the fleet's answers, and says less); ours goes again, once, on the
+                # version just seen
                 self._seen = grant.version
             else:
-                self._published = decided  # another decided since: theirs is adopted
+                # another decided since: theirs is adopted, ours forgotten
+                self._published = decided
+                self.bucket.rejected()
         self._follow(grant)
         if grant.rate is not None and not grant.slow_start:
             self._found = grant.rate
@@ -342,6 +361,7 @@ class SharedRate:
             self._seen = grant.version
             if grant.rate is None or self.bucket.limit is not None:
                 return  # first look: a configured rate is the operator's, not the past's
+            self._seen = grant.version - 1  # the fleet's rate, found before this process came
         if grant.version > self._seen and grant.rate is not None:
             self._seen = grant.version
             self.bucket.adopt(grant.rate, grant.slow_start, grant.baseline)

@@ -28,7 +28,8 @@ judges the answers of the last period:
 
 - no refusals beyond the baseline share: probe upward gently, `PROBE` a period, faster after
   several clean periods or well under the rate last refused (only when the bucket held senders
-  back: a rate nobody uses is not raised); past the rate last refused, gently again, then
+  back, and for a fleet its answers came at `USED` of the rate: a rate nobody uses is not
+  raised); past the rate last refused, gently again, then
   faster up to `BEYOND` a period (a limit estimated low, or one that rose, is found again in
   seconds);
 - more refusals than that: back off to the rate the SMSC actually *accepted* over the period
@@ -122,6 +123,7 @@ class TokenBucket:
         self._phase_sent = 0
         self._phase_accepted = 0
         self._regrow = False  # slow start ended on a rise of the share, not on a run
+        self._armed = True  # a search ends at the next acceptance (else after a refusal first)
         self._period_start = now
         self._period_sent = 0
         self._period_throttled = 0
@@ -129,7 +131,7 @@ class TokenBucket:
         self._settling = False  # the current period follows a back-off: not judged
         self._clean = 0  # probes in a row (clean periods since the last back-off)
         self._beyond = 0  # ... of which past the rate last refused
-        self._ceiling = math.inf  # the rate last refused: faster probing stops there
+        self._ceiling = math.inf  # the rate last refused: probing slows down there
         self._in_a_row = 0  # refusals in a row
         self._baseline = 0.0  # share of refusals that does not depend on the rate
         # (the rate before the back-offs in a row, the share of refusals at the last, the
@@ -220,8 +222,9 @@ class TokenBucket:
         self._ss_sent += 1
         self._ss_throttled += throttled
         if self._phase == "search":
-            if not throttled:
+            if not throttled and self._armed:
                 self._search_over(now)
+            self._armed = self._armed or throttled
         elif throttled and self._in_a_row >= IN_A_ROW:
             self._run_found(now)
         elif self._phase == "measure":
@@ -230,6 +233,14 @@ class TokenBucket:
             self._limit_reached(now)
         elif now - self._held_at <= HELD:
             self._rate += SS_GAIN * self.scale
+
+    def rejected(self) -> None:
+        """This process's last decision was not published (another came first, from newer
+        evidence, and is adopted): what it had noted for its next judgement is forgotten."""
+        self._backed_off = None
+        self._clean = self._beyond = 0
+        if not self._slow_start:
+            self._new_period(self._clock(), settle=True)
 
     def set_limit(self, limit: float | None) -> None:
         """A new agreed rate (this process's share of the carrier's slots changed): the rate
@@ -283,9 +294,10 @@ class TokenBucket:
 
     def adopt(self, rate: float, slow_start: bool, baseline: float | None = None) -> None:
         """Take the rate another process's controller decided (tikosms.smpp.shared_rate): the
-        fleet has one rate. A limit found elsewhere ends slow start here too; a lower rate is
-        a back-off (the refusals were seen there): the next period is not judged; a higher one
-        is a probe, and this process's period starts again."""
+        fleet has one rate. A limit found elsewhere ends slow start here too; a limit reached
+        elsewhere (its search's rate) starts a search here; a lower rate is a back-off (the
+        refusals were seen there): the next period is not judged; a higher one is a probe,
+        and this process's period starts again."""
         now = self._clock()
         if self.limit is not None:
             rate = min(rate, self.limit)
@@ -299,11 +311,14 @@ class TokenBucket:
             self._clean = self._beyond = 0
             self._backed_off = None
             self._new_period(now, settle=True)
-        elif lower and slow_start and self._phase == "grow":
-            # a limit reached elsewhere (the rate is that process's search's): search here
-            # too, from that rate (a run of refusals here would divide it again)
+        elif lower and slow_start and self._phase == "grow" and rate <= SEARCH_RATE:
+            # a limit reached elsewhere (the rate of that process's search, after a run of
+            # refusals): search here too, from that rate (a run of refusals here would
+            # divide it again); ended by an acceptance after a refusal seen here (answers
+            # to submits sent before may still be acceptances)
             self._ss_before = (self._ss_sent, self._ss_throttled)
             self._phase_start(now, "search")
+            self._armed = False
         elif lower and not self._slow_start:
             self._clean = self._beyond = 0
             self._backed_off = None
@@ -364,6 +379,7 @@ class TokenBucket:
             refused = self._in_a_row
             self._ss_before = (self._ss_sent - refused, self._ss_throttled - refused)
         self._phase_start(now, "search")
+        self._armed = True
         self._set(min(self._rate / 10, SEARCH_RATE), now, "limit reached")
 
     def _measure(self, now: float) -> None:
