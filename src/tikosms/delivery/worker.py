@@ -89,8 +89,10 @@ def _brief(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {first[:160]}"
 
 PENDING_BATCH = 1000  # kept receipts applied per transaction by the housekeeping
-# seconds after receipts were kept before a second look for their parts (see _second_look)
+# seconds after receipts were kept before a second look for their parts (see _second_look),
+# and looks at most (then the housekeeping turn's, every 5 s)
 SECOND_LOOK = 0.5
+LOOKS = 4
 NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tried again
 # Parts handed to carriers ahead of time are at most this many seconds of their measured
 # throughput: a single message claimed now waits behind no more than that in a carrier's queue
@@ -130,7 +132,7 @@ class DeliveryWorker:
         self._claim_trouble = DatabaseTrouble("claiming parts")
         self._records: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._kept: set[str] = set()  # ids of receipts kept since the last second look
+        self._kept: dict[str, int] = {}  # ids of receipts kept -> looks they had since
         self._kept_now = asyncio.Event()
         self.submitted = 0
         self._finished = 0  # submissions answered, for the throughput estimate
@@ -449,7 +451,8 @@ class DeliveryWorker:
                     events = int(conn.info.pop(transitions.EVENTS_WRITTEN, 0))
                     kept = conn.info.pop(transitions.RECEIPTS_KEPT, None)
                 if kept:  # committed: a second look for their parts soon
-                    self._kept.update(kept)
+                    for cid in kept:
+                        self._kept.setdefault(cid, 0)
                     self._kept_now.set()
                 return events
             except Exception as exc:
@@ -548,13 +551,31 @@ class DeliveryWorker:
             await self._kept_now.wait()
             await asyncio.sleep(SECOND_LOOK)
             self._kept_now.clear()
-            ids, self._kept = sorted(self._kept), set()
+            looked, self._kept = self._kept, {}
+            ids = sorted(looked)
             try:
                 await self._apply_pending_receipts(utcnow(), ids)
+                # a record slower than a look (a loaded worker's batch): looked at again,
+                # LOOKS times in all
+                again = [cid for cid in await self._still_kept(ids) if looked[cid] + 1 < LOOKS]
             except Exception as exc:
                 trouble.failed(exc, "the housekeeping turn applies them")
-            else:
-                trouble.ok()
+                continue
+            trouble.ok()
+            for cid in again:
+                self._kept.setdefault(cid, looked[cid] + 1)
+            if again:
+                self._kept_now.set()
+
+    async def _still_kept(self, ids: Sequence[str]) -> list[str]:
+        """Those of these receipt ids still in pending_receipts."""
+        kept: list[str] = []
+        async with self.db.connect() as conn:
+            for i in range(0, len(ids), PENDING_BATCH):
+                kept += [row[0] for row in await conn.execute(
+                    select(PendingReceipt.carrier_message_id).where(
+                        PendingReceipt.carrier_message_id.in_(ids[i:i + PENDING_BATCH])))]
+        return kept
 
     async def _apply_pending_receipts(self, now: datetime,
                                       ids: Sequence[str] | None = None) -> None:
