@@ -552,43 +552,34 @@ class DeliveryWorker:
             await asyncio.sleep(SECOND_LOOK)
             self._kept_now.clear()
             looked, self._kept = self._kept, {}
-            ids = sorted(looked)
             try:
-                await self._apply_pending_receipts(utcnow(), ids)
-                # a record slower than a look (a loaded worker's batch): looked at again,
-                # LOOKS times in all
-                again = [cid for cid in await self._still_kept(ids) if looked[cid] + 1 < LOOKS]
+                applied = await self._apply_pending_receipts(utcnow(), sorted(looked))
             except Exception as exc:
                 trouble.failed(exc, "the housekeeping turn applies them")
                 continue
             trouble.ok()
-            for cid in again:
-                self._kept.setdefault(cid, looked[cid] + 1)
-            if again:
+            # a record slower than a look (a loaded worker's batch): looked at again, LOOKS
+            # times in all
+            for cid, looks in looked.items():
+                if cid not in applied and looks + 1 < LOOKS:
+                    self._kept.setdefault(cid, looks + 1)
+            if self._kept:
                 self._kept_now.set()
 
-    async def _still_kept(self, ids: Sequence[str]) -> list[str]:
-        """Those of these receipt ids still in pending_receipts."""
-        kept: list[str] = []
-        async with self.db.connect() as conn:
-            for i in range(0, len(ids), PENDING_BATCH):
-                kept += [row[0] for row in await conn.execute(
-                    select(PendingReceipt.carrier_message_id).where(
-                        PendingReceipt.carrier_message_id.in_(ids[i:i + PENDING_BATCH])))]
-        return kept
-
     async def _apply_pending_receipts(self, now: datetime,
-                                      ids: Sequence[str] | None = None) -> None:
+                                      ids: Sequence[str] | None = None) -> set[str]:
         """Receipts kept because they came before their submit was recorded elsewhere (another
         worker's bind): applied once their part, of their own carrier, is ENROUTE. All of them,
         a thousand a transaction: one batch per turn (every 5 s) held a fleet's receipts at
         200/s (bench/fleet.py: 2,199 receipts/s with one worker, 1,197/s with two). `ids`:
-        only the receipts with these carrier message ids (a second look), a thousand at a time."""
+        only the receipts with these carrier message ids (a second look), a thousand at a time.
+        Returns the carrier message ids applied."""
+        applied: set[str] = set()
         chunks = [None] if ids is None else [
             list(ids[i:i + PENDING_BATCH]) for i in range(0, len(ids), PENDING_BATCH)]
         for chunk in chunks:
             while True:
-                query = select(PendingReceipt.id).join(
+                query = select(PendingReceipt.id, PendingReceipt.carrier_message_id).join(
                     Part, (Part.carrier_message_id == PendingReceipt.carrier_message_id)
                     & Part.carrier_message_id.is_not(None)  # the partial index
                     & (Part.status == ENROUTE)
@@ -602,8 +593,10 @@ class DeliveryWorker:
                     if pending:
                         await transitions.apply_pending_receipts(
                             conn, [p[0] for p in pending], now)
+                applied.update(p[1] for p in pending)
                 if len(pending) < PENDING_BATCH:
                     break
+        return applied
 
     async def housekeeping_once(self) -> None:
         now = utcnow()

@@ -190,6 +190,7 @@ class SharedRate:
         self._tokens = 0  # left of the chunk
         self._expires = -math.inf  # a chunk's tokens left unused are dropped then
         self._chunk = 0  # the chunk's size
+        self._upfront = 0  # ... usable at once
         self._given_at = -math.inf
         self._spacing = 0.0  # seconds between two of its tokens past the first UPFRONT
         self._own = 0  # tokens given to this process, ever
@@ -257,12 +258,12 @@ class SharedRate:
         PACE / rate apart, over about half its time (spent at once, a chunk adds itself to the
         most sent in a second: 15 over 300/s; paced, about a quarter)."""
         used = self._chunk - self._tokens
-        upfront = math.ceil(self._chunk * UPFRONT)
-        return max(0.0, self._given_at + (used + 1 - upfront) * self._spacing - now)
+        return max(0.0, self._given_at + (used + 1 - self._upfront) * self._spacing - now)
 
     def _hold(self, now: float, tokens: int, rate: float) -> None:
         """A chunk of `tokens` given at `rate`: usable for its time (at least MIN_HOLD)."""
         self._tokens = self._chunk = tokens
+        self._upfront = math.ceil(tokens * UPFRONT)
         self._given_at = now
         self._spacing = PACE / rate
         self._expires = now + max(MIN_HOLD, tokens / rate)
@@ -357,13 +358,11 @@ class SharedRate:
 
     def _follow(self, grant: Grant) -> None:
         """Adopt the rate another process decided (a newer version than ours)."""
-        if self._seen is None:
-            self._seen = grant.version
-            if grant.rate is None or self.bucket.limit is not None:
-                return  # first look: a configured rate is the operator's, not the past's
-            self._seen = grant.version - 1  # the fleet's rate, found before this process came
-        if grant.version > self._seen and grant.rate is not None:
-            self._seen = grant.version
+        seen, self._seen = self._seen, max(grant.version, self._seen or 0)
+        if seen is None and self.bucket.limit is not None:
+            return  # first look: a configured rate is the operator's, not the past's
+        # a newer decision, or at the first look the fleet's rate, found before this came
+        if (seen is None or grant.version > seen) and grant.rate is not None:
             self.bucket.adopt(grant.rate, grant.slow_start, grant.baseline)
 
     def _measure(self, now: float, fleet: int) -> None:

@@ -234,11 +234,15 @@ class TokenBucket:
         elif now - self._held_at <= HELD:
             self._rate += SS_GAIN * self.scale
 
+    def _restart_probing(self) -> None:
+        """Probing starts again from its first step, with no back-off in a row behind it."""
+        self._backed_off = None
+        self._clean = self._beyond = 0
+
     def rejected(self) -> None:
         """This process's last decision was not published (another came first, from newer
         evidence, and is adopted): what it had noted for its next judgement is forgotten."""
-        self._backed_off = None
-        self._clean = self._beyond = 0
+        self._restart_probing()
         if not self._slow_start:
             self._new_period(self._clock(), settle=True)
 
@@ -308,8 +312,7 @@ class TokenBucket:
             self._regrow = False
             self._phase = "done"
             self._ceiling = rate
-            self._clean = self._beyond = 0
-            self._backed_off = None
+            self._restart_probing()
             self._new_period(now, settle=True)
         elif lower and slow_start and self._phase == "grow" and rate <= SEARCH_RATE:
             # a limit reached elsewhere (the rate of that process's search, after a run of
@@ -320,8 +323,7 @@ class TokenBucket:
             self._phase_start(now, "search")
             self._armed = False
         elif lower and not self._slow_start:
-            self._clean = self._beyond = 0
-            self._backed_off = None
+            self._restart_probing()
             self._ceiling = self._rate  # refused there
             self._new_period(now, settle=True)
         elif not self._slow_start:
