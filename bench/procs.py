@@ -272,6 +272,23 @@ def cpu_seconds(pid: int) -> float:
     return total / tick
 
 
+def wait_idle(pids: Sequence[int], timeout: float = 30.0, busy: float = 0.15) -> float:
+    """Wait until the processes (their trees) are done starting: less than `busy` of a core
+    used together over half a second (an idle gateway's timers use a few per cent). A gateway
+    answers before it is idle (the API's process pool for campaign numbers still importing,
+    ~1 s of CPU a process, longer on a loaded machine); that start-up, inside a measured
+    window, counts as CPU per message and takes cores from the load. Returns the seconds waited."""
+    start = time.monotonic()
+    before = sum(cpu_seconds(p) for p in pids)
+    while time.monotonic() - start < timeout:
+        time.sleep(0.5)
+        now = sum(cpu_seconds(p) for p in pids)
+        if now - before < busy * 0.5:
+            break
+        before = now
+    return time.monotonic() - start
+
+
 def _status_kb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):

@@ -142,6 +142,25 @@ def xact_commits(db: procs.ScratchDb) -> int:
     return asyncio.run(go())
 
 
+def parts_updates(db: procs.ScratchDb) -> tuple[int, int]:
+    """Rows of `parts` (all its partitions) updated so far, and how many of those updates were
+    HOT (no index entry written: PostgreSQL; (0, 0) on SQLite). The statistics collector
+    reports with a delay of up to a second: read after the queue has drained."""
+    if db.kind != "postgresql":
+        return 0, 0
+
+    async def go() -> tuple[int, int]:
+        conn = await asyncpg.connect(db.url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_hot_upd), 0) "
+                "FROM pg_stat_user_tables WHERE relname LIKE 'parts%'")
+            return int(row[0]), int(row[1])
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
 def db_figures(db: procs.ScratchDb, since_sql: str) -> dict:
     """Parts sent, QUEUED, and 200-to-submit percentiles."""
     if db.kind == "sqlite":
@@ -216,6 +235,8 @@ def main() -> int:
                and time.monotonic() < end):
             time.sleep(0.1)
         time.sleep(2)  # binds up
+        waited = procs.wait_idle([pid for pids in named.values() for pid in pids])
+        print(f"idle after {waited:.1f} s", file=sys.stderr)
         url = f"http://{procs.HOST}:{port}/v1/message"
         pg_before: dict[int, float] = {}
         if db.kind == "postgresql":
@@ -252,6 +273,8 @@ def main() -> int:
         for spy_proc in spies:
             spy_proc.wait(60)
         figures = db_figures(db, "")
+        time.sleep(1.5)  # the statistics collector's delay
+        updated, hot = parts_updates(db)
     accepted = load["requests"] - load["errors"]
     out = {
         "db": args.db, "mode": f"open {args.rate:g}/s" if args.rate else
@@ -263,6 +286,8 @@ def main() -> int:
         "submit_p50_ms": round(figures["submit_p50_ms"], 1),
         "submit_p99_ms": round(figures["submit_p99_ms"], 1),
         "db_commits_per_send": round(xacts / max(1, accepted), 2),
+        "part_updates_per_send": round(updated / max(1, accepted), 2),
+        "hot_share_of_part_updates": round(hot / max(1, updated), 2),
         "cpu_ms_per_send": {k: round(1000 * (after[k] - before[k]) / max(1, accepted), 3)
                             for k in named},
     }

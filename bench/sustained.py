@@ -241,6 +241,7 @@ def run_ladder(gw: Gateway, ladder: Ladder, log: Callable[[str], None] = print) 
     warm = open_loop(gw.url, 100, 1.0, method=gw.method, body=gw.body, headers=_auth(gw))
     gw.accepted_total += warm["ok"]
     _drain(gw, 30.0)
+    procs.wait_idle(list(gw.pids.values()))  # done starting (the API's process pool)
     for rate in ladder.rates:
         step = _one_step(gw, ladder.seconds, rate)
         log(_line(step))

@@ -213,7 +213,7 @@ _RETURNING = (
     "parts.attempts, parts.due_at, parts.callback_url"
 )
 _SET = (
-    "lease_until = {p1}, lease_owner = {p2}, updated_at = {p3}, "
+    "lease_until = {p1}, lease_owner = {p2}, "
     f"attempts = CASE WHEN parts.attempts < {ATTEMPTS_CAP} THEN parts.attempts + 1 "
     "ELSE parts.attempts END"
 )
@@ -225,7 +225,7 @@ _CANDIDATES = (
 )
 # PostgreSQL: the accounts and their shares as arrays, a LATERAL subquery per account
 _PG_CLAIM = (
-    "UPDATE parts SET " + _SET.format(p1="$1", p2="$2", p3="$3") + " FROM campaigns c "
+    "UPDATE parts SET " + _SET.format(p1="$1", p2="$2") + " FROM campaigns c "
     "WHERE c.id = parts.campaign_id AND parts.id IN (SELECT q.id FROM "
     "unnest($4::int[], $5::int[]) AS a(account_id, n) CROSS JOIN LATERAL ("
     + _CANDIDATES.format(priority="{priority}", account="a.account_id", now="$3",
@@ -237,7 +237,7 @@ _PG_CLAIM = (
 # table (3.40): the campaigns are read by a second statement. No LATERAL: a UNION ALL of the
 # accounts' ranges (one writer at a time: nothing to skip)
 _SQLITE_CLAIM = (
-    "UPDATE parts SET " + _SET.format(p1="?1", p2="?2", p3="?3") + " WHERE id IN ({ranges}) "
+    "UPDATE parts SET " + _SET.format(p1="?1", p2="?2") + " WHERE id IN ({ranges}) "
     f"RETURNING {_RETURNING}"
 )
 _SQLITE_CAMPAIGNS = (

@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from tikosms.config import Settings
+from tikosms.db import statistics
 from tikosms.db.engine import Database, is_database_down
 from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
@@ -172,6 +173,8 @@ class DeliveryWorker:
             asyncio.create_task(self._pace(), name="pace"),
             asyncio.create_task(self._second_look(), name="second-look"),
         ]
+        if self.db.is_postgres:
+            self._tasks.append(asyncio.create_task(self._statistics(), name="statistics"))
         for task in self._tasks:
             task.add_done_callback(_report_death)
         if self.db.is_postgres:  # sends accepted by other processes wake this one at once
@@ -538,6 +541,20 @@ class DeliveryWorker:
             else:
                 trouble.ok()
             await asyncio.sleep(5)
+
+    async def _statistics(self) -> None:
+        """Planner statistics of the tables growing faster than autovacuum analyses them
+        (db/statistics.py): a new day's partition of parts, a fresh install."""
+        trouble = DatabaseTrouble("planner statistics (ANALYZE of growing tables)")
+        while True:
+            await asyncio.sleep(statistics.PERIOD)
+            try:
+                async with self.db.begin() as conn:
+                    await statistics.analyze_grown(conn)
+            except Exception as exc:
+                trouble.failed(exc, f"retrying every {statistics.PERIOD:.0f} s")
+            else:
+                trouble.ok()
 
     async def _second_look(self) -> None:
         """Receipts kept because their part was not on record yet get a second look, SECOND_LOOK
