@@ -120,7 +120,8 @@ def _install_writers(app: FastAPI) -> None:
     # its `local`) and, on PostgreSQL, every other process's (delivery/notify.py)
     signal = app.state.parts_signal = PartsSignal(app.state.db)
     app.state.send_writers = {
-        "message": SendWriter(app.state.db, signal=signal),
+        "message": SendWriter(app.state.db, signal=signal,
+                              linger=app.state.settings.send_linger_seconds),
         "messages": SendWriter(app.state.db, max_batch=1, signal=signal),
     }
 

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # requests per second per account (token bucket; burst = 2x); 0 disables the limit
     rate_limit_per_second: float = 0.0
 
+    # seconds an idle send writer lets a stream of single sends gather before it writes them
+    # in one transaction; only when sends come closer together than this (messaging/writer.py).
+    # 0: every send is written at once
+    send_linger_seconds: float = Field(default=0.003, ge=0, le=0.1)
+
     # --- delivery ---
     # seconds a worker holds claimed parts before another worker may take them over
     lease_seconds: float = 60.0

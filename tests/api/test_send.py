@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from tests.conftest import Customer, add_rates, make_customer
+from tikosms.app import create_app
+from tikosms.config import Settings
 from tikosms.db.engine import Database
 from tikosms.errors import (
     MSG_INVALID_CALLBACK,
@@ -317,3 +319,34 @@ async def test_a_revoked_token_racing_for_a_key_another_token_took_gets_401(
                         json={**body, "message": "other" if attempt % 2 else "hi"}))
         assert first.status_code == 200, first.text
         assert second.status_code == 401, (second.status_code, second.text)
+
+
+async def test_a_stream_of_single_sends_is_written_in_fewer_transactions_and_a_lone_one_at_once(
+        db: Database, settings: Settings) -> None:
+    """The send writer's linger: a send that comes alone is written at once; sends that come
+    closer together than the linger wait for each other (fewer transactions, fewer round
+    trips), and each is still charged and answered on its own."""
+    await add_rates(db)
+    who = await make_customer(db, balance="10.00")
+    app = create_app(settings.model_copy(update={"send_linger_seconds": 0.05}), db)
+    writer = app.state.send_writers["message"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://tikosms.test") as client:
+
+        async def send(i: int) -> httpx.Response:
+            return await client.post("/v1/message", headers=who.headers, json={
+                "from": "Shop", "to": f"38050{2000000 + i}", "message": "code 1234"})
+
+        assert (await send(0)).status_code == 200
+        assert (writer.batches, writer.lingered) == (1, 0)  # alone: no wait
+        tasks = []
+        for i in range(1, 41):  # one every 5 ms: a stream
+            tasks.append(asyncio.create_task(send(i)))
+            await asyncio.sleep(0.005)
+        answers = await asyncio.gather(*tasks)
+        assert [r.status_code for r in answers] == [200] * 40
+        assert writer.lingered > 0
+        assert writer.batches < 1 + 40 - 10  # the later sends of the stream went together
+        assert await balance(client, who) == Decimal("10.00") - Decimal("0.045") * 41
+        # never a linger for the campaign writer (one transaction per campaign anyway)
+        assert app.state.send_writers["messages"].linger == 0

@@ -4,11 +4,12 @@ once, instead of at their next poll (`TIKOSMS_IDLE_POLL_SECONDS`).
 The signal is a PostgreSQL NOTIFY on `tikosms_parts`, sent by `PartsSignal` after the send's
 transaction has committed, on a connection of its own, never inside the send's transaction: a
 NOTIFY there takes a database-wide lock at commit and holds it through the commit's WAL flush,
-which serialises every committing send. Signals are coalesced: one is in flight at a time, and
-the accounts of everything committed meanwhile go in the next. The payload names the accounts
-with new due parts and their kind (`s12 c57`: account 12's single sends, account 57's campaign
-parts; `s9 c9` both), so that a worker claims by account without looking them up; `*` means
-"unknown, look": a payload too long, or a listener that was not listening for a while.
+which serialises every committing send. Signals are coalesced: one is in flight at a time, two
+are 10 ms apart at least, and the accounts of everything committed meanwhile go in the next.
+The payload names the accounts with new due parts and their kind (`s12 c57`: account 12's
+single sends, account 57's campaign parts; `s9 c9` both), so that a worker claims by account
+without looking them up; `*` means "unknown, look": a payload too long, or a listener that
+was not listening for a while.
 
 Each worker keeps one connection of its own that listens. A lost signal or listener is only
 slower, never wrong: the worker still polls (and looks up the accounts with due parts), and the
@@ -34,6 +35,12 @@ log = logging.getLogger("tikosms.delivery")
 CHANNEL = "tikosms_parts"
 UNKNOWN = "*"  # the payload when what was written is not said
 MAX_PAYLOAD = 7000  # bytes; PostgreSQL refuses 8000 and more
+# seconds between two notifications of one process: under a trickle of single sends (500/s:
+# one every 2 ms) a NOTIFY per send was a statement and a transaction of its own per send, and
+# a wake-up per send for every worker. A worker woken lingers `claim_linger_seconds` (20 ms)
+# before it claims, so what is committed within this spacing of the last notification is claimed
+# by the claim that notification started: spaced below the linger, the wake-ups add no delay.
+SPACING = 0.01
 
 # account id -> the kinds of its new due parts: SINGLE, CAMPAIGN, or both (SINGLE | CAMPAIGN)
 DueAccounts = dict[int, int]
@@ -125,7 +132,7 @@ class PartsSignal:
     `stored(accounts)` is called by the send writers once their transaction has committed; it
     never waits. `local` (the delivery worker of this process, `tikosms serve`) is told at
     once; on PostgreSQL a NOTIFY goes to the other processes' workers, coalesced (one in
-    flight; what is stored meanwhile goes in the next).
+    flight, and `SPACING` between two; what is stored meanwhile goes in the next).
     """
 
     def __init__(self, db: Any) -> None:
@@ -159,6 +166,7 @@ class PartsSignal:
                 if self._failing:
                     self._failing = False
                     log.info("wake-up signals to the workers are sent again")
+                await asyncio.sleep(SPACING)
             except Exception as exc:
                 # the workers find these parts at their next poll; nothing is lost
                 if not self._failing:

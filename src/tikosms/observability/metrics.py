@@ -65,6 +65,10 @@ CALLBACK_DURATION = Histogram("tikosms_callback_attempt_seconds",
 CALLBACK_LATENCY = Histogram("tikosms_callback_delivery_seconds",
                              "Time from the status change to the callback delivered",
                              buckets=_RECEIPT_BUCKETS)
+SEND_BATCH = Histogram("tikosms_send_batch_size",
+                       "Single sends written per transaction (the send writer's group commit; "
+                       "a trickle lingers TIKOSMS_SEND_LINGER_SECONDS to make them larger)",
+                       buckets=(1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256))
 SHARED_RATE = Gauge("tikosms_carrier_shared_rate_per_second",
                     "The rate in force for the whole fleet per carrier (the carrier's tps or the "
                     "rate found by the throttling), as this process sees it; store: postgresql | "
@@ -119,9 +123,15 @@ def _use_files() -> None:
     """prometheus-client picks file-backed values when it is imported; if it was imported
     before the directory was set (tests, an embedding program), switch now."""
     from prometheus_client import values
+    from prometheus_client.metrics import MetricWrapperBase
 
     if values.ValueClass.__name__ != "MmapedValue":
         values.ValueClass = values.MultiProcessValue()
+        # a series without labels made its value when this module was imported, in memory:
+        # made anew in the files, or a scrape (which reads only the files) never shows it
+        for metric in list(globals().values()):
+            if isinstance(metric, MetricWrapperBase) and not metric._labelnames:
+                metric._metric_init()
 
 
 # --- the hooks the delivery side calls (one line each) ---------------------------------------
