@@ -161,6 +161,52 @@ def parts_updates(db: procs.ScratchDb) -> tuple[int, int]:
     return asyncio.run(go())
 
 
+def table_writes(db: procs.ScratchDb) -> dict[str, tuple[int, int, int, int]]:
+    """Rows inserted, updated (of which HOT) and deleted so far, per table (the partitions of a
+    partitioned table summed under its name): PostgreSQL; {} on SQLite."""
+    if db.kind != "postgresql":
+        return {}
+
+    async def go() -> dict[str, tuple[int, int, int, int]]:
+        conn = await asyncpg.connect(db.url)
+        try:
+            rows = await conn.fetch(
+                "SELECT coalesce(p.relname, s.relname) AS name, sum(s.n_tup_ins), "
+                "sum(s.n_tup_upd), sum(s.n_tup_hot_upd), sum(s.n_tup_del) "
+                "FROM pg_stat_user_tables s LEFT JOIN pg_inherits i ON i.inhrelid = s.relid "
+                "LEFT JOIN pg_class p ON p.oid = i.inhparent GROUP BY 1")
+            return {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
+def statements(db: procs.ScratchDb, reset: bool) -> list[tuple[str, int, int, float]]:
+    """pg_stat_statements of the scratch database (calls, rows, total ms per statement), or
+    nothing when the extension is not loaded: `shared_preload_libraries = 'pg_stat_statements'`
+    and `CREATE EXTENSION pg_stat_statements` in the server's `postgres` database."""
+    if db.kind != "postgresql" or db.name is None:
+        return []
+
+    async def go() -> list[tuple[str, int, int, float]]:
+        conn = await asyncpg.connect(db.url.rsplit("/", 1)[0] + "/postgres")
+        try:
+            dbid = await conn.fetchval("SELECT oid FROM pg_database WHERE datname = $1", db.name)
+            if reset:
+                await conn.execute("SELECT pg_stat_statements_reset(0, $1, 0)", dbid)
+                return []
+            rows = await conn.fetch(
+                "SELECT query, calls, rows, total_exec_time FROM pg_stat_statements "
+                "WHERE dbid = $1 ORDER BY total_exec_time DESC LIMIT 15", dbid)
+            return [(r[0], int(r[1]), int(r[2]), float(r[3])) for r in rows]
+        except asyncpg.PostgresError as e:
+            print(f"pg_stat_statements: {e}", file=sys.stderr)
+            return []
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
 def db_figures(db: procs.ScratchDb, since_sql: str) -> dict:
     """Parts sent, QUEUED, and 200-to-submit percentiles."""
     if db.kind == "sqlite":
@@ -172,26 +218,43 @@ def db_figures(db: procs.ScratchDb, since_sql: str) -> dict:
             n_sent = int(sent.fetchone()[0])
             queued = int(conn.execute(
                 "SELECT count(*) FROM parts WHERE status = 'QUEUED'").fetchone()[0])
-            lags = sorted(r[0] for r in conn.execute(
-                "SELECT (julianday(sent_at) - julianday(created_at)) * 86400000 FROM parts "
-                "WHERE sent_at IS NOT NULL"))
+            timed = [(float(r[0]), float(r[1])) for r in conn.execute(
+                "SELECT julianday(created_at) * 86400, (julianday(sent_at) - julianday(created_at))"
+                " * 86400000 FROM parts WHERE sent_at IS NOT NULL")]
         finally:
             conn.close()
     else:
-        async def go() -> tuple[int, int, list[float]]:
+        async def go() -> tuple[int, int, list[tuple[float, float]]]:
             conn = await asyncpg.connect(db.url)
             try:
                 n = await conn.fetchval("SELECT count(*) FROM parts WHERE sent_at IS NOT NULL")
                 q = await conn.fetchval("SELECT count(*) FROM parts WHERE status = 'QUEUED'")
                 rows = await conn.fetch(
-                    "SELECT extract(epoch FROM sent_at - created_at) * 1000 FROM parts "
-                    "WHERE sent_at IS NOT NULL ORDER BY 1")
-                return int(n), int(q), [float(r[0]) for r in rows]
+                    "SELECT extract(epoch FROM created_at), "
+                    "extract(epoch FROM sent_at - created_at) * 1000 FROM parts "
+                    "WHERE sent_at IS NOT NULL")
+                return int(n), int(q), [(float(r[0]), float(r[1])) for r in rows]
             finally:
                 await conn.close()
-        n_sent, queued, lags = asyncio.run(go())
+        n_sent, queued, timed = asyncio.run(go())
+    lags = sorted(lag for _, lag in timed)
     return {"sent": n_sent, "queued": queued, "submit_p50_ms": percentile(lags, 0.5),
-            "submit_p99_ms": percentile(lags, 0.99)}
+            "submit_p99_ms": percentile(lags, 0.99), "timed": timed}
+
+
+def print_timeline(timed: list[tuple[float, float]]) -> None:
+    """200-to-submit_sm by the second the send was accepted in: a slow start, a stall, a drift."""
+    if not timed:
+        return
+    first = min(t for t, _ in timed)
+    by_second: dict[int, list[float]] = {}
+    for t, lag in timed:
+        by_second.setdefault(int(t - first), []).append(lag)
+    for second, lags in sorted(by_second.items()):
+        lags.sort()
+        print(f"  second {second:3}: {len(lags):5} sent, 200-to-submit p50 "
+              f"{percentile(lags, 0.5):7.1f} ms, p99 {percentile(lags, 0.99):7.1f} ms, "
+              f"max {lags[-1]:7.1f} ms", file=sys.stderr)
 
 
 def main() -> int:
@@ -202,6 +265,12 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=0, help="open loop at this rate (0: wrk)")
     p.add_argument("--pyspy", type=Path, help="profile each gateway process during the load "
                    "(py-spy raw stacks into this folder; bench/profile_summary.py reads them)")
+    p.add_argument("--tables", action="store_true", help="PostgreSQL: print the rows each "
+                   "table had inserted, updated (HOT) and deleted per accepted send")
+    p.add_argument("--statements", action="store_true", help="PostgreSQL with pg_stat_statements "
+                   "loaded: print the statements that took the most time, per accepted send")
+    p.add_argument("--timeline", action="store_true", help="print 200-to-submit_sm by the "
+                   "second each send was accepted in")
     args = p.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tikosms-quick-"))
     load1 = open("/proc/loadavg").read().split()[0]
@@ -245,6 +314,10 @@ def main() -> int:
             named["postgres"] = []
         before = {k: cpu(v) for k, v in named.items()}
         xacts = xact_commits(db)
+        time.sleep(1.0 if args.tables else 0)  # the statistics collector's delay
+        writes_before = table_writes(db) if args.tables else {}
+        if args.statements:
+            statements(db, reset=True)
         spies = []
         if args.pyspy:
             args.pyspy.mkdir(parents=True, exist_ok=True)
@@ -275,6 +348,8 @@ def main() -> int:
         figures = db_figures(db, "")
         time.sleep(1.5)  # the statistics collector's delay
         updated, hot = parts_updates(db)
+        writes = table_writes(db) if args.tables else {}
+        top = statements(db, reset=False) if args.statements else []
     accepted = load["requests"] - load["errors"]
     out = {
         "db": args.db, "mode": f"open {args.rate:g}/s" if args.rate else
@@ -294,6 +369,20 @@ def main() -> int:
     out["cpu_ms_total"] = round(sum(v for k, v in out["cpu_ms_per_send"].items()  # type: ignore[union-attr]
                                     if k != "smsc-sim"), 3)
     print(json.dumps(out))
+    if args.timeline:
+        print_timeline(figures["timed"])
+    per = max(1, accepted)
+    for name, counts in sorted(writes.items()):
+        was = writes_before.get(name, (0, 0, 0, 0))
+        ins, upd, hot_upd, dele = (round((c - b) / per, 2)
+                                   for c, b in zip(counts, was, strict=True))
+        if ins or upd or dele:
+            print(f"  {name:24} per send: inserted {ins}, updated {upd} (HOT {hot_upd}), "
+                  f"deleted {dele}", file=sys.stderr)
+    for query, calls, rows, total in top:
+        print(f"  {total / per:.4f} ms/send  {calls} calls  {rows / max(1, calls):.1f} rows/call "
+              f"{total / max(1, calls):.3f} ms/call  {' '.join(query.split())[:150]}",
+              file=sys.stderr)
     os.environ.get("KEEP") or subprocess.run(["rm", "-rf", str(workdir)])
     return 0
 
