@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import procs
 from bench.procs import Process
-from tikosms.callbacks.sender import CallbackSender
 from tikosms.callbacks import signing
+from tikosms.callbacks.sender import CallbackSender
 
 BODY = json.dumps({"id": "01JEXAMPLE0000000000000000", "message_id": "01JEXAMPLE0000000000000001",
                    "part": 1, "status": "DELIVRD", "error_code": None, "to": "380501234567",
