@@ -350,3 +350,22 @@ async def test_a_stream_of_single_sends_is_written_in_fewer_transactions_and_a_l
         assert await balance(client, who) == Decimal("10.00") - Decimal("0.045") * 41
         # never a linger for the campaign writer (one transaction per campaign anyway)
         assert app.state.send_writers["messages"].linger == 0
+
+
+async def test_a_client_sending_one_request_at_a_time_is_not_kept_waiting_by_the_linger(
+        db: Database, settings: Settings) -> None:
+    """A client that waits for each answer before its next send comes as often as a stream,
+    but no other send can join its wait: after a few lingers that gathered nothing, its sends
+    are written at once (one probe now and then)."""
+    await add_rates(db)
+    who = await make_customer(db, balance="10.00")
+    app = create_app(settings.model_copy(update={"send_linger_seconds": 0.05}), db)
+    writer = app.state.send_writers["message"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://tikosms.test") as client:
+        for i in range(60):
+            r = await client.post("/v1/message", headers=who.headers, json={
+                "from": "Shop", "to": f"38050{3000000 + i}", "message": "code 1234"})
+            assert r.status_code == 200, r.text
+        assert writer.batches == 60  # nothing to group: one at a time
+        assert 0 < writer.lingered <= 12  # a few fruitless lingers, then a probe per 16

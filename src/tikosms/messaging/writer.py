@@ -8,7 +8,9 @@ each still reserved, checked and answered on its own (a 402 for one send fails n
 
 A send that finds the writer idle is written at once, unless sends are arriving as a stream
 (`linger`, `TIKOSMS_SEND_LINGER_SECONDS`, 3 ms): when the smoothed gap between two sends is
-below it, the writer lets the sends of the next `linger` seconds join first. Under a trickle
+below it, the writer lets the sends of the next `linger` seconds join first, for as long as
+lingering brings company (a client that sends one request at a time, waiting for each answer,
+comes as often as a stream, but nothing can join its sends: they stop waiting). Under a trickle
 (500 sends/s: one every 2 ms) every send was a transaction of its own, five round trips each
 (BEGIN, opt-outs, rows, reserve, COMMIT) that cost about as much CPU in the API and in
 PostgreSQL as the send itself; lingering groups them two to four at a time. A send that comes
@@ -45,6 +47,11 @@ log = logging.getLogger("tikosms.messaging")
 MAX_BATCH = 256  # sends per transaction
 GAP_WEIGHT = 0.2  # the smoothed gap between sends moves this much towards each new gap
 MAX_GAP = 1.0  # seconds: a longer pause counts as this (one pause does not outweigh a stream)
+# the share of recent lingers that ended with more than one send to write (smoothed): under
+# WORTH_MIN the writer stops lingering, and tries once every PROBE_EVERY batches
+WORTH_WEIGHT = 0.2
+WORTH_MIN = 0.3
+PROBE_EVERY = 16
 ROWS_FIRST_LIMIT = 2000  # parts: up to this many are written before the balance is reserved
 
 
@@ -84,6 +91,8 @@ class SendWriter:
         self._drainer: asyncio.Task[None] | None = None
         self._last = 0.0  # monotonic time of the last send
         self._gap = MAX_GAP  # smoothed seconds between two sends
+        self._worth = 1.0  # smoothed share of lingers that ended with company
+        self._since_probe = 0
         self.batches = 0
         self.lingered = 0  # batches that waited for a stream's next sends (metrics, tests)
 
@@ -101,15 +110,30 @@ class SendWriter:
             self._drainer = asyncio.create_task(self._drain())
         return await asyncio.shield(item.done)
 
+    def _should_linger(self) -> bool:
+        """Sends come closer together than the linger, and lingering has been bringing company.
+        A client that sends one request at a time (the next after the answer) comes as often
+        as a stream but no send ever joins its wait: after a few fruitless lingers its sends
+        are written at once, with one probe every PROBE_EVERY batches in case a stream begins."""
+        if not self.linger or self._gap >= self.linger or len(self._queue) >= self.max_batch:
+            return False
+        if self._worth >= WORTH_MIN:
+            return True
+        self._since_probe += 1
+        return self._since_probe >= PROBE_EVERY
+
     async def _drain(self) -> None:
         while self._queue:
-            if self.linger and self._gap < self.linger and len(self._queue) < self.max_batch:
+            if self._should_linger():
                 # a stream: the batch waits until its first send has waited `linger` (the
                 # sends that came during the last commit have waited through it already)
                 wait = self._queue[0].at + self.linger - time.monotonic()
                 if wait > 0:
                     self.lingered += 1
+                    self._since_probe = 0
                     await asyncio.sleep(wait)
+                    company = 1.0 if len(self._queue) > 1 else 0.0
+                    self._worth += WORTH_WEIGHT * (company - self._worth)
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
             try:
