@@ -67,6 +67,8 @@ def create_app(
                 yield
         finally:
             observability_metrics.mark_process_dead()
+            for writer in app.state.send_writers.values():
+                await writer.close()  # sends taken (lingering ones too), before the pool goes
             await app.state.parts_signal.close()  # a wake-up in flight, before the pool goes
             if own_db:
                 await app.state.db.dispose()

@@ -90,6 +90,7 @@ async def test_two_api_processes_and_a_worker_count_what_the_database_holds(
     # series without labels too (made at import, before the processes' files were set up)
     assert sample_sum(api_text, "tikosms_send_batch_size_sum") == MESSAGES
     assert "tikosms_http_requests_in_flight" in api_text
+    assert "tikosms_callback_attempt_seconds_count" in worker_text  # one process: the fix
     assert sample_sum(worker_text, "tikosms_submits_total", result="accepted") == delivered
     assert sample_sum(worker_text, "tikosms_receipts_total", status="DELIVRD") == delivered
     assert sample_sum(worker_text, "tikosms_submit_to_receipt_seconds_count") == delivered

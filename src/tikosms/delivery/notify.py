@@ -142,9 +142,10 @@ class PartsSignal:
         self._pending: DueAccounts = {}
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._closed = False
 
     def stored(self, accounts: DueAccounts) -> None:
-        if not accounts:
+        if not accounts or self._closed:
             return
         if self.local is not None:
             self.local(accounts)
@@ -178,6 +179,7 @@ class PartsSignal:
     async def close(self) -> None:
         """Let a notification in flight finish (2 s at most); none is sent after this."""
         self.local = None
+        self._closed = True
         self._pending = {}
         if self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):

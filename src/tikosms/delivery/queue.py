@@ -300,7 +300,9 @@ async def _claim_many(
     campaigns: dict[str, tuple[Any, ...]] = {
         c[0]: (c[1], c[2], bool(c[3])) for c in (tuple(row) for row in found)}
     # SQLite gives the time back as the text it stores
-    rows = [(*r[:11], datetime.fromisoformat(r[11]), r[12], *campaigns[r[1]]) for r in rows]
+    # a part whose campaign is gone is claimed with an empty sender, as on PostgreSQL
+    rows = [(*r[:11], datetime.fromisoformat(r[11]), r[12], *campaigns.get(r[1], ("", "", False)))
+            for r in rows]
     return [ClaimedPart(*row) for row in rows]
 
 

@@ -110,6 +110,18 @@ class SendWriter:
             self._drainer = asyncio.create_task(self._drain())
         return await asyncio.shield(item.done)
 
+    async def close(self, within: float = 5.0) -> None:
+        """Let the sends already taken (one lingering included) be written and answered before
+        the database goes: `within` seconds at most."""
+        drainer = self._drainer
+        if drainer is not None and not drainer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(drainer), within)
+            except TimeoutError:
+                log.error("%d single sends not yet written after %.0f s at shutdown; their "
+                          "clients get no answer and nothing is charged", len(self._queue),
+                          within)
+
     def _should_linger(self) -> bool:
         """Sends come closer together than the linger, and lingering has been bringing company.
         A client that sends one request at a time (the next after the answer) comes as often
@@ -162,7 +174,8 @@ class SendWriter:
         async with self.db.begin() as conn:
             outcomes = await self._write(conn, batch)
         self.batches += 1
-        SEND_BATCH.observe(len(batch))
+        if self.max_batch > 1:  # the campaigns' writer (one a transaction) is not group commit
+            SEND_BATCH.observe(len(batch))
         for item, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 item.done.set_exception(outcome)

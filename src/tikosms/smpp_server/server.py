@@ -168,6 +168,7 @@ class SmppServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
+        await self.writer.close()
         if self._own_signal and self.writer.signal is not None:
             await self.writer.signal.close()
 
