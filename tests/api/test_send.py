@@ -350,6 +350,7 @@ async def test_a_stream_of_single_sends_is_written_in_fewer_transactions_and_a_l
         assert await balance(client, who) == Decimal("10.00") - Decimal("0.045") * 41
         # never a linger for the campaign writer (one transaction per campaign anyway)
         assert app.state.send_writers["messages"].linger == 0
+    await app.state.parts_signal.close()  # a wake-up in flight, before the database goes
 
 
 async def test_a_client_sending_one_request_at_a_time_is_not_kept_waiting_by_the_linger(
@@ -369,3 +370,4 @@ async def test_a_client_sending_one_request_at_a_time_is_not_kept_waiting_by_the
             assert r.status_code == 200, r.text
         assert writer.batches == 60  # nothing to group: one at a time
         assert 0 < writer.lingered <= 12  # a few fruitless lingers, then a probe per 16
+    await app.state.parts_signal.close()
