@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -321,22 +325,39 @@ async def test_a_revoked_token_racing_for_a_key_another_token_took_gets_401(
         assert second.status_code == 401, (second.status_code, second.text)
 
 
+
+@dataclass
+class Lingering:
+    writer: Any  # the API's single-send SendWriter
+    client: httpx.AsyncClient
+    who: Customer
+
+    async def send(self, i: int) -> httpx.Response:
+        return await self.client.post("/v1/message", headers=self.who.headers, json={
+            "from": "Shop", "to": f"38050{2000000 + i}", "message": "code 1234"})
+
+
+@asynccontextmanager
+async def lingering_api(db: Database, settings: Settings) -> AsyncIterator[Lingering]:
+    """An API whose send writer lingers 50 ms, with a customer of 10.00."""
+    await add_rates(db)
+    who = await make_customer(db, balance="10.00")
+    app = create_app(settings.model_copy(update={"send_linger_seconds": 0.05}), db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://tikosms.test") as client:
+        try:
+            yield Lingering(app.state.send_writers["message"], client, who)
+        finally:
+            await app.state.parts_signal.close()  # a wake-up in flight, before the db goes
+
+
 async def test_a_stream_of_single_sends_is_written_in_fewer_transactions_and_a_lone_one_at_once(
         db: Database, settings: Settings) -> None:
     """The send writer's linger: a send that comes alone is written at once; sends that come
     closer together than the linger wait for each other (fewer transactions, fewer round
     trips), and each is still charged and answered on its own."""
-    await add_rates(db)
-    who = await make_customer(db, balance="10.00")
-    app = create_app(settings.model_copy(update={"send_linger_seconds": 0.05}), db)
-    writer = app.state.send_writers["message"]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://tikosms.test") as client:
-
-        async def send(i: int) -> httpx.Response:
-            return await client.post("/v1/message", headers=who.headers, json={
-                "from": "Shop", "to": f"38050{2000000 + i}", "message": "code 1234"})
-
+    async with lingering_api(db, settings) as api:
+        writer, send = api.writer, api.send
         assert (await send(0)).status_code == 200
         assert (writer.batches, writer.lingered) == (1, 0)  # alone: no wait
         tasks = []
@@ -347,10 +368,7 @@ async def test_a_stream_of_single_sends_is_written_in_fewer_transactions_and_a_l
         assert [r.status_code for r in answers] == [200] * 40
         assert writer.lingered > 0
         assert writer.batches < 1 + 40 - 10  # the later sends of the stream went together
-        assert await balance(client, who) == Decimal("10.00") - Decimal("0.045") * 41
-        # never a linger for the campaign writer (one transaction per campaign anyway)
-        assert app.state.send_writers["messages"].linger == 0
-    await app.state.parts_signal.close()  # a wake-up in flight, before the database goes
+        assert await balance(api.client, api.who) == Decimal("10.00") - Decimal("0.045") * 41
 
 
 async def test_a_client_sending_one_request_at_a_time_is_not_kept_waiting_by_the_linger(
@@ -358,16 +376,10 @@ async def test_a_client_sending_one_request_at_a_time_is_not_kept_waiting_by_the
     """A client that waits for each answer before its next send comes as often as a stream,
     but no other send can join its wait: after a few lingers that gathered nothing, its sends
     are written at once (one probe now and then)."""
-    await add_rates(db)
-    who = await make_customer(db, balance="10.00")
-    app = create_app(settings.model_copy(update={"send_linger_seconds": 0.05}), db)
-    writer = app.state.send_writers["message"]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://tikosms.test") as client:
+    async with lingering_api(db, settings) as api:
+        writer = api.writer
         for i in range(60):
-            r = await client.post("/v1/message", headers=who.headers, json={
-                "from": "Shop", "to": f"38050{3000000 + i}", "message": "code 1234"})
+            r = await api.send(i)
             assert r.status_code == 200, r.text
         assert writer.batches == 60  # nothing to group: one at a time
         assert 0 < writer.lingered <= 12  # a few fruitless lingers, then a probe per 16
-    await app.state.parts_signal.close()
