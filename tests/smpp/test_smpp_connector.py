@@ -257,6 +257,19 @@ async def test_available_follows_the_binds_that_can_submit(
     assert carrier._submitters == 0
 
 
+async def test_a_slot_being_closed_counts_as_unavailable_before_the_smsc_answers_its_unbind(
+    simulator: SmscSimulator, carrier_factory: Any
+) -> None:
+    carrier = await carrier_factory(simulator.port)  # bound: slot 1 (binds=1) open
+    assert carrier.available
+    closing = asyncio.create_task(carrier.close_slot(1))
+    await asyncio.sleep(0)  # the unbind is on its way, its unbind_resp not back yet
+    assert not closing.done()
+    assert not carrier.available  # a slot given up submits nothing more (slots, failover)
+    await closing
+    assert not carrier.available and carrier._submitters == 0
+
+
 async def test_wrong_password_is_reported_as_a_refused_bind(
     simulator: SmscSimulator, carrier_factory: Any, make_part: Any
 ) -> None:

@@ -106,7 +106,8 @@ class BindStatus:
 
     label: str
     bind_type: BindType
-    state: str  # "connecting" | "bound" | "refused" | "unreachable" | "down" | "stopped"
+    state: str  # "connecting" | "bound" | "unbinding" | "refused" | "unreachable" | "down"
+    #             | "stopped"
     detail: str
     in_flight: int
 
@@ -176,6 +177,8 @@ class SmppCarrier:
         if not binds:
             return
         self._binds = [b for b in self._binds if b not in binds]
+        for bind in binds:
+            bind.halt()
         self._notify()
         await asyncio.gather(*(bind.stop(drain_timeout) for bind in binds))
         self._notify()
@@ -436,8 +439,14 @@ class _Bind:
         in_flight = self.session.in_flight if self.session is not None else 0
         return BindStatus(self.label, self.bind_type, self.state, self.detail, in_flight)
 
-    async def stop(self, drain_timeout: float | None = None) -> None:
+    def halt(self) -> None:
+        """No new submit on this bind from this moment on, not from its unbind_resp."""
         self._stop.set()
+        if self.state == "bound":
+            self._set("unbinding", "")
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        self.halt()
         session = self.session
         if session is not None:
             await session.unbind(drain_timeout=self.carrier.config.stop_timeout
