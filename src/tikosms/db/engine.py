@@ -5,11 +5,15 @@ owns it, services run inside it and never commit behind the caller's back.
 
 SQLite: WAL mode, a busy timeout, and `BEGIN IMMEDIATE` for every transaction, so that two
 writers queue on the lock instead of failing with "database is locked" when a read transaction
-upgrades to a write.
+upgrades to a write. Within one process the writers queue on an asyncio lock first (FIFO,
+handed over the moment the last one commits): SQLite's own busy handler polls with sleeps of
+up to 100 ms, which made a send wait on delivery's writes for far longer than they took. The
+busy timeout still covers writers in other processes (the CLI beside `tikosms serve`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,12 +73,36 @@ class Database:
             tcp_keepalive=tcp_keepalive)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._lock = asyncio.Lock()
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._writer: asyncio.Task[Any] | None = None  # the task in SQLite's write transaction
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; committed when the block ends, rolled back if it raises."""
-        async with self.engine.begin() as conn:
-            yield conn
+        if not self.is_sqlite:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        task = asyncio.current_task()
+        if task is not None and task is self._writer:
+            # it would wait for itself: SQLite has one writer, and this task is it
+            raise RuntimeError("a write transaction inside another one on SQLite")
+        async with self._write_lock():
+            self._writer = task
+            try:
+                async with self.engine.begin() as conn:
+                    yield conn
+            finally:
+                self._writer = None
+
+    def _write_lock(self) -> asyncio.Lock:
+        """SQLite's writers of this process, in turn (a lock per event loop: a Database may
+        outlive the loop it was first used on, in tests and CLI commands)."""
+        loop = asyncio.get_running_loop()
+        if self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     @asynccontextmanager
     async def connect(self, stream: bool = False) -> AsyncIterator[AsyncConnection]:
