@@ -87,6 +87,7 @@ async def open_loop(url: str, token: str, rate: float, seconds: float) -> dict:
 
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     latencies: list[float] = []
+    by_start: list[tuple[float, float]] = []  # (second of the load it was sent in, latency)
     errors = 0
 
     async def one(session: aiohttp.ClientSession, n: int) -> None:
@@ -104,8 +105,10 @@ async def open_loop(url: str, token: str, rate: float, seconds: float) -> dict:
             errors += 1
             return
         latencies.append(time.perf_counter() - t0)
+        by_start.append((t0 - start, latencies[-1]))
 
     connector = aiohttp.TCPConnector(limit=256)
+    start = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector) as session:
         tasks = []
         start = time.perf_counter()
@@ -120,7 +123,8 @@ async def open_loop(url: str, token: str, rate: float, seconds: float) -> dict:
         took = time.perf_counter() - start
     ms = sorted(1000 * x for x in latencies)
     return {"requests": len(latencies), "errors": errors, "seconds": took,
-            "p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99)}
+            "p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99),
+            "by_start": by_start}
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -257,6 +261,17 @@ def print_timeline(timed: list[tuple[float, float]]) -> None:
               f"max {lags[-1]:7.1f} ms", file=sys.stderr)
 
 
+def print_accept_timeline(by_start: list[tuple[float, float]]) -> None:
+    """Accept latency by the second of the open loop the send was made in."""
+    by_second: dict[int, list[float]] = {}
+    for t, latency in by_start:
+        by_second.setdefault(int(t), []).append(1000 * latency)
+    for second, ms in sorted(by_second.items()):
+        ms.sort()
+        print(f"  second {second:3}: {len(ms):5} accepted, accept p50 {percentile(ms, 0.5):7.1f}"
+              f" ms, p99 {percentile(ms, 0.99):7.1f} ms, max {ms[-1]:7.1f} ms", file=sys.stderr)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
@@ -371,6 +386,8 @@ def main() -> int:
     print(json.dumps(out))
     if args.timeline:
         print_timeline(figures["timed"])
+        if load.get("by_start"):
+            print_accept_timeline(load["by_start"])
     per = max(1, accepted)
     for name, counts in sorted(writes.items()):
         was = writes_before.get(name, (0, 0, 0, 0))

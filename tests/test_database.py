@@ -60,3 +60,65 @@ def test_a_database_kept_across_event_loops_still_lets_its_writers_take_turns(
     assert asyncio.run(_increment_all(db, 5)) == 5
     assert asyncio.run(_increment_all(db, 5)) == 10  # another loop: the lock is its own
     asyncio.run(db.dispose())
+
+
+# -- the driver: one trip to aiosqlite's thread per statement (tikosms.db.sqlite_driver) -------
+
+async def _numbers(db: Database, count: int) -> None:
+    async with db.begin() as conn:
+        await conn.execute(text("CREATE TABLE numbers (n INTEGER PRIMARY KEY, label TEXT)"))
+        await conn.execute(text("INSERT INTO numbers (n, label) VALUES (:n, :label)"),
+                           [{"n": n, "label": f"n{n}"} for n in range(count)])
+
+
+async def test_results_larger_than_the_first_fetch_come_back_whole(tmp_path: Path) -> None:
+    from tikosms.db.sqlite_driver import FIRST_ROWS
+
+    count = 2 * FIRST_ROWS + 7
+    db = Database(f"sqlite:///{tmp_path / 'rows.db'}")
+    try:
+        await _numbers(db, count)
+        async with db.connect() as conn:
+            rows = (await conn.execute(text("SELECT n FROM numbers ORDER BY n"))).all()
+            assert [r.n for r in rows] == list(range(count))
+            exactly = (await conn.execute(text("SELECT n FROM numbers ORDER BY n LIMIT :k"),
+                                          {"k": FIRST_ROWS})).all()
+            assert len(exactly) == FIRST_ROWS  # a first fetch that was full, then nothing
+        async with db.connect(stream=True) as conn:
+            streamed = []
+            result = await conn.stream(text("SELECT n, label FROM numbers ORDER BY n"))
+            async for partition in result.partitions(333):
+                streamed.extend(partition)
+            assert [(r.n, r.label) for r in streamed] == [(n, f"n{n}") for n in range(count)]
+            # a stream left half read, then another statement on the same connection
+            half = await conn.stream(text("SELECT n FROM numbers ORDER BY n"))
+            assert [r.n for r in await half.fetchmany(5)] == [0, 1, 2, 3, 4]
+            await half.close()
+            assert (await conn.execute(text("SELECT count(*) FROM numbers"))).scalar_one() \
+                == count
+    finally:
+        await db.dispose()
+
+
+async def test_row_counts_returned_rows_and_errors_are_the_drivers(tmp_path: Path) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    db = Database(f"sqlite:///{tmp_path / 'counts.db'}")
+    try:
+        await _numbers(db, 10)
+        async with db.begin() as conn:
+            updated = await conn.execute(text("UPDATE numbers SET label = 'even' "
+                                              "WHERE n % 2 = 0"))
+            assert updated.rowcount == 5
+            returned = await conn.execute(text(
+                "INSERT INTO numbers (n, label) VALUES (100, 'new') RETURNING n, label"))
+            assert returned.one() == (100, "new")
+        with pytest.raises(IntegrityError):
+            async with db.begin() as conn:
+                await conn.execute(text("INSERT INTO numbers (n) VALUES (3)"))
+        async with db.connect() as conn:  # the failed transaction left nothing, broke nothing
+            labels = (await conn.execute(text(
+                "SELECT label FROM numbers WHERE n IN (2, 3, 100) ORDER BY n"))).scalars().all()
+            assert labels == ["even", "n3", "new"]
+    finally:
+        await db.dispose()

@@ -172,13 +172,24 @@ def _create_engine(url: str, pool_size: int, hide_parameters: bool = True,
                    tcp_keepalive: float = 0) -> AsyncEngine:
     aurl = async_url(url)
     if aurl.startswith("sqlite"):
+        from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+
+        from tikosms.db import sqlite_driver
+
+        # what SQLAlchemy would pass to sqlite3.connect for this URL (the path, uri mode...)
+        cargs, cparams = SQLiteDialect_aiosqlite().create_connect_args(make_url(aurl))
+        cparams["timeout"] = 30  # seconds to wait for the write lock (another process's)
+
+        async def creator() -> Any:
+            return await sqlite_driver.connect(*cargs, **cparams)
+
         engine = create_async_engine(
             aurl,
             hide_parameters=hide_parameters,
             poolclass=AsyncAdaptedQueuePool,
             pool_size=4,
             max_overflow=4,
-            connect_args={"timeout": 30},  # seconds to wait for the write lock
+            async_creator=creator,  # one trip to the driver's thread per statement
         )
         _configure_sqlite(engine)
         return engine
