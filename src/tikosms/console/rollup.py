@@ -1,15 +1,16 @@
 """The traffic roll-up: part events per minute, carrier and MCC/MNC in `traffic_minutes`.
 
 The overview reads only this table, never `parts`. A periodic task (started by `serve` and
-`worker`, every `console_rollup_seconds`) reads the parts changed since its watermark through
-`ix_parts_updated_at` and counts the events whose time falls in [watermark, now - settle):
+`worker`, every `console_rollup_seconds`) has the database count, among the parts changed since
+its watermark (`ix_parts_updated_at`), the events whose time falls in [watermark, now - settle):
 accepted (created_at), sent (sent_at), delivered (delivered_at, with the time from sent to
 delivered in a histogram) and failed (a final status other than DELIVRD/CANCELED, at
 updated_at). Every event time of a part is at or before its updated_at, so a part with an event
 in the window is always among the rows read. `settle` leaves a few seconds for transactions
-that stamped a time and committed a moment later. One process at a time runs it: the first
-statement updates the state row, which takes its row lock (PostgreSQL) or the write lock
-(SQLite) until commit.
+that stamped a time and committed a moment later. The counting reads outside any write
+transaction; the merge then updates the state row first (its row lock on PostgreSQL, the write
+lock on SQLite) and goes on only if the watermark is still the one counted from, so two
+processes never add the same window twice.
 
 Known limit: a part submitted twice (a retry) has only its last sent_at, so the earlier
 submit is not counted.
@@ -24,15 +25,15 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.engine import Database
-from tikosms.db.models import Part, RollupState, TrafficMinute
-from tikosms.db.types import utcnow
+from tikosms.db.models import RollupState, TrafficMinute
+from tikosms.db.types import naive_utc, sqlite_time, utcnow
 
 log = logging.getLogger("tikosms.console.rollup")
 
@@ -77,59 +78,103 @@ class _Tally:
             lambda: dict.fromkeys(COUNTERS, 0))
         self.hists: dict[tuple[datetime, str, str], dict[str, int]] = defaultdict(dict)
 
-    def add(self, at: datetime, carrier: str, mccmnc: str, what: str) -> tuple[Any, ...]:
-        key = (minute_of(at), carrier, mccmnc)
-        self.counts[key][what] += 1
-        return key
+
+def _minute(dialect: str, column: str) -> str:
+    if dialect == "postgresql":
+        return f"date_trunc('minute', {column})"
+    return f"substr({column}, 1, 16)"  # 'YYYY-MM-DD HH:MM' of the text SQLite keeps
 
 
-def count_events(rows: Any, lo: datetime, hi: datetime) -> _Tally:
+def _delivery_ms(dialect: str) -> str:
+    """Milliseconds from sent (or created, never sent) to delivered, at least 0."""
+    start = "COALESCE(sent_at, created_at)"
+    if dialect == "postgresql":
+        return f"GREATEST(0, EXTRACT(EPOCH FROM delivered_at - {start}) * 1000)"
+    # whole seconds from strftime, the microseconds from the text (julianday's doubles are
+    # off by tens of microseconds, enough to move a delivery across a bucket's bound)
+    return (f"MAX(0, (strftime('%s', delivered_at) - strftime('%s', {start})) * 1000.0 "
+            f"+ (CAST(substr(delivered_at, 20) AS REAL) - CAST(substr({start}, 20) AS REAL))"
+            " * 1000)")
+
+
+def _events_sql(dialect: str) -> str:
+    """The events of [lo, hi) by kind, minute, carrier, MCC/MNC (and delivery bucket), from
+    the parts changed since lo (`ix_parts_updated_at`): counted by the database, so a pass
+    reads a few hundred rows whatever the traffic, not one per part."""
+    lo, hi = ("$1", "$2") if dialect == "postgresql" else ("?1", "?2")
+    bucket = "CASE " + " ".join(f"WHEN ms <= {b} THEN '{b}'" for b in BUCKETS_MS) + \
+        " ELSE 'inf' END"
+    failed = ", ".join(f"'{s}'" for s in sorted(FAILED))
+    keys = "COALESCE(carrier, '') AS carrier, COALESCE(mccmnc, '') AS mccmnc"
+
+    def kind(what: str, column: str, where: str) -> str:
+        return (f"SELECT '{what}' AS what, {_minute(dialect, column)} AS minute, {keys}, "
+                f"NULL AS bucket, count(*) AS n FROM parts WHERE updated_at >= {lo} AND "
+                f"{where} AND {column} >= {lo} AND {column} < {hi} GROUP BY 2, 3, 4")
+
+    return " UNION ALL ".join([
+        kind("accepted", "created_at", "TRUE"),
+        kind("sent", "sent_at", "sent_at IS NOT NULL"),
+        kind("failed", "updated_at", f"status IN ({failed})"),
+        f"SELECT 'delivered', minute, carrier, mccmnc, {bucket}, count(*) FROM ("
+        f"SELECT {_minute(dialect, 'delivered_at')} AS minute, {keys}, "
+        f"{_delivery_ms(dialect)} AS ms FROM parts WHERE updated_at >= {lo} AND "
+        f"status = 'DELIVRD' AND delivered_at >= {lo} AND delivered_at < {hi}) AS d "
+        "GROUP BY 2, 3, 4, 5",
+    ])
+
+
+async def count_events(conn: AsyncConnection, lo: datetime, hi: datetime) -> _Tally:
+    dialect = conn.dialect.name
+    args: tuple[Any, ...] = ((naive_utc(lo), naive_utc(hi)) if dialect == "postgresql" else
+                             (sqlite_time(naive_utc(lo)), sqlite_time(naive_utc(hi))))
     tally = _Tally()
-    for r in rows:
-        carrier, mccmnc = r.carrier or "", r.mccmnc or ""
-        if lo <= r.created_at < hi:
-            tally.add(r.created_at, carrier, mccmnc, "accepted")
-        if r.sent_at is not None and lo <= r.sent_at < hi:
-            tally.add(r.sent_at, carrier, mccmnc, "sent")
-        if r.status == "DELIVRD" and r.delivered_at is not None and lo <= r.delivered_at < hi:
-            key = tally.add(r.delivered_at, carrier, mccmnc, "delivered")
-            start = r.sent_at or r.created_at
-            ms = max(0.0, (r.delivered_at - start).total_seconds() * 1000)
+    for row in (await conn.exec_driver_sql(_events_sql(dialect), args)).all():
+        what, minute, carrier, mccmnc, bucket, n = tuple(row)
+        at = (minute if isinstance(minute, datetime)
+              else datetime.fromisoformat(minute)).replace(tzinfo=UTC)
+        key = (at, carrier, mccmnc)
+        tally.counts[key][what] += n
+        if bucket is not None:
             hist = tally.hists[key]
-            b = bucket_of(ms)
-            hist[b] = hist.get(b, 0) + 1
-        if r.status in FAILED and lo <= r.updated_at < hi:
-            tally.add(r.updated_at, carrier, mccmnc, "failed")
+            hist[bucket] = hist.get(bucket, 0) + n
     return tally
 
 
 async def run_once(db: Database, now: datetime | None = None) -> int:
-    """One pass; returns the number of (minute, carrier, mccmnc) rows touched."""
+    """One pass; returns the number of (minute, carrier, mccmnc) rows touched.
+
+    The events are counted outside the write transaction (on SQLite it would hold the one
+    write lock, and every send, while the parts are read); the write transaction then merges
+    them only if the watermark is still the one they were counted from (another process's
+    pass meanwhile: this one is dropped, the next counts from the new watermark)."""
     now = now or utcnow()
     hi = now - SETTLE
-    async with db.begin() as conn:
-        lo = await _lock_and_watermark(conn, now)
-        if lo is None or lo >= hi:
+    async with db.connect() as conn:
+        mark = (await conn.execute(select(RollupState.watermark).where(
+            RollupState.name == NAME))).scalar_one_or_none()
+        lo = now - FIRST_LOOKBACK if mark is None else mark
+        if lo >= hi:
             return 0
-        stmt = (select(Part.created_at, Part.sent_at, Part.delivered_at, Part.updated_at,
-                       Part.status, Part.carrier, Part.mccmnc)
-                .where(Part.updated_at >= lo))
-        rows = (await conn.execute(stmt)).all()
-        tally = count_events(rows, lo, hi)
+        tally = await count_events(conn, lo, hi)
+    async with db.begin() as conn:
+        if await _lock_and_watermark(conn, now, lo) != lo:
+            log.info("traffic roll-up: another process rolled up meanwhile; this pass dropped")
+            return 0
         await _merge(conn, tally)
         await conn.execute(update(RollupState).where(RollupState.name == NAME)
                            .values(watermark=hi, ran_at=now))
     return len(tally.counts)
 
 
-async def _lock_and_watermark(conn: AsyncConnection, now: datetime) -> datetime | None:
+async def _lock_and_watermark(conn: AsyncConnection, now: datetime, start: datetime
+                              ) -> datetime | None:
     result = await conn.execute(
         update(RollupState).where(RollupState.name == NAME).values(ran_at=now)
         .returning(RollupState.watermark))
     mark = result.scalar_one_or_none()
     if mark is not None:
         return mark  # type: ignore[no-any-return]
-    start = now - FIRST_LOOKBACK
     await conn.execute(insert(RollupState).values(name=NAME, watermark=start, ran_at=now))
     return start
 
