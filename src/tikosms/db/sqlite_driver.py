@@ -45,11 +45,11 @@ class OneTripCursor:
         await self.close()
 
     async def execute(self, sql: str, parameters: Any = None) -> OneTripCursor:
-        await self._replace(self._conn._execute(self._run, sql, parameters or ()))
+        await self._replace(self._conn._execute(self._run, "execute", sql, parameters or ()))
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> OneTripCursor:
-        await self._replace(self._conn._execute(self._run_many, sql, parameters))
+        await self._replace(self._conn._execute(self._run, "executemany", sql, parameters))
         return self
 
     async def _replace(self, call: Any) -> None:
@@ -58,20 +58,12 @@ class OneTripCursor:
         self._open, rows, self.description, self.rowcount, self.lastrowid = await call
         self._rows = deque(rows)
 
-    def _run(self, sql: str, parameters: Any) -> tuple[Any, ...]:
-        """On the connection's thread."""
+    def _run(self, method: str, sql: str, parameters: Any) -> tuple[Any, ...]:
+        """On the connection's thread: the cursor's `execute` or `executemany`, then the
+        first rows."""
         cursor = self._conn._conn.cursor()
         try:
-            cursor.execute(sql, parameters)
-            return self._first(cursor)
-        except BaseException:
-            cursor.close()
-            raise
-
-    def _run_many(self, sql: str, parameters: Iterable[Any]) -> tuple[Any, ...]:
-        cursor = self._conn._conn.cursor()
-        try:
-            cursor.executemany(sql, parameters)
+            getattr(cursor, method)(sql, parameters)
             return self._first(cursor)
         except BaseException:
             cursor.close()
