@@ -308,6 +308,28 @@ async def test_postgresql_connections_carry_the_server_timeouts_and_tcp_keepaliv
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs TIKOSMS_TEST_POSTGRES_URL")
+async def test_postgresql_never_jit_compiles_the_gateways_statements() -> None:
+    """A claim whose estimated cost passed jit_above_cost spent ~1 s compiling for 3 ms of
+    work once `parts` had grown (engine.server_settings); the pool's and the wake-up
+    listener's connections both come up with JIT off."""
+    from tikosms.db.engine import Database, server_settings
+
+    assert PG_URL
+    db = Database(PG_URL)
+    try:
+        async with db.connect() as conn:
+            assert (await conn.exec_driver_sql("SHOW jit")).scalar_one() == "off"
+            # estimated at 10^9 rows (planned, not run): far above every jit_*_cost
+            plan = "\n".join(r[0] for r in await conn.exec_driver_sql(
+                "EXPLAIN SELECT sum(a.g * b.g * c.g) FROM generate_series(1, 1000) a(g), "
+                "generate_series(1, 1000) b(g), generate_series(1, 1000) c(g)"))
+        assert "JIT" not in plan
+    finally:
+        await db.dispose()
+    assert server_settings()["jit"] == "off"  # the LISTEN connection's (delivery.notify)
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs TIKOSMS_TEST_POSTGRES_URL")
 async def test_a_worker_statement_left_without_an_answer_fails_and_the_next_one_works() -> None:
     """A statement that waits on a lock held elsewhere (as behind a session left idle in
     transaction) fails at the worker's command timeout instead of holding it for good."""
