@@ -108,7 +108,6 @@ async def open_loop(url: str, token: str, rate: float, seconds: float) -> dict:
         by_start.append((t0 - start, latencies[-1]))
 
     connector = aiohttp.TCPConnector(limit=256)
-    start = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector) as session:
         tasks = []
         start = time.perf_counter()
@@ -248,28 +247,26 @@ def db_figures(db: procs.ScratchDb, since_sql: str) -> dict:
 
 def print_timeline(timed: list[tuple[float, float]]) -> None:
     """200-to-submit_sm by the second the send was accepted in: a slow start, a stall, a drift."""
-    if not timed:
-        return
-    first = min(t for t, _ in timed)
-    by_second: dict[int, list[float]] = {}
-    for t, lag in timed:
-        by_second.setdefault(int(t - first), []).append(lag)
-    for second, lags in sorted(by_second.items()):
-        lags.sort()
-        print(f"  second {second:3}: {len(lags):5} sent, 200-to-submit p50 "
-              f"{percentile(lags, 0.5):7.1f} ms, p99 {percentile(lags, 0.99):7.1f} ms, "
-              f"max {lags[-1]:7.1f} ms", file=sys.stderr)
+    if timed:
+        first = min(t for t, _ in timed)
+        _print_by_second([(t - first, lag) for t, lag in timed], "sent", "200-to-submit")
 
 
 def print_accept_timeline(by_start: list[tuple[float, float]]) -> None:
     """Accept latency by the second of the open loop the send was made in."""
+    _print_by_second([(t, 1000 * latency) for t, latency in by_start], "accepted", "accept")
+
+
+def _print_by_second(rows: list[tuple[float, float]], noun: str, what: str) -> None:
+    """(seconds from the start, milliseconds): count, p50, p99 and max by whole second."""
     by_second: dict[int, list[float]] = {}
-    for t, latency in by_start:
-        by_second.setdefault(int(t), []).append(1000 * latency)
-    for second, ms in sorted(by_second.items()):
-        ms.sort()
-        print(f"  second {second:3}: {len(ms):5} accepted, accept p50 {percentile(ms, 0.5):7.1f}"
-              f" ms, p99 {percentile(ms, 0.99):7.1f} ms, max {ms[-1]:7.1f} ms", file=sys.stderr)
+    for t, ms in rows:
+        by_second.setdefault(int(t), []).append(ms)
+    for second, values in sorted(by_second.items()):
+        values.sort()
+        print(f"  second {second:3}: {len(values):5} {noun}, {what} p50 "
+              f"{percentile(values, 0.5):7.1f} ms, p99 {percentile(values, 0.99):7.1f} ms, "
+              f"max {values[-1]:7.1f} ms", file=sys.stderr)
 
 
 def main() -> int:

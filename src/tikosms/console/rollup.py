@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections import defaultdict
@@ -45,17 +46,6 @@ FAILED = frozenset({"UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"})
 BUCKETS_MS = (250, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000, 120_000, 300_000, 600_000,
               1_800_000, 3_600_000)
 COUNTERS = ("accepted", "sent", "delivered", "failed")
-
-
-def minute_of(t: datetime) -> datetime:
-    return t.replace(second=0, microsecond=0)
-
-
-def bucket_of(ms: float) -> str:
-    for bound in BUCKETS_MS:
-        if ms <= bound:
-            return str(bound)
-    return "inf"
 
 
 def median_ms(hist: dict[str, int]) -> int | None:
@@ -97,6 +87,7 @@ def _delivery_ms(dialect: str) -> str:
             " * 1000)")
 
 
+@functools.lru_cache(maxsize=2)
 def _events_sql(dialect: str) -> str:
     """The events of [lo, hi) by kind, minute, carrier, MCC/MNC (and delivery bucket), from
     the parts changed since lo (`ix_parts_updated_at`): counted by the database, so a pass

@@ -73,7 +73,7 @@ class Database:
             tcp_keepalive=tcp_keepalive)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.is_postgres = self.engine.dialect.name == "postgresql"
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None  # made on the loop that first writes
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._writer: asyncio.Task[Any] | None = None  # the task in SQLite's write transaction
 
@@ -100,7 +100,7 @@ class Database:
         """SQLite's writers of this process, in turn (a lock per event loop: a Database may
         outlive the loop it was first used on, in tests and CLI commands)."""
         loop = asyncio.get_running_loop()
-        if self._lock_loop is not loop:
+        if self._lock is None or self._lock_loop is not loop:
             self._lock, self._lock_loop = asyncio.Lock(), loop
         return self._lock
 
