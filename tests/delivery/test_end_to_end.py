@@ -52,6 +52,9 @@ async def test_message_is_delivered_with_times_and_signed_callbacks(
     last = answered[-1].json
     assert last["final"] is True and last["client_ref"] == "inv-7"
     assert last["message_id"] == r.json()["message_id"] and last["cost"] == "0.045"
+    # the part's campaign and times, as the status read gives them
+    assert last["from"] == "Shop" and last["to"] == "380501234567"
+    assert (last["sent_at"], last["delivered_at"]) == (rows[0]["sent_at"], rows[0]["delivered_at"])
     for c in answered:
         assert verify(secret, c.headers, c.body)
     assert await balance(client, customer) == Decimal("99.955")  # a delivered part is charged

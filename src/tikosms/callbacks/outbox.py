@@ -20,6 +20,10 @@ from tikosms.callbacks import repository
 from tikosms.db.models import FINAL_STATUSES
 
 EVENT_NAME = "message.status"
+# keys of a part's mapping that carry its campaign's sender and callback URL when the caller
+# read them with the part (the campaign is then not read again)
+CAMPAIGN_SENDER = "campaign_sender"
+CAMPAIGN_CALLBACK_URL = "campaign_callback_url"
 
 
 async def enqueue_status_events(
@@ -32,7 +36,12 @@ async def enqueue_status_events(
     parts = list(parts)
     if not parts:
         return 0
-    campaigns = await repository.campaign_senders(conn, list({p["campaign_id"] for p in parts}))
+    if all(CAMPAIGN_SENDER in p for p in parts):  # read with the parts (delivery.transitions)
+        campaigns = {p["campaign_id"]: (p[CAMPAIGN_SENDER], p[CAMPAIGN_CALLBACK_URL])
+                     for p in parts if p[CAMPAIGN_SENDER] is not None}
+    else:
+        campaigns = await repository.campaign_senders(
+            conn, list({p["campaign_id"] for p in parts}))
     rows = []
     event_ids = _event_ids(len(parts))
     for p, event_id in zip(parts, event_ids, strict=True):
