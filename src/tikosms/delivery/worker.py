@@ -10,9 +10,12 @@ One worker per process. Its tasks:
   deletes unmatched receipts and idempotency keys past their expiry.
 
 Crash exposure: a part passes a gate (`_gate`) before it goes to a carrier and gives its slot
-back only once its outcome is committed. So at any moment at most `max_unrecorded` parts (by
-default two windows of every bind) may be with a carrier without being on record: a SIGKILL
-can make another worker send those again after the lease, never more.
+back only once its outcome is committed. So at any moment at most `max_unrecorded` parts may be
+with a carrier without being on record: a SIGKILL can make another worker send those again
+after the lease, never more. By default the gate holds two windows of every bind (at least
+MIN_UNRECORDED), or UNRECORDED_SECONDS of the worker's measured throughput when that is more:
+a fixed count would cap the throughput at the count over the time a result takes to be
+recorded, which grows with what the process does beside delivery (callbacks).
 
 One bad item fails alone: the recorder tells a value the database refuses (`poison`) from an
 outage; on a data error it splits the batch until the bad item is alone and gives it a defined
@@ -31,6 +34,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -103,6 +107,49 @@ MIN_INFLIGHT = 64
 ACCOUNTS_REFRESH = 0.5  # seconds: a new account's campaign joins the rotation within this
 RECORD_LINGER_BELOW = 64  # results waiting: fewer, and the recorder lingers before writing
 MIN_UNRECORDED = 100  # parts: the gate's floor when the carriers' windows are small or unknown
+# seconds of measured throughput the gate holds by default, when that is more than its floor:
+# the AHEAD_SECONDS handed out, and the results waiting for (and in) the recorder's transaction
+UNRECORDED_SECONDS = 0.75
+
+
+class _Gate:
+    """A semaphore whose size can change: larger at once, smaller as slots come back; waiters
+    are served first come, first served."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.used < self.limit and not self._waiters:
+            self.used += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot came as we were cancelled: give it on
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        self.used -= 1
+        self._serve()
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._serve()
+
+    def _serve(self) -> None:
+        while self._waiters and self.used < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.used += 1
+                waiter.set_result(None)
 
 
 class _DataRefused(Exception):
@@ -146,10 +193,11 @@ class DeliveryWorker:
         self._signalled: DueAccounts = {}  # told since the last claim began
         self._turn = 0  # rotates the accounts' order from claim to claim
         self.listener: PartsListener | None = None
+        # the gate's floor; with max_unrecorded set, its fixed size
         self.max_unrecorded = settings.max_unrecorded or max(
             MIN_UNRECORDED, 2 * _window_capacity(router))
         # slots of parts with a carrier or answered, not yet on record (see the module doc)
-        self._gate = asyncio.Semaphore(self.max_unrecorded)
+        self._gate = _Gate(self.max_unrecorded)
         self._held: set[int] = set()
         self.rates: shared_rate.SharedRates | None = None
         # bind slots: a router from the database binds only the slots this process leases,
@@ -508,6 +556,8 @@ class DeliveryWorker:
             rate = 0.5 * rate + 0.5 * (done / period)
             self.target_inflight = max(MIN_INFLIGHT,
                                        min(self.max_inflight, int(rate * AHEAD_SECONDS)))
+            if not self.settings.max_unrecorded:
+                self._gate.resize(max(self.max_unrecorded, int(rate * UNRECORDED_SECONDS)))
             self._room.set()
             if self.rates is not None:
                 metrics.shared_rates(self.rates)
