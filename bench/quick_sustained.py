@@ -36,11 +36,12 @@ from bench.procs import Process
 
 WRK_LUA = """
 counter = 0
+extra = "%(extra)s"
 request = function()
   counter = counter + 1
   local body = string.format(
-    '{"from": "TikoBench", "to": "38050%07d", "message": "bench code 1234"}',
-    (math.random(0, 999) * 10000 + counter) % 10000000)
+    '{"from": "TikoBench", "to": "38050%07d", "message": "bench code 1234"%s}',
+    (math.random(0, 999) * 10000 + counter) % 10000000, extra)
   return wrk.format("POST", nil, nil, body)
 end
 done = function(summary, latency, requests)
@@ -67,9 +68,11 @@ def cpu(pids: list[int]) -> float:
     return sum(procs.cpu_seconds(p) for p in pids)
 
 
-def run_wrk(url: str, token: str, seconds: float, connections: int, workdir: Path) -> dict:
+def run_wrk(url: str, token: str, seconds: float, connections: int, workdir: Path,
+            callback_url: str | None = None) -> dict:
     script = workdir / "post.lua"
-    script.write_text(WRK_LUA, encoding="utf-8")
+    extra = f', \\"callback_url\\": \\"{callback_url}\\"' if callback_url else ""
+    script.write_text(WRK_LUA.replace("%(extra)s", extra), encoding="utf-8")
     done = subprocess.run(
         ["wrk", "-t", "2", "-c", str(connections), "-d", f"{int(seconds)}s", "-s", str(script),
          "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json", url],
@@ -82,7 +85,8 @@ def run_wrk(url: str, token: str, seconds: float, connections: int, workdir: Pat
     raise RuntimeError(f"wrk failed: {done.stdout} {done.stderr}")
 
 
-async def open_loop(url: str, token: str, rate: float, seconds: float) -> dict:
+async def open_loop(url: str, token: str, rate: float, seconds: float,
+                    callback_url: str | None = None) -> dict:
     import aiohttp
 
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -92,8 +96,11 @@ async def open_loop(url: str, token: str, rate: float, seconds: float) -> dict:
 
     async def one(session: aiohttp.ClientSession, n: int) -> None:
         nonlocal errors
-        body = json.dumps({"from": "TikoBench", "to": f"38051{n % 10_000_000:07d}",
-                           "message": "bench code 1234"})
+        send = {"from": "TikoBench", "to": f"38051{n % 10_000_000:07d}",
+                "message": "bench code 1234"}
+        if callback_url:
+            send["callback_url"] = callback_url
+        body = json.dumps(send)
         t0 = time.perf_counter()
         try:
             async with session.post(url, data=body, headers=headers) as r:
@@ -124,6 +131,14 @@ async def open_loop(url: str, token: str, rate: float, seconds: float) -> dict:
     return {"requests": len(latencies), "errors": errors, "seconds": took,
             "p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99),
             "by_start": by_start}
+
+
+def receiver_count(callback_url: str) -> int:
+    """POSTs bench/receiver.py has answered so far."""
+    import urllib.request
+    stats = callback_url.rsplit("/", 1)[0] + "/stats"
+    with urllib.request.urlopen(stats, timeout=10) as r:
+        return int(json.loads(r.read())["count"])
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -281,6 +296,8 @@ def main() -> int:
                    "table had inserted, updated (HOT) and deleted per accepted send")
     p.add_argument("--statements", action="store_true", help="PostgreSQL with pg_stat_statements "
                    "loaded: print the statements that took the most time, per accepted send")
+    p.add_argument("--callbacks", action="store_true", help="every send with a callback_url "
+                   "on bench/receiver.py (a process of its own): its status changes posted")
     p.add_argument("--timeline", action="store_true", help="print 200-to-submit_sm by the "
                    "second each send was accepted in")
     args = p.parse_args()
@@ -296,9 +313,17 @@ def main() -> int:
                        "--system-id", "bench", "--password", "bench", "--window", "100"],
                       db, workdir)
         procs.tikosms(["routes", "add", "--match", "*", "--carrier", "sim"], db, workdir)
-        port = procs.free_port()
-        env = procs.gateway_env(db, port)
         named: dict[str, list[int]] = {"smsc-sim": [sim.pid]}
+        callback_url = None
+        if args.callbacks:
+            rport = procs.free_port()
+            receiver = stack.enter_context(Process(
+                [procs.PYTHON, str(procs.BENCH / "receiver.py"), str(rport)],
+                workdir / "receiver.log", port=rport))
+            named["receiver"] = [receiver.pid]
+            callback_url = f"http://{procs.HOST}:{rport}/cb"
+        port = procs.free_port()
+        env = procs.gateway_env(db, port, callback_allow_private=True)
         if db.kind == "sqlite":
             serve = stack.enter_context(Process([procs.TIKOSMS, "serve"], workdir / "serve.log",
                                                 env, port))
@@ -343,11 +368,14 @@ def main() -> int:
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         t0 = time.time()
         if args.rate:
-            load = asyncio.run(open_loop(url, account.token, args.rate, args.seconds))
+            load = asyncio.run(open_loop(url, account.token, args.rate, args.seconds,
+                                         callback_url))
         else:
-            load = run_wrk(url, account.token, args.seconds, args.connections, workdir)
+            load = run_wrk(url, account.token, args.seconds, args.connections, workdir,
+                           callback_url)
         after = {k: cpu(v) for k, v in named.items()}
         took = time.time() - t0
+        posted = receiver_count(callback_url) if callback_url else 0
         if db.kind == "postgresql":
             assert db.name is not None
             # backends opened during the load count whole; the scratch database's only
@@ -369,6 +397,7 @@ def main() -> int:
         "accepted_per_s": round(accepted / load["seconds"]),
         "handed_per_s": round(figures["sent"] / took),
         "queued_at_end": figures["queued"], "errors": load["errors"],
+        **({"callbacks_per_s": round(posted / took)} if args.callbacks else {}),
         "p50_ms": round(load["p50_ms"], 1), "p99_ms": round(load["p99_ms"], 1),
         "submit_p50_ms": round(figures["submit_p50_ms"], 1),
         "submit_p99_ms": round(figures["submit_p99_ms"], 1),
