@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # parts a carrier has answered that the database has not yet recorded, per worker: above
     # this, submitting pauses until the recorder catches up: a SIGKILL can make another worker
     # resend at most this many (parts). 0: two windows of every bind (window x binds of each
-    # SMPP carrier, x 2), at least 100
+    # SMPP carrier, x 2), at least 100, or 0.75 s of the worker's measured throughput if more
     max_unrecorded: int = Field(default=0, ge=0, le=1_000_000)
     # receipts that matched no part are kept this long in case their submit is recorded late,
     # then deleted (seconds)
