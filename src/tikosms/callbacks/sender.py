@@ -132,6 +132,9 @@ class CallbackSender:
                 # Never route through a proxy taken from the environment: the proxy would
                 # resolve the host itself, out of reach of the address check.
                 trust_env=False,
+                # No cookies: one receiver's Set-Cookie must not ride on later callbacks, nor
+                # the jar grow with every customer's host.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
