@@ -10,8 +10,8 @@ One worker per process. Its tasks:
   deletes unmatched receipts and idempotency keys past their expiry.
 
 Crash exposure: a part passes a gate (`_gate`) before it goes to a carrier and gives its slot
-back only once its outcome is committed. So at any moment at most `max_unrecorded` parts may be
-with a carrier without being on record: a SIGKILL can make another worker send those again
+back only once its outcome is committed. So at any moment at most the gate's size in parts may
+be with a carrier without being on record: a SIGKILL can make another worker send those again
 after the lease, never more. By default the gate holds two windows of every bind (at least
 MIN_UNRECORDED), or UNRECORDED_SECONDS of the worker's measured throughput when that is more:
 a fixed count would cap the throughput at the count over the time a result takes to be
@@ -28,6 +28,7 @@ claimed then is released to the queue at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -132,8 +133,9 @@ class _Gate:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # the slot came as we were cancelled: give it on
-            else:
-                self._waiters.remove(waiter)
+            else:  # still queued, unless a release has dropped it as cancelled meanwhile
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
 
     def release(self) -> None:
