@@ -1,10 +1,12 @@
 import asyncio
+import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+from aiohttp import web
 
 from tests.callbacks.receiver import CallbackReceiver
 from tikosms.callbacks import signing
@@ -176,11 +178,26 @@ async def test_a_closed_sender_cannot_post() -> None:
         await sender.post("http://127.0.0.1:9/cb", BODY, {})
 
 
+
+@contextlib.asynccontextmanager
+async def _answering(handle: Callable[[web.Request], Awaitable[web.Response]]
+                     ) -> AsyncIterator[int]:
+    """A receiver on 127.0.0.1 answering POST /cb with `handle`; its port."""
+    app = web.Application()
+    app.router.add_post("/cb", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_receivers_cookie_never_rides_on_later_callbacks(sender: CallbackSender) -> None:
     """A webhook is not a browser session: a Set-Cookie from one answer (one customer's
     receiver) is not sent back on the next POST."""
-    from aiohttp import web
-
     seen: list[str | None] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -189,20 +206,11 @@ async def test_a_receivers_cookie_never_rides_on_later_callbacks(sender: Callbac
         response.set_cookie("session", "from-the-receiver")
         return response
 
-    app = web.Application()
-    app.router.add_post("/cb", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with _answering(handle) as port:
         for _ in range(2):
             # a name, not an IP literal: aiohttp's jar keeps no cookie of an IP host anyway
             attempt = await sender.post(f"http://localhost:{port}/cb", BODY, {})
             assert attempt.ok
-    finally:
-        await runner.cleanup()
     assert seen == [None, None]
 
 
@@ -211,20 +219,10 @@ async def test_an_answer_with_a_broken_encoding_still_counts_by_its_status(
 ) -> None:
     """The answer's body is never used: one that claims gzip and is not gzip is a 200 all
     the same, not an error to retry."""
-    from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:
         return web.Response(body=b"not gzip at all", headers={"Content-Encoding": "gzip"})
 
-    app = web.Application()
-    app.router.add_post("/cb", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with _answering(handle) as port:
         attempt = await sender.post(f"http://127.0.0.1:{port}/cb", BODY, {})
-    finally:
-        await runner.cleanup()
     assert attempt.ok and attempt.status == 200
