@@ -305,8 +305,18 @@ class DeliveryWorker:
                 await asyncio.sleep(1)
                 continue
             self._claim_trouble.ok()
+            again = 0
             for part, announced in parts:
+                if part.part_id in self._inflight or part.part_id in self._unrecorded:
+                    # ours already: its lease ran out while the database was away and the
+                    # claim took it back; it is being submitted, or its carrier's answer waits
+                    # for the recorder. Sending it again would be a duplicate SMS.
+                    again += 1
+                    continue
                 self._inflight[part.part_id] = asyncio.create_task(self._submit(part, announced))
+            if again:
+                log.warning("%d parts claimed again while this worker still held them (their "
+                            "lease ran out while the database was away): not sent again", again)
             if len(parts) >= limit:
                 continue  # a backlog: claim again at once
             # everything due is claimed: wait for news (a send accepted) or the next poll, then
