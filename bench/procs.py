@@ -95,6 +95,14 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+def receiver_count(receiver_url: str) -> int:
+    """POSTs bench/receiver.py (at `receiver_url`, no path) has answered so far."""
+    import json
+    import urllib.request
+    with urllib.request.urlopen(f"{receiver_url}/stats", timeout=10) as r:
+        return int(json.loads(r.read())["count"])
+
+
 def count_active_parts(db: ScratchDb) -> int:
     """Parts not yet in a final state, read straight from the database (a cheap poll)."""
     return count(db, "SELECT count(*) FROM parts WHERE status IN ('SCHEDULED', 'QUEUED', "

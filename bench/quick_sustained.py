@@ -133,14 +133,6 @@ async def open_loop(url: str, token: str, rate: float, seconds: float,
             "by_start": by_start}
 
 
-def receiver_count(callback_url: str) -> int:
-    """POSTs bench/receiver.py has answered so far."""
-    import urllib.request
-    stats = callback_url.rsplit("/", 1)[0] + "/stats"
-    with urllib.request.urlopen(stats, timeout=10) as r:
-        return int(json.loads(r.read())["count"])
-
-
 def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
@@ -314,14 +306,15 @@ def main() -> int:
                       db, workdir)
         procs.tikosms(["routes", "add", "--match", "*", "--carrier", "sim"], db, workdir)
         named: dict[str, list[int]] = {"smsc-sim": [sim.pid]}
-        callback_url = None
+        receiver_url = callback_url = None
         if args.callbacks:
             rport = procs.free_port()
             receiver = stack.enter_context(Process(
                 [procs.PYTHON, str(procs.BENCH / "receiver.py"), str(rport)],
                 workdir / "receiver.log", port=rport))
             named["receiver"] = [receiver.pid]
-            callback_url = f"http://{procs.HOST}:{rport}/cb"
+            receiver_url = f"http://{procs.HOST}:{rport}"
+            callback_url = f"{receiver_url}/cb"
         port = procs.free_port()
         env = procs.gateway_env(db, port, callback_allow_private=True)
         if db.kind == "sqlite":
@@ -375,7 +368,7 @@ def main() -> int:
                            callback_url)
         after = {k: cpu(v) for k, v in named.items()}
         took = time.time() - t0
-        posted = receiver_count(callback_url) if callback_url else 0
+        posted = procs.receiver_count(receiver_url) if receiver_url else 0
         if db.kind == "postgresql":
             assert db.name is not None
             # backends opened during the load count whole; the scratch database's only

@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 
 from bench import openloop, procs
@@ -465,15 +464,7 @@ def _pg_stats(db: ScratchDb) -> dict[str, int]:
 
 
 def _receiver_count(gw: Gateway) -> int:
-    if gw.receiver_url is None:
-        return 0
-
-    async def go() -> int:
-        async with aiohttp.ClientSession() as session, \
-                session.get(f"{gw.receiver_url}/stats") as r:
-            return int((await r.json())["count"])
-
-    return asyncio.run(go())
+    return 0 if gw.receiver_url is None else procs.receiver_count(gw.receiver_url)
 
 
 # --- the setups ------------------------------------------------------------------------------

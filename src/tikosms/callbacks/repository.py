@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import CursorResult
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tikosms.db.driver_sql import list_param, run_with_list
 from tikosms.db.partitions import SEQ_BITS, SEQ_MASK
-from tikosms.db.types import naive_utc, sqlite_time
+from tikosms.db.types import naive_utc, sqlite_time, stored_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +199,7 @@ async def pending_of_parts(conn: AsyncConnection, part_ids: Sequence[int]
                            ) -> list[PendingEvent]:
     """Every pending event of these parts, by part and id (index `(part_id, id)`)."""
     result = await run_with_list(conn, _PENDING_OF_PARTS, part_ids)
-    return [PendingEvent(i, p, _aware(due), None if lease is None else _aware(lease))
+    return [PendingEvent(i, p, stored_utc(due), None if lease is None else stored_utc(lease))
             for i, p, due, lease in result]
 
 
@@ -214,7 +214,7 @@ async def lease(conn: AsyncConnection, ids: Sequence[int], until: datetime
         when = _text(until)
         result = await conn.exec_driver_sql(_LEASE["sqlite"], (when, when, list_param(conn, ids)))
     rows: Sequence[Any] = result.all()
-    return [ClaimedEvent(i, eid, part, account, url, payload, attempts, _aware(created))
+    return [ClaimedEvent(i, eid, part, account, url, payload, attempts, stored_utc(created))
             for i, eid, part, account, url, payload, attempts, created in rows]
 
 
@@ -283,10 +283,5 @@ def _is_pg(conn: AsyncConnection) -> bool:
 def _text(value: datetime) -> str:
     return sqlite_time(naive_utc(value))
 
-
-def _aware(value: datetime | str) -> datetime:
-    if isinstance(value, str):  # SQLite
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC)
 
 

@@ -60,11 +60,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):  # SQLite through raw SQL
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC)
+        return None if value is None else stored_utc(value)
+
+
+def stored_utc(value: datetime | str) -> datetime:
+    """A time as a column stores it (naive UTC; text on SQLite through raw SQL), aware UTC:
+    for SQL on the driver, which skips the column types."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC)
 
 
 def utcnow() -> datetime:

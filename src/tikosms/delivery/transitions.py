@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -35,7 +35,7 @@ from tikosms.callbacks.outbox import (
 )
 from tikosms.db.driver_sql import run_with_list
 from tikosms.db.models import ENROUTE, FINAL_STATUSES, WAITING_STATUSES, Part, PendingReceipt
-from tikosms.db.types import from_micros, naive_utc, sqlite_time
+from tikosms.db.types import from_micros, naive_utc, sqlite_time, stored_utc
 from tikosms.delivery.carrier import Receipt
 from tikosms.smpp_server.outbox import enqueue_receipts
 
@@ -435,10 +435,8 @@ async def _parts(conn: AsyncConnection, ids: Sequence[int]) -> list[dict[str, An
         values = list(row[:len(_PART_KEYS)])
         values[_COST] = from_micros(int(values[_COST]))
         for i in _TIMES:
-            if (at := values[i]) is not None:
-                if isinstance(at, str):  # SQLite
-                    at = datetime.fromisoformat(at)
-                values[i] = at.replace(tzinfo=UTC)
+            if values[i] is not None:
+                values[i] = stored_utc(values[i])
         part = dict(zip(_PART_KEYS, values, strict=True))
         part[CAMPAIGN_SENDER], part[CAMPAIGN_CALLBACK_URL] = row[-2], row[-1]
         out.append(part)
