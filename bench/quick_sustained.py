@@ -6,9 +6,11 @@
 Real processes: `tikosms smsc-sim` (answers at once, receipts at once), `tikosms api` +
 `tikosms worker` (PostgreSQL) or `tikosms serve` (SQLite), on a scratch database. The load:
 `wrk` (Debian package) with 64 keep-alive connections, closed loop, each POST /v1/message to a
-new number; with `--rate`, an open loop of that many sends a second (bench/loadgen.py's aiohttp,
-one task per send). Prints one JSON line: accepted/s, handed to the SMSC/s during the load, the
-queue (QUEUED parts) at the end of the load, accept p50/p99, 200-to-submit_sm p50/p99 (created_at
+new number; with `--rate`, an open loop of that many sends a second (bench/openloop.py, as the
+`sustained` benchmark runs it: latency from each send's scheduled time). With `--split` on
+SQLite, `tikosms api` + `tikosms worker` on the one file instead of `tikosms serve`. Prints one
+JSON line: accepted/s, handed to the SMSC/s during the load, the queue (QUEUED parts) at the
+end of the load, accept p50/p99, 200-to-submit_sm p50/p99 (created_at
 to sent_at), and CPU ms per accepted send of each process (from /proc; the PostgreSQL backends of
 the scratch database included). Not part of the full bench/run.py suite (the `sustained`
 benchmark there is the complete version).
@@ -85,52 +87,22 @@ def run_wrk(url: str, token: str, seconds: float, connections: int, workdir: Pat
     raise RuntimeError(f"wrk failed: {done.stdout} {done.stderr}")
 
 
-async def open_loop(url: str, token: str, rate: float, seconds: float,
-                    callback_url: str | None = None) -> dict:
-    import aiohttp
+def open_loop(url: str, token: str, rate: float, seconds: float,
+              callback_url: str | None = None) -> dict:
+    """bench/openloop.py (raw HTTP/1.1, on a schedule, latency from the scheduled time), one
+    process up to 3,000/s and two above, as the `sustained` benchmark runs it."""
+    from bench import sustained
 
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    latencies: list[float] = []
-    by_start: list[tuple[float, float]] = []  # (second of the load it was sent in, latency)
-    errors = 0
-
-    async def one(session: aiohttp.ClientSession, n: int) -> None:
-        nonlocal errors
-        send = {"from": "TikoBench", "to": f"38051{n % 10_000_000:07d}",
-                "message": "bench code 1234"}
-        if callback_url:
-            send["callback_url"] = callback_url
-        body = json.dumps(send)
-        t0 = time.perf_counter()
-        try:
-            async with session.post(url, data=body, headers=headers) as r:
-                await r.read()
-                if r.status != 200:
-                    errors += 1
-                    return
-        except Exception:
-            errors += 1
-            return
-        latencies.append(time.perf_counter() - t0)
-        by_start.append((t0 - start, latencies[-1]))
-
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        tasks = []
-        start = time.perf_counter()
-        n = 0
-        while (elapsed := time.perf_counter() - start) < seconds:
-            due = int(elapsed * rate)
-            while n < due:
-                tasks.append(asyncio.create_task(one(session, n)))
-                n += 1
-            await asyncio.sleep(0.002)
-        await asyncio.gather(*tasks)
-        took = time.perf_counter() - start
-    ms = sorted(1000 * x for x in latencies)
-    return {"requests": len(latencies), "errors": errors, "seconds": took,
-            "p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99),
-            "by_start": by_start}
+    body = sustained.SEND_BODY
+    if callback_url:
+        body = body[:-1] + f', "callback_url": "{callback_url}"}}'
+    r = sustained.open_loop(url, rate, seconds, body=body,
+                            headers=[f"Authorization: Bearer {token}",
+                                     "Content-Type: application/json"],
+                            processes=1 if rate <= 3000 else 2)
+    return {"requests": r["ok"], "errors": r["scheduled"] - r["ok"],
+            "seconds": max(seconds, r["ended"] - r["started"]),
+            "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -259,11 +231,6 @@ def print_timeline(timed: list[tuple[float, float]]) -> None:
         _print_by_second([(t - first, lag) for t, lag in timed], "sent", "200-to-submit")
 
 
-def print_accept_timeline(by_start: list[tuple[float, float]]) -> None:
-    """Accept latency by the second of the open loop the send was made in."""
-    _print_by_second([(t, 1000 * latency) for t, latency in by_start], "accepted", "accept")
-
-
 def _print_by_second(rows: list[tuple[float, float]], noun: str, what: str) -> None:
     """(seconds from the start, milliseconds): count, p50, p99 and max by whole second."""
     by_second: dict[int, list[float]] = {}
@@ -290,6 +257,10 @@ def main() -> int:
                    "loaded: print the statements that took the most time, per accepted send")
     p.add_argument("--callbacks", action="store_true", help="every send with a callback_url "
                    "on bench/receiver.py (a process of its own): its status changes posted")
+    p.add_argument("--warm", type=float, default=2, help="open loop: seconds of sends at "
+                   "500/s (at most the rate) before the measured load, its queue drained")
+    p.add_argument("--split", action="store_true", help="SQLite: `tikosms api` + `tikosms "
+                   "worker` on the one file instead of `tikosms serve`")
     p.add_argument("--timeline", action="store_true", help="print 200-to-submit_sm by the "
                    "second each send was accepted in")
     args = p.parse_args()
@@ -317,7 +288,7 @@ def main() -> int:
             callback_url = f"{receiver_url}/cb"
         port = procs.free_port()
         env = procs.gateway_env(db, port, callback_allow_private=True)
-        if db.kind == "sqlite":
+        if db.kind == "sqlite" and not args.split:
             serve = stack.enter_context(Process([procs.TIKOSMS, "serve"], workdir / "serve.log",
                                                 env, port))
             named["serve"] = [serve.pid]
@@ -328,12 +299,15 @@ def main() -> int:
                                                  workdir / "worker.log", env))
             named["api"] = [api.pid]
             named["worker"] = [worker.pid]
-        ready = workdir / ("serve.log" if db.kind == "sqlite" else "worker.log")
+        ready = workdir / ("serve.log" if "serve" in named else "worker.log")
         end = time.monotonic() + 60
-        while (db.kind == "postgresql" and b"running" not in ready.read_bytes()
+        while ("worker" in named and b"running" not in ready.read_bytes()
                and time.monotonic() < end):
             time.sleep(0.1)
         time.sleep(2)  # binds up
+        if args.warm and args.rate:  # caches, pools and binds warm, as a ladder's later steps
+            open_loop(f"http://{procs.HOST}:{port}/v1/message", account.token,
+                      min(args.rate, 500), args.warm, callback_url)
         waited = procs.wait_idle([pid for pids in named.values() for pid in pids])
         print(f"idle after {waited:.1f} s", file=sys.stderr)
         url = f"http://{procs.HOST}:{port}/v1/message"
@@ -361,8 +335,7 @@ def main() -> int:
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         t0 = time.time()
         if args.rate:
-            load = asyncio.run(open_loop(url, account.token, args.rate, args.seconds,
-                                         callback_url))
+            load = open_loop(url, account.token, args.rate, args.seconds, callback_url)
         else:
             load = run_wrk(url, account.token, args.seconds, args.connections, workdir,
                            callback_url)
@@ -405,8 +378,6 @@ def main() -> int:
     print(json.dumps(out))
     if args.timeline:
         print_timeline(figures["timed"])
-        if load.get("by_start"):
-            print_accept_timeline(load["by_start"])
     per = max(1, accepted)
     for name, counts in sorted(writes.items()):
         was = writes_before.get(name, (0, 0, 0, 0))
