@@ -589,14 +589,29 @@ def figures_of(db_kind: str, steps: list[Step], figure: Any) -> list[Any]:
                 out.append(figure(tag, db_kind, "open 1,000/s: accept to submit_sm p99, ms",
                                   at_1000.submit_p99_ms, target="< 1,000 ms",
                                   met=at_1000.submit_p99_ms < 1000))
-            total = sum(v for k, v in at_1000.cpu_ms.items()
-                        if k not in ("generator", "receiver"))
-            c_total = (sum(v for k, v in c1000.cpu_ms.items() if k != "generator")
-                       if c1000 else None)
+            # at 1,000/s the processes' fixed costs (polls, timers) still weigh: no target
             out.append(figure(tag, db_kind, "open 1,000/s: CPU ms per message, all processes",
-                              total, "api alone, open 1,000/s", c_total, "~0.6 ms",
-                              total <= 0.6, note=_cpu_text(at_1000)))
+                              _gateway_cpu(at_1000), "api alone, open 1,000/s",
+                              _gateway_cpu(c1000) if c1000 else None,
+                              note=_cpu_text(at_1000)))
+        # the CPU target goes with the rate target: "at least 3,000/s ... about 0.6 ms of CPU
+        # per message in all processes together, the database included" (issue 11)
+        top = max(kept, key=lambda s: s.offered or 0, default=None)
+        if top is not None and top.offered != 1000:
+            c_top = next((s for s in ceiling if s.offered == top.offered), None)
+            total = _gateway_cpu(top)
+            out.append(figure(tag, db_kind, f"open {top.offered:,.0f}/s (the highest kept up "
+                              "with): CPU ms per message, all processes", total,
+                              f"api alone, open {top.offered:,.0f}/s",
+                              _gateway_cpu(c_top) if c_top else None, "~0.6 ms",
+                              total <= 0.6, note=_cpu_text(top)))
     return out
+
+
+def _gateway_cpu(step: Step) -> float:
+    """CPU ms per message of the gateway's processes and its database (the load generator
+    and the customer's callback receiver are not the gateway's)."""
+    return sum(v for k, v in step.cpu_ms.items() if k not in ("generator", "receiver"))
 
 
 def _cpu_text(step: Step) -> str:
