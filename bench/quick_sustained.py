@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -189,32 +190,37 @@ def statements(db: procs.ScratchDb, reset: bool) -> list[tuple[str, int, int, fl
     return asyncio.run(go())
 
 
-def db_figures(db: procs.ScratchDb, since_sql: str) -> dict:
-    """Parts sent, QUEUED, and 200-to-submit percentiles."""
+def db_figures(db: procs.ScratchDb, since: float) -> dict:
+    """Parts of the sends made since `since` (epoch seconds; the warm-up's are not counted):
+    how many were sent, how many are QUEUED, and 200-to-submit percentiles."""
+    at = datetime.fromtimestamp(since, UTC).replace(tzinfo=None)
     if db.kind == "sqlite":
         import sqlite3
         assert db.path is not None
         conn = sqlite3.connect(f"file:{db.path}?mode=ro", uri=True, timeout=10)
+        mine = f"created_at >= '{at.isoformat(' ')}'"
         try:
-            sent = conn.execute("SELECT count(*) FROM parts WHERE sent_at IS NOT NULL")
-            n_sent = int(sent.fetchone()[0])
+            n_sent = int(conn.execute(
+                f"SELECT count(*) FROM parts WHERE sent_at IS NOT NULL AND {mine}").fetchone()[0])
             queued = int(conn.execute(
-                "SELECT count(*) FROM parts WHERE status = 'QUEUED'").fetchone()[0])
+                f"SELECT count(*) FROM parts WHERE status = 'QUEUED' AND {mine}").fetchone()[0])
             timed = [(float(r[0]), float(r[1])) for r in conn.execute(
                 "SELECT julianday(created_at) * 86400, (julianday(sent_at) - julianday(created_at))"
-                " * 86400000 FROM parts WHERE sent_at IS NOT NULL")]
+                f" * 86400000 FROM parts WHERE sent_at IS NOT NULL AND {mine}")]
         finally:
             conn.close()
     else:
         async def go() -> tuple[int, int, list[tuple[float, float]]]:
             conn = await asyncpg.connect(db.url)
             try:
-                n = await conn.fetchval("SELECT count(*) FROM parts WHERE sent_at IS NOT NULL")
-                q = await conn.fetchval("SELECT count(*) FROM parts WHERE status = 'QUEUED'")
+                n = await conn.fetchval("SELECT count(*) FROM parts WHERE sent_at IS NOT NULL "
+                                        "AND created_at >= $1", at)
+                q = await conn.fetchval("SELECT count(*) FROM parts WHERE status = 'QUEUED' "
+                                        "AND created_at >= $1", at)
                 rows = await conn.fetch(
                     "SELECT extract(epoch FROM created_at), "
                     "extract(epoch FROM sent_at - created_at) * 1000 FROM parts "
-                    "WHERE sent_at IS NOT NULL")
+                    "WHERE sent_at IS NOT NULL AND created_at >= $1", at)
                 return int(n), int(q), [(float(r[0]), float(r[1])) for r in rows]
             finally:
                 await conn.close()
@@ -351,7 +357,7 @@ def main() -> int:
         xacts = xact_commits(db) - xacts
         for spy_proc in spies:
             spy_proc.wait(60)
-        figures = db_figures(db, "")
+        figures = db_figures(db, t0)
         time.sleep(1.5)  # the statistics collector's delay
         updated, hot = parts_updates(db)
         writes = table_writes(db) if args.tables else {}
