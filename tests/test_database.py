@@ -141,3 +141,98 @@ async def test_row_counts_returned_rows_and_errors_are_the_drivers(tmp_path: Pat
             assert labels == ["even", "n3", "new"]
     finally:
         await db.dispose()
+
+
+# -- writers of several processes: the `<database>-lock` flock (tikosms.db.sqlite_driver) ----
+
+_CHILD_INCREMENTS = """
+import asyncio, sys
+from sqlalchemy import text
+from tikosms.db.engine import Database
+
+async def main():
+    db = Database(sys.argv[1])
+    try:
+        for _ in range(int(sys.argv[2])):
+            async with db.begin() as conn:
+                n = (await conn.execute(text("SELECT n FROM counter"))).scalar_one()
+                await asyncio.sleep(0.001)  # the other process asks for the lock meanwhile
+                await conn.execute(text("UPDATE counter SET n = :n"), {"n": n + 1})
+    finally:
+        await db.dispose()
+
+asyncio.run(main())
+"""
+
+
+async def test_writers_of_two_processes_wait_for_each_other_and_lose_no_write(
+        tmp_path: Path) -> None:
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    db = Database(url)
+    try:
+        await _counter(db)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CHILD_INCREMENTS, url, "60")
+        for _ in range(60):
+            async with db.begin() as conn:
+                n = (await conn.execute(text("SELECT n FROM counter"))).scalar_one()
+                await asyncio.sleep(0.001)
+                await conn.execute(text("UPDATE counter SET n = :n"), {"n": n + 1})
+        assert await child.wait() == 0
+        async with db.connect() as conn:
+            assert (await conn.execute(text("SELECT n FROM counter"))).scalar_one() == 120
+        assert (tmp_path / "two.db-lock").exists()
+    finally:
+        await db.dispose()
+
+
+async def test_a_failed_write_gives_the_lock_back_to_the_other_processes(
+        tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from sqlalchemy.exc import OperationalError
+
+    db = Database(f"sqlite:///{tmp_path / 'failed.db'}")
+    try:
+        await _counter(db)
+        with pytest.raises(OperationalError):
+            async with db.begin() as conn:
+                await conn.execute(text("INSERT INTO nowhere VALUES (1)"))
+        # another process (here: a descriptor of our own, as flock sees it) takes it at once
+        fd = os.open(tmp_path / "failed.db-lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+    finally:
+        await db.dispose()
+
+
+async def test_a_writer_held_up_too_long_by_another_process_fails_as_sqlite_would(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+    import os
+
+    from sqlalchemy.exc import OperationalError
+
+    from tikosms.db import sqlite_driver
+
+    db = Database(f"sqlite:///{tmp_path / 'held.db'}")
+    try:
+        await _counter(db)
+        monkeypatch.setattr(sqlite_driver, "LOCK_WAIT", 0.3)
+        fd = os.open(tmp_path / "held.db-lock", os.O_RDWR)  # another process's writer
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with db.begin() as conn:
+                    await conn.execute(text("UPDATE counter SET n = 1"))
+        finally:
+            os.close(fd)
+        assert await _increment_all(db, 3) == 3  # free again: nothing was left half-held
+    finally:
+        await db.dispose()

@@ -9,13 +9,28 @@ that long. The cursor here does all four on the thread in one call (the first 1,
 fetched with the execute; a larger result, as a stream reads, is fetched in further calls),
 so a statement is one trip. Everything else is aiosqlite's own `Connection`.
 
+**Writers of several processes** (`tikosms serve` runs delivery in a process of its own; `api`
+and `worker` on one file): SQLite's own wait for another process's write lock is its busy
+handler, which sleeps 1, 2, 5, 10... up to 100 ms between tries, so a send behind the worker's
+write waited tens of milliseconds after the lock was free (p99 accept 144-329 ms at 1,000/s
+against 25-61 ms with the lock below, `bench/quick_sustained.py --split`). Each connection to a
+file database therefore takes an exclusive `flock` on `<database>-lock` before `BEGIN
+IMMEDIATE`, on its own thread, and lets it go after the COMMIT or ROLLBACK: the kernel hands
+it to the next writer as soon as it is free. In one process the engine's lock already orders
+the writers (`Database.begin`), so only another process's writer is ever waited for. A writer
+that waits `LOCK_WAIT` seconds fails as SQLite would ("database is locked").
+
 `connect(database, **kwargs)` takes what `sqlite3.connect` takes; the engine uses it through
 SQLAlchemy's `async_creator` (`tikosms.db.engine`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -23,6 +38,8 @@ from typing import Any
 import aiosqlite
 
 FIRST_ROWS = 1000  # rows fetched with the execute; the rest (a stream) in calls of their own
+LOCK_WAIT = 30.0  # seconds a writer waits for another process's write lock (as busy_timeout)
+BEGIN_WRITE = "BEGIN IMMEDIATE"
 
 
 class OneTripCursor:
@@ -61,12 +78,16 @@ class OneTripCursor:
     def _run(self, method: str, sql: str, parameters: Any) -> tuple[Any, ...]:
         """On the connection's thread: the cursor's `execute` or `executemany`, then the
         first rows."""
+        if sql == BEGIN_WRITE:
+            self._conn._lock_writer()
         cursor = self._conn._conn.cursor()
         try:
             getattr(cursor, method)(sql, parameters)
             return self._first(cursor)
         except BaseException:
             cursor.close()
+            if sql == BEGIN_WRITE:
+                self._conn._unlock_writer()
             raise
 
     @staticmethod
@@ -129,10 +150,84 @@ class OneTripCursor:
 
 
 class OneTripConnection(aiosqlite.Connection):
-    """aiosqlite's connection, with the cursor above (made without a trip to the thread)."""
+    """aiosqlite's connection, with the cursor above (made without a trip to the thread) and
+    the writers' lock of a file database (see the module's docstring)."""
+
+    _lock_fd: int | None = None  # `<database>-lock`, open while the connection is
+    _locked = False  # this connection holds it (on its thread only)
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)
+
+    def _lock_writer(self) -> None:
+        """On the thread, before BEGIN IMMEDIATE: wait for the other processes' writers."""
+        fd = self._lock_fd
+        if fd is None or self._locked:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _wait_for_lock(fd)
+        self._locked = True
+
+    def _unlock_writer(self) -> None:
+        if self._locked and self._lock_fd is not None:
+            self._locked = False
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _commit_and_unlock(self) -> None:
+        try:
+            self._conn.commit()
+        finally:
+            self._unlock_writer()
+
+    def _rollback_and_unlock(self) -> None:
+        try:
+            self._conn.rollback()
+        finally:
+            self._unlock_writer()
+
+    async def commit(self) -> None:
+        await self._execute(self._commit_and_unlock)
+
+    async def rollback(self) -> None:
+        await self._execute(self._rollback_and_unlock)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            fd, self._lock_fd = self._lock_fd, None
+            if fd is not None:
+                os.close(fd)  # the lock, if still held, goes with it
+
+
+def _wait_for_lock(fd: int) -> None:
+    """Block until the lock is ours, or raise as SQLite does after LOCK_WAIT seconds. Tries
+    often (the kernel has no timed flock): every 0.2 ms for the first 10 ms, then every 1 ms."""
+    started = time.monotonic()
+    pause = 0.0002
+    while True:
+        time.sleep(pause)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            waited = time.monotonic() - started
+            if waited > LOCK_WAIT:
+                raise sqlite3.OperationalError(
+                    f"database is locked (another process has been writing for "
+                    f"{waited:.0f} s)") from None
+            if waited > 0.01:
+                pause = 0.001
+
+
+def _lock_path(database: str, kwargs: dict[str, Any]) -> str | None:
+    """`<database>-lock` for a file database opened for writing; None for memory databases
+    and URIs (read-only copies in this codebase)."""
+    if database in ("", ":memory:") or kwargs.get("uri") or database.startswith("file:"):
+        return None
+    return f"{database}-lock"
 
 
 def connect(database: str, **kwargs: Any) -> OneTripConnection:
@@ -143,4 +238,13 @@ def connect(database: str, **kwargs: Any) -> OneTripConnection:
 
     conn = OneTripConnection(connector, 64)
     conn._thread.daemon = True  # as SQLAlchemy's adapter does: never keeps the process up
+    path = _lock_path(database, kwargs)
+    if path is not None:
+        try:
+            conn._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except PermissionError:  # another user's file: flock works on a read-only one too
+            with contextlib.suppress(OSError):
+                conn._lock_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass  # no folder: opening the database says so, in SQLite's words
     return conn
