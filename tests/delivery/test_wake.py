@@ -57,6 +57,36 @@ async def test_a_notification_names_the_account_and_whether_it_sent_a_campaign(
         await listener.stop()
 
 
+async def test_on_sqlite_a_send_wakes_the_worker_of_another_process_by_datagram(
+        client: httpx.AsyncClient, customer: Customer, db: Database) -> None:
+    """`tikosms serve` runs delivery in a process of its own: the API's commit reaches it as a
+    datagram on the database's abstract socket, with the same payload as a NOTIFY."""
+    if db.is_postgres:
+        pytest.skip("SQLite's wake-ups (PostgreSQL has LISTEN/NOTIFY)")
+    address = notify.wake_address(db.url)
+    if address is None:
+        pytest.skip("abstract Unix sockets are Linux's")
+    seen: list[DueAccounts | None] = []
+    listener = notify.WakeListener(address, seen.append)
+    listener.start()
+    second = notify.WakeListener(address, seen.append)  # a second worker of this database
+    second.start()
+    try:
+        assert listener.listening and not second.listening  # it polls instead
+        r = await client.post("/v1/message", headers=customer.headers, json=OTP)
+        assert r.status_code == 200, r.text
+        assert await _next(seen, 0) == {customer.account_id: notify.SINGLE}
+        r = await client.post("/v1/messages", headers=customer.headers, json={
+            "from": "MyBrand", "message": "Big sale today!",
+            "recipients": ["380501234567", "380671234567"]})
+        assert r.status_code == 200, r.text
+        assert await _next(seen, 1) == {customer.account_id: notify.CAMPAIGN}
+    finally:
+        await second.stop()
+        await listener.stop()
+    assert notify.wake_address(db.url.replace(".db", "-other.db")) != address
+
+
 async def test_a_refused_send_signals_nothing(
         client: httpx.AsyncClient, db: Database) -> None:
     await add_rates(db)

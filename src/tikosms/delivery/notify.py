@@ -14,13 +14,23 @@ was not listening for a while.
 Each worker keeps one connection of its own that listens. A lost signal or listener is only
 slower, never wrong: the worker still polls (and looks up the accounts with due parts), and the
 listener reconnects with a growing pause.
+
+On a SQLite file (`tikosms serve` runs delivery in a process of its own; `api` + `worker` on one
+machine) the same payload goes as a datagram to a Unix socket in Linux's abstract namespace
+named after the database file's real path (`wake_address`): no file to clean up, nothing to
+configure. One worker listens per database (a second one polls); a datagram nobody receives is
+dropped. Any local process can send one: a wake-up only makes the worker look sooner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
+import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +80,73 @@ def asyncpg_dsn(database_url: str) -> str:
     """`postgresql+asyncpg://...` or `postgresql://...` -> the DSN asyncpg takes."""
     return make_url(database_url).set(drivername="postgresql").render_as_string(
         hide_password=False)
+
+
+def wake_address(database_url: str) -> bytes | None:
+    """The abstract Unix socket the delivery worker of a SQLite file database listens on;
+    None where there is none (PostgreSQL, a memory database, not Linux)."""
+    url = make_url(database_url)
+    if not url.drivername.startswith("sqlite") or not sys.platform.startswith("linux"):
+        return None
+    path = url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    digest = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:32]
+    return b"\0tikosms-wake-" + digest.encode()
+
+
+class WakeListener:
+    """The SQLite counterpart of `PartsListener`: the datagrams of `wake_address`."""
+
+    def __init__(self, address: bytes,
+                 on_notify: Callable[[DueAccounts | None], None]) -> None:
+        self.address = address
+        self.on_notify = on_notify
+        self.listening = False
+        self._sock: socket.socket | None = None
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(self.address)
+        except OSError as exc:
+            sock.close()
+            log.info("another delivery worker listens for this database's wake-ups (%s); "
+                     "this one finds new parts by polling", exc.strerror or exc)
+            return
+        sock.setblocking(False)
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        self.listening = True
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        merged: DueAccounts = {}
+        unknown = False
+        while True:
+            try:
+                payload = self._sock.recv(MAX_PAYLOAD + 100)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            accounts = decode(payload.decode("ascii", "replace"))
+            if accounts is None:
+                unknown = True
+            else:
+                for account, kinds in accounts.items():
+                    merged[account] = merged.get(account, 0) | kinds
+        if unknown:
+            self.on_notify(None)
+        elif merged:
+            self.on_notify(merged)
+
+    async def stop(self) -> None:
+        sock, self._sock = self._sock, None
+        self.listening = False
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
 
 
 class PartsListener:
@@ -138,6 +215,9 @@ class PartsSignal:
     def __init__(self, db: Any) -> None:
         self.db = db
         self.local: Callable[[DueAccounts | None], None] | None = None
+        # SQLite: the datagrams to another process's worker (None: no such socket)
+        self._wake_to = None if db.is_postgres else wake_address(db.url)
+        self._wake_sock: socket.socket | None = None
         self.sent = 0  # notifications sent (metrics, tests)
         self._pending: DueAccounts = {}
         self._task: asyncio.Task[None] | None = None
@@ -150,6 +230,8 @@ class PartsSignal:
         if self.local is not None:
             self.local(accounts)
         if not self.db.is_postgres:
+            if self.local is None and self._wake_to is not None:
+                self._datagram(accounts)
             return
         for account, kinds in accounts.items():
             self._pending[account] = self._pending.get(account, 0) | kinds
@@ -176,10 +258,27 @@ class PartsSignal:
                                 "polling meanwhile", type(exc).__name__)
                 return
 
+    def _datagram(self, accounts: DueAccounts) -> None:
+        """To the worker of this SQLite database, if one listens; never waits."""
+        to = self._wake_to
+        if to is None:
+            return
+        try:
+            if self._wake_sock is None:
+                self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._wake_sock.setblocking(False)
+            self._wake_sock.sendto(encode(accounts).encode(), to)
+            self.sent += 1
+        except OSError:
+            pass  # nobody listens, or its queue is full: the worker finds them by polling
+
     async def close(self) -> None:
         """Let a notification in flight finish (2 s at most); none is sent after this."""
         self.local = None
         self._closed = True
+        if self._wake_sock is not None:
+            self._wake_sock.close()
+            self._wake_sock = None
         self._pending = {}
         if self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):

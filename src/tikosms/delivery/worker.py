@@ -50,7 +50,14 @@ from tikosms.db.models import ENROUTE, Campaign, Part, PendingReceipt
 from tikosms.db.types import utcnow
 from tikosms.delivery import expiry, poison, queue, rate_store, receipt_timeout, transitions
 from tikosms.delivery.carrier import OutboundPart, Receipt, SubmitResult
-from tikosms.delivery.notify import CAMPAIGN, SINGLE, DueAccounts, PartsListener
+from tikosms.delivery.notify import (
+    CAMPAIGN,
+    SINGLE,
+    DueAccounts,
+    PartsListener,
+    WakeListener,
+    wake_address,
+)
 from tikosms.delivery.routing import Router
 from tikosms.delivery.slots import SlotKeeper
 from tikosms.delivery.transitions import Accepted, Rejected, Retry, Untrackable
@@ -194,7 +201,7 @@ class DeliveryWorker:
         self._accounts_at = 0.0
         self._signalled: DueAccounts = {}  # told since the last claim began
         self._turn = 0  # rotates the accounts' order from claim to claim
-        self.listener: PartsListener | None = None
+        self.listener: PartsListener | WakeListener | None = None
         # the gate's floor; with max_unrecorded set, its fixed size
         self.max_unrecorded = settings.max_unrecorded or max(
             MIN_UNRECORDED, 2 * _window_capacity(router))
@@ -229,6 +236,9 @@ class DeliveryWorker:
             task.add_done_callback(_report_death)
         if self.db.is_postgres:  # sends accepted by other processes wake this one at once
             self.listener = PartsListener(self.db.url, self.wake)
+            self.listener.start()
+        elif (address := wake_address(self.db.url)) is not None:  # SQLite: another process's
+            self.listener = WakeListener(address, self.wake)
             self.listener.start()
         log.info("delivery worker %s started: carriers=%s", self.owner, self.router.describe())
 
