@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     port: int = 8000
     # processes of `tikosms api` sharing the port (PostgreSQL; SQLite has one writer anyway)
     api_processes: int = Field(default=1, ge=1, le=64)
+    # `tikosms serve`: delivery (worker and callbacks) in a process of its own beside the API's,
+    # so that sends are answered on one core while delivery works on the other; false: one
+    # process (a SQLite memory database always is)
+    serve_delivery_process: bool = True
     # requests larger than this are refused with 413 (bytes); 100,000 recipients fit in ~6 MB
     max_body_bytes: int = 32 * 1024 * 1024
     # requests per second per account (token bucket; burst = 2x); 0 disables the limit

@@ -1,10 +1,20 @@
-"""Running the gateway: the delivery side (worker + callback dispatcher) as one unit, logging."""
+"""Running the gateway: the delivery side (worker + callback dispatcher) as one unit, in the
+API's process or in a process of its own that `tikosms serve` supervises; logging."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from tikosms.callbacks.dispatcher import CallbackDispatcher
 from tikosms.callbacks.retry import RetryPolicy
@@ -92,6 +102,117 @@ def app_background(settings: Settings) -> Any:
             app.state.parts_signal.local = worker.wake
             app.state.worker = worker
             yield
+
+    return background
+
+
+log = logging.getLogger("tikosms.serve")
+
+CHILD_STOP_GRACE = 8.0  # seconds the delivery process has to stop before it is killed
+RESTART_PAUSE_MAX = 30.0  # seconds between two starts of a delivery process that keeps dying
+STEADY_RUN = 60.0  # seconds of running after which a death starts the pauses afresh
+INTERPRETER_START = 0.3  # seconds: a delivery process just started is not signalled sooner
+
+
+def can_share(database_url: str) -> bool:
+    """Whether another process reaches the same database (not a SQLite memory database)."""
+    url = make_url(database_url)
+    if not url.drivername.startswith("sqlite"):
+        return True
+    return bool(url.database) and url.database != ":memory:" and "mode=memory" not in str(url)
+
+
+class DeliveryProcess:
+    """`tikosms worker` as a child of `tikosms serve`, so that a send's latency does not depend
+    on what delivery is doing (one Python process is one core): started with the API, started
+    again when it dies (1 s, then up to RESTART_PAUSE_MAX between tries), stopped with it
+    (SIGTERM: it finishes what is in flight; killed after CHILD_STOP_GRACE). It runs in a
+    session of its own, so a Ctrl-C reaches the API, which stops it in turn; and it stops by
+    itself when the API's process is gone (`worker --child-of`)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.process: asyncio.subprocess.Process | None = None
+        self.starts = 0
+        self.last_exit: int | None = None
+        self._spawned_at = 0.0
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._task = asyncio.create_task(self._watch(), name="delivery-process")
+
+    async def _spawn(self) -> None:
+        env = {**os.environ, "TIKOSMS_DATABASE_URL": self.database_url}
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tikosms", "worker", "--child-of", str(os.getpid()),
+            env=env, start_new_session=True)
+        self._spawned_at = time.monotonic()
+        self.starts += 1
+        log.info("delivery process started: pid %d", self.process.pid)
+
+    async def _watch(self) -> None:
+        pause = 1.0
+        while True:
+            assert self.process is not None
+            started = time.monotonic()
+            code = await self.process.wait()
+            if self._stopping.is_set():
+                return
+            self.last_exit = code
+            if time.monotonic() - started > STEADY_RUN:
+                pause = 1.0
+            log.error("the delivery process (pid %d) exited with code %s: nothing is sent "
+                      "until it runs again; starting it again in %.0f s (its log above says "
+                      "why)", self.process.pid, code, pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
+            if self._stopping.is_set():
+                return
+            pause = min(pause * 2, RESTART_PAUSE_MAX)
+            try:
+                await self._spawn()
+            except OSError as exc:
+                log.error("cannot start the delivery process: %s", exc)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        process = self.process
+        if process is not None and process.returncode is None:
+            # the interpreter's first milliseconds, before `python -m tikosms` notes a SIGTERM
+            await asyncio.sleep(max(0.0, self._spawned_at + INTERPRETER_START - time.monotonic()))
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), CHILD_STOP_GRACE)
+            except TimeoutError:
+                log.error("the delivery process (pid %d) did not stop within %.0f s: killed; "
+                          "what it held comes back when its leases run out", process.pid,
+                          CHILD_STOP_GRACE)
+                process.kill()
+                await process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def child_background(settings: Settings) -> Any:
+    """For create_app(background=...): delivery in a process of its own (`tikosms serve`)."""
+
+    @asynccontextmanager
+    async def background(app: Any) -> AsyncIterator[None]:
+        child = DeliveryProcess(settings.database_url)
+        await child.start()
+        app.state.delivery_process = child
+        try:
+            yield
+        finally:
+            await child.stop()
 
     return background
 

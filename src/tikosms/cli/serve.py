@@ -82,18 +82,25 @@ def _prepare(demo: bool, host: str | None = None, port: int | None = None) -> Se
               help="port of the SMPP server for customers [env: TIKOSMS_SMPP_PORT, 2775]")
 @click.option("--no-smpp", is_flag=True, default=False,
               help="no SMPP server [env: TIKOSMS_SMPP_ENABLED=false]")
+@click.option("--one-process", is_flag=True, default=False,
+              help="run delivery inside the API's process, not in a process of its own "
+                   "[env: TIKOSMS_SERVE_DELIVERY_PROCESS=false]")
 def serve(host: str | None, port: int | None, demo: bool, smpp_port: int | None,
-          no_smpp: bool) -> None:
-    """The API, the delivery workers and the SMPP server in one process (the embedded
-    default)."""
+          no_smpp: bool, one_process: bool) -> None:
+    """The API and the SMPP server, with delivery (carriers, receipts, callbacks) in a process
+    of its own that this one starts, restarts and stops (the embedded default)."""
     from tikosms.app import create_app
-    from tikosms.runtime import app_background
+    from tikosms.runtime import app_background, can_share, child_background
 
     settings = _prepare(demo, host, port)
     if smpp_port is not None:
         settings = settings.model_copy(update={"smpp_port": smpp_port})
     host, port = settings.host, settings.port
-    background = app_background(settings)
+    if settings.serve_delivery_process and not one_process and can_share(settings.database_url):
+        _metrics_dir(settings)  # the delivery process counts into it too: one /metrics
+        background = child_background(settings)
+    else:
+        background = app_background(settings)
     smpp = ""
     if settings.smpp_enabled and not no_smpp:
         from tikosms.smpp_server.runtime import with_smpp_server
@@ -147,7 +154,9 @@ def _serve_processes(settings: Settings, processes: int) -> None:
 @click.option("--health-port", type=int, default=None,
               help="answer /healthz, /readyz and /metrics on this port "
                    "[env: TIKOSMS_WORKER_HEALTH_PORT]")
-def worker(only: str | None, health_port: int | None) -> None:
+@click.option("--child-of", type=int, default=None, hidden=True,
+              help="`tikosms serve`'s delivery process: stop when that process is gone")
+def worker(only: str | None, health_port: int | None, child_of: int | None) -> None:
     """Delivery: claims parts, talks to carriers, sends callbacks. Run several on PostgreSQL;
     SIGTERM releases the claims and exits within a few seconds. With cores to spare, run the
     two sides in processes of their own: `worker --only delivery` and `worker --only callbacks`.
@@ -157,7 +166,9 @@ def worker(only: str | None, health_port: int | None) -> None:
     from tikosms.runtime import callbacks_only, delivery, parts_only
 
     settings = _prepare(False)
-    _metrics_dir(settings)
+    if child_of is None:
+        _metrics_dir(settings)
+    # else: the metrics go into `serve`'s directory (inherited), for its /metrics
     from tikosms.observability.http import HealthServer
     from tikosms.observability.metrics import mark_process_dead
 
@@ -170,6 +181,13 @@ def worker(only: str | None, health_port: int | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        watch = None
+        if child_of is not None:
+            from tikosms import early_stop
+
+            if early_stop.asked:  # SIGTERM while starting: start, then stop cleanly
+                stop.set()
+            watch = asyncio.create_task(_stop_when_gone(child_of, stop))
         db = Database(settings.database_url, settings.database_pool_size,
                       command_timeout=settings.database_worker_command_timeout_seconds)
         try:
@@ -187,16 +205,33 @@ def worker(only: str | None, health_port: int | None) -> None:
                     except OSError as exc:
                         fail(f"cannot listen on {settings.host}:{health_port}: {exc}", code=2)
                 gc.freeze()  # startup's objects live as long as the process: not scanned again
-                click.echo(f"TikoSMS worker running{what} (SIGTERM to stop)", err=True)
+                if child_of is None:
+                    click.echo(f"TikoSMS worker running{what} (SIGTERM to stop)", err=True)
                 await stop.wait()
                 click.echo("stopping: finishing what is in flight...", err=True)
                 if health is not None:
                     await health.stop()
         finally:
+            if watch is not None:
+                watch.cancel()
             mark_process_dead()
             await db.dispose()
 
     _run_loop(main())
+
+
+async def _stop_when_gone(parent: int, stop: asyncio.Event) -> None:
+    """`serve`'s delivery process: stop once `parent` is no longer this process's parent (it
+    exited or was killed; the process is then adopted by another)."""
+    import os
+
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            if os.getppid() != parent:
+                click.echo("the serve process is gone: stopping", err=True)
+                stop.set()
 
 
 def _metrics_dir(settings: Settings) -> None:
