@@ -1,7 +1,8 @@
 """`tikosms serve --demo` as a newcomer runs it: a real process on a fresh SQLite file.
 
 It seeds a demo account once, prints a token and curl commands; the message those commands
-send is delivered by the simulated carrier; SIGTERM stops the server cleanly.
+send is delivered by the simulated carrier; SIGTERM stops the server cleanly. Delivery runs in
+a process of serve's own, started again when it dies and gone when serve is.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -57,7 +58,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_demo(db_path: Path, run_dir: Path) -> Iterator[Server]:
+def serve_demo(db_path: Path, run_dir: Path, *extra: str) -> Iterator[Server]:
     port = free_port()
     run_dir.mkdir()
     out, err = run_dir / "stdout.txt", run_dir / "stderr.txt"
@@ -67,7 +68,7 @@ def serve_demo(db_path: Path, run_dir: Path) -> Iterator[Server]:
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name("tikosms")), "serve", "--demo", "--port",
-             str(port)],
+             str(port), *extra],
             stdout=stdout, stderr=stderr, env=env, cwd=run_dir,
         )
     server = Server(process, f"http://127.0.0.1:{port}", out, err)
@@ -186,3 +187,77 @@ def test_a_second_start_does_not_seed_the_demo_again(tmp_path: Path) -> None:
     assert [a["name"] for a in accounts] == ["Demo"]
     rates = json.loads(invoke(url, "rates", "list", "--json").stdout)
     assert len(rates) == 7  # the demo price list, once
+
+
+def delivery_processes(pid: int) -> list[int]:
+    """The live `tikosms worker` children of a serve process."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except FileNotFoundError:
+                continue
+            if b"worker" in cmdline and alive(int(child)):
+                found.append(int(child))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.05)
+
+
+def send_and_deliver(server: Server, demo: Demo) -> None:
+    sent = httpx.post(on(server, demo.send_url), headers=demo.send_headers,
+                      content=json.dumps(demo.send_body), timeout=10)
+    assert sent.status_code == 200, sent.text
+    wait_for_status(server, demo, sent.json()["message_id"], "DELIVRD")
+
+
+def test_a_delivery_process_that_dies_is_started_again_and_delivery_goes_on(
+        tmp_path: Path) -> None:
+    with serve_demo(tmp_path / "tikosms.db", tmp_path / "run") as server:
+        demo = printed_demo(server.output()[0])
+        wait_for(lambda: len(delivery_processes(server.process.pid)) == 1,
+                 "one delivery process")
+        [first] = delivery_processes(server.process.pid)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: delivery_processes(server.process.pid) not in ([], [first]),
+                 "a new delivery process")
+        send_and_deliver(server, demo)  # the new one delivers
+        assert stop(server) == 0
+        err = server.output()[1]
+        assert f"the delivery process (pid {first}) exited with code -9" in err
+        assert "starting it again in 1 s" in err
+
+
+def test_the_delivery_process_stops_when_serve_is_killed(tmp_path: Path) -> None:
+    with serve_demo(tmp_path / "tikosms.db", tmp_path / "run") as server:
+        wait_for(lambda: len(delivery_processes(server.process.pid)) == 1,
+                 "one delivery process")
+        [child] = delivery_processes(server.process.pid)
+        server.process.kill()  # no chance to stop it: it must notice by itself
+        server.process.wait(timeout=10)
+        wait_for(lambda: not alive(child), "the orphaned delivery process gone")
+        assert "the serve process is gone: stopping" in server.output()[1]
+
+
+def test_one_process_delivers_without_a_process_of_its_own(tmp_path: Path) -> None:
+    with serve_demo(tmp_path / "tikosms.db", tmp_path / "run", "--one-process") as server:
+        demo = printed_demo(server.output()[0])
+        send_and_deliver(server, demo)
+        assert delivery_processes(server.process.pid) == []
+        assert stop(server) == 0
