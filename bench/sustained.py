@@ -471,9 +471,12 @@ def _receiver_count(gw: Gateway) -> int:
 
 @contextmanager
 def tikosms_gateway(kind: str, workdir: Any, log: Callable[[str], Any], *,
-                    api_only: bool = False, callbacks: bool = False) -> Iterator[Gateway]:
+                    api_only: bool = False, callbacks: bool = False,
+                    one_process: bool = False) -> Iterator[Gateway]:
     """`tikosms serve` (SQLite) or `tikosms api` + `tikosms worker` (PostgreSQL), delivering to
-    `tikosms smsc-sim`; `api_only`: `tikosms api` alone, nothing delivered."""
+    `tikosms smsc-sim`; `api_only`: `tikosms api` alone, nothing delivered; `one_process`:
+    `tikosms serve --one-process` (delivery inside the API's process: the peer of the default,
+    which runs it in a process of its own)."""
     from bench.benchmarks import add_carrier
 
     with ExitStack() as stack:
@@ -508,10 +511,12 @@ def tikosms_gateway(kind: str, workdir: Any, log: Callable[[str], Any], *,
             setup = f"api alone, {name} (ceiling)"
             variant = "-"
         elif kind == "sqlite":
-            serve = stack.enter_context(Process([procs.TIKOSMS, "serve"], log("serve"), env,
-                                                port))
-            pids["serve"] = serve.pid
-            setup = "serve, SQLite"
+            args = [procs.TIKOSMS, "serve", *(["--one-process"] if one_process else [])]
+            serve = stack.enter_context(Process(args, log("serve"), env, port))
+            pids["serve"] = serve.pid  # with its delivery process (the process tree counts)
+            setup = "serve --one-process, SQLite (peer)" if one_process else "serve, SQLite"
+            if one_process:
+                variant += " (one process)"  # beside the figures, not in them
         else:
             api = stack.enter_context(Process([procs.TIKOSMS, "api"], log("api"), env, port))
             worker = stack.enter_context(Process([procs.TIKOSMS, "worker"], log("worker"),
@@ -537,6 +542,8 @@ def bench_sustained(ctx: Any) -> list[Any]:
     for s in steps:
         progress(_line(s))
     setups = [dict(api_only=True), dict(), dict(callbacks=True)]
+    if ctx.db_kind == "sqlite":  # the embedded default's peer: delivery in the API's process
+        setups.append(dict(one_process=True))
     for options in setups:
         label = "-".join(k for k, v in options.items() if v) or "delivery"
         with tikosms_gateway(ctx.db_kind, ctx.workdir,
