@@ -236,3 +236,25 @@ async def test_a_writer_held_up_too_long_by_another_process_fails_as_sqlite_woul
         assert await _increment_all(db, 3) == 3  # free again: nothing was left half-held
     finally:
         await db.dispose()
+
+
+async def test_a_connection_closed_by_force_in_a_write_gives_the_lock_back(
+        tmp_path: Path) -> None:
+    """SQLAlchemy's terminate (a connection collected without being returned) stops aiosqlite's
+    thread without `close()`: the lock must not outlive it, or every writer waits 30 s."""
+    import fcntl
+    import os
+
+    from tikosms.db import sqlite_driver
+
+    conn = await sqlite_driver.connect(str(tmp_path / "forced.db"), isolation_level=None)
+    cursor = conn.cursor()
+    await cursor.execute("BEGIN IMMEDIATE")
+    fd = os.open(tmp_path / "forced.db-lock", os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):  # held by the write
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        await conn.stop()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # given back
+    finally:
+        os.close(fd)

@@ -108,7 +108,9 @@ def app_background(settings: Settings) -> Any:
 
 log = logging.getLogger("tikosms.serve")
 
-CHILD_STOP_GRACE = 8.0  # seconds the delivery process has to stop before it is killed
+# seconds the delivery process has to stop before it is killed: more than its own worst case
+# (claimer, submissions in flight, the recorder's flush, the callbacks: 5 s each)
+CHILD_STOP_GRACE = 25.0
 RESTART_PAUSE_MAX = 30.0  # seconds between two starts of a delivery process that keeps dying
 STEADY_RUN = 60.0  # seconds of running after which a death starts the pauses afresh
 INTERPRETER_START = 0.3  # seconds: a delivery process just started is not signalled sooner
@@ -119,7 +121,9 @@ def can_share(database_url: str) -> bool:
     url = make_url(database_url)
     if not url.drivername.startswith("sqlite"):
         return True
-    return bool(url.database) and url.database != ":memory:" and "mode=memory" not in str(url)
+    database = url.database or ""
+    return bool(database) and database != ":memory:" and not database.startswith("file:") \
+        and "memory" not in str(url.query)
 
 
 class DeliveryProcess:
@@ -165,6 +169,12 @@ class DeliveryProcess:
             if self._stopping.is_set():
                 return
             self.last_exit = code
+            if code == 0:
+                # it was asked to stop (a SIGTERM of its own: systemd stopping the unit's
+                # processes, an operator): not a crash, and during a shutdown no restart
+                log.warning("the delivery process (pid %d) stopped on a signal of its own: "
+                            "nothing is sent until serve is started again", self.process.pid)
+                return
             if time.monotonic() - started > STEADY_RUN:
                 pause = 1.0
             log.error("the delivery process (pid %d) exited with code %s: nothing is sent "
@@ -175,30 +185,44 @@ class DeliveryProcess:
             if self._stopping.is_set():
                 return
             pause = min(pause * 2, RESTART_PAUSE_MAX)
-            try:
-                await self._spawn()
-            except OSError as exc:
-                log.error("cannot start the delivery process: %s", exc)
+            while not self._stopping.is_set():
+                try:
+                    await self._spawn()
+                    break
+                except Exception as exc:  # tried again, never given up
+                    log.error("cannot start the delivery process (%s); trying again in %.0f s",
+                              exc, pause)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), pause)
+                    pause = min(pause * 2, RESTART_PAUSE_MAX)
+            if self._stopping.is_set():
+                await self._signal_stop()
+                return
 
     async def stop(self) -> None:
         self._stopping.set()
+        await self._signal_stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _signal_stop(self) -> None:
         process = self.process
         if process is not None and process.returncode is None:
             # the interpreter's first milliseconds, before `python -m tikosms` notes a SIGTERM
             await asyncio.sleep(max(0.0, self._spawned_at + INTERPRETER_START - time.monotonic()))
-            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), CHILD_STOP_GRACE)
             except TimeoutError:
                 log.error("the delivery process (pid %d) did not stop within %.0f s: killed; "
                           "what it held comes back when its leases run out", process.pid,
                           CHILD_STOP_GRACE)
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
                 await process.wait()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 def child_background(settings: Settings) -> Any:

@@ -81,6 +81,10 @@ async def test_on_sqlite_a_send_wakes_the_worker_of_another_process_by_datagram(
             "recipients": ["380501234567", "380671234567"]})
         assert r.status_code == 200, r.text
         assert await _next(seen, 1) == {customer.account_id: notify.CAMPAIGN}
+        import socket  # any local process can send one: a datagram not ours means "look"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stranger:
+            stranger.sendto(b"s" + b"1" * 5000, address)
+        assert await _next(seen, 2) is None
     finally:
         await second.stop()
         await listener.stop()

@@ -179,7 +179,8 @@ class OneTripConnection(aiosqlite.Connection):
         try:
             self._conn.commit()
         finally:
-            self._unlock_writer()
+            if not self._conn.in_transaction:  # a failed COMMIT keeps its transaction
+                self._unlock_writer()
 
     def _rollback_and_unlock(self) -> None:
         try:
@@ -197,9 +198,19 @@ class OneTripConnection(aiosqlite.Connection):
         try:
             await super().close()
         finally:
-            fd, self._lock_fd = self._lock_fd, None
-            if fd is not None:
-                os.close(fd)  # the lock, if still held, goes with it
+            self._close_lock()
+
+    def stop(self) -> Any:
+        """aiosqlite's forced close (SQLAlchemy's terminate, a connection collected without
+        being returned): the lock goes too, on the thread, after whatever is queued there."""
+        self._tx.put_nowait((None, self._close_lock))
+        return super().stop()
+
+    def _close_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        self._locked = False
+        if fd is not None:
+            os.close(fd)  # the lock, if still held, goes with it
 
 
 def _wait_for_lock(fd: int) -> None:
@@ -227,7 +238,7 @@ def _lock_path(database: str, kwargs: dict[str, Any]) -> str | None:
     and URIs (read-only copies in this codebase)."""
     if database in ("", ":memory:") or kwargs.get("uri") or database.startswith("file:"):
         return None
-    return f"{database}-lock"
+    return f"{os.path.realpath(database)}-lock"  # one file whatever the path's spelling
 
 
 def connect(database: str, **kwargs: Any) -> OneTripConnection:

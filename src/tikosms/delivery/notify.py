@@ -123,14 +123,15 @@ class WakeListener:
         assert self._sock is not None
         merged: DueAccounts = {}
         unknown = False
-        while True:
+        for _ in range(1000):  # then the loop's other work; the rest at the next turn
             try:
                 payload = self._sock.recv(MAX_PAYLOAD + 100)
-            except (BlockingIOError, InterruptedError):
+            except OSError:  # none left (BlockingIOError), or the socket is gone
                 break
-            except OSError:
-                break
-            accounts = decode(payload.decode("ascii", "replace"))
+            try:
+                accounts = decode(payload.decode("ascii", "replace"))
+            except ValueError:  # not ours (any local process can send): "look"
+                accounts = None
             if accounts is None:
                 unknown = True
             else:
