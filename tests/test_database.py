@@ -175,11 +175,7 @@ async def test_writers_of_two_processes_wait_for_each_other_and_lose_no_write(
         await _counter(db)
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _CHILD_INCREMENTS, url, "60")
-        for _ in range(60):
-            async with db.begin() as conn:
-                n = (await conn.execute(text("SELECT n FROM counter"))).scalar_one()
-                await asyncio.sleep(0.001)
-                await conn.execute(text("UPDATE counter SET n = :n"), {"n": n + 1})
+        await _increment_all(db, 60)  # meanwhile, here
         assert await child.wait() == 0
         async with db.connect() as conn:
             assert (await conn.execute(text("SELECT n FROM counter"))).scalar_one() == 120

@@ -20,7 +20,7 @@ from tikosms.callbacks.dispatcher import CallbackDispatcher
 from tikosms.callbacks.retry import RetryPolicy
 from tikosms.config import Settings
 from tikosms.console import rollup
-from tikosms.db.engine import Database
+from tikosms.db.engine import Database, sqlite_file
 from tikosms.delivery.heartbeat import beating
 from tikosms.delivery.routing import Router
 from tikosms.delivery.worker import DeliveryWorker
@@ -118,12 +118,8 @@ INTERPRETER_START = 0.3  # seconds: a delivery process just started is not signa
 
 def can_share(database_url: str) -> bool:
     """Whether another process reaches the same database (not a SQLite memory database)."""
-    url = make_url(database_url)
-    if not url.drivername.startswith("sqlite"):
-        return True
-    database = url.database or ""
-    return bool(database) and database != ":memory:" and not database.startswith("file:") \
-        and "memory" not in str(url.query)
+    return make_url(database_url).get_backend_name() != "sqlite" \
+        or sqlite_file(database_url) is not None
 
 
 class DeliveryProcess:
@@ -137,15 +133,9 @@ class DeliveryProcess:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self.process: asyncio.subprocess.Process | None = None
-        self.starts = 0
-        self.last_exit: int | None = None
         self._spawned_at = 0.0
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
 
     async def start(self) -> None:
         await self._spawn()
@@ -157,7 +147,6 @@ class DeliveryProcess:
             sys.executable, "-m", "tikosms", "worker", "--child-of", str(os.getpid()),
             env=env, start_new_session=True)
         self._spawned_at = time.monotonic()
-        self.starts += 1
         log.info("delivery process started: pid %d", self.process.pid)
 
     async def _watch(self) -> None:
@@ -168,7 +157,6 @@ class DeliveryProcess:
             code = await self.process.wait()
             if self._stopping.is_set():
                 return
-            self.last_exit = code
             if code == 0:
                 # it was asked to stop (a SIGTERM of its own: systemd stopping the unit's
                 # processes, an operator): not a crash, and during a shutdown no restart
@@ -180,24 +168,24 @@ class DeliveryProcess:
             log.error("the delivery process (pid %d) exited with code %s: nothing is sent "
                       "until it runs again; starting it again in %.0f s (its log above says "
                       "why)", self.process.pid, code, pause)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), pause)
-            if self._stopping.is_set():
-                return
-            pause = min(pause * 2, RESTART_PAUSE_MAX)
-            while not self._stopping.is_set():
+            while True:  # tried again, never given up
+                if await self._stopped_within(pause):
+                    return
+                pause = min(pause * 2, RESTART_PAUSE_MAX)
                 try:
                     await self._spawn()
                     break
-                except Exception as exc:  # tried again, never given up
+                except Exception as exc:
                     log.error("cannot start the delivery process (%s); trying again in %.0f s",
                               exc, pause)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), pause)
-                    pause = min(pause * 2, RESTART_PAUSE_MAX)
-            if self._stopping.is_set():
+            if self._stopping.is_set():  # stop() came during the start
                 await self._signal_stop()
                 return
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -232,7 +220,6 @@ def child_background(settings: Settings) -> Any:
     async def background(app: Any) -> AsyncIterator[None]:
         child = DeliveryProcess(settings.database_url)
         await child.start()
-        app.state.delivery_process = child
         try:
             yield
         finally:

@@ -27,6 +27,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL, which other processes can open too; None for another
+    database, a memory database or a `file:` URI."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return None
+    path = u.database or ""
+    if path in ("", ":memory:") or path.startswith("file:") or "memory" in str(u.query):
+        return None
+    return path
+
+
 def async_url(url: str) -> str:
     """`sqlite:///x.db` -> `sqlite+aiosqlite:///x.db`; `postgresql://` -> `postgresql+asyncpg://`."""
     u = make_url(url)

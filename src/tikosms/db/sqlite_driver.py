@@ -12,8 +12,8 @@ so a statement is one trip. Everything else is aiosqlite's own `Connection`.
 **Writers of several processes** (`tikosms serve` runs delivery in a process of its own; `api`
 and `worker` on one file): SQLite's own wait for another process's write lock is its busy
 handler, which sleeps 1, 2, 5, 10... up to 100 ms between tries, so a send behind the worker's
-write waited tens of milliseconds after the lock was free (p99 accept 144-329 ms at 1,000/s
-against 25-61 ms with the lock below, `bench/quick_sustained.py --split`). Each connection to a
+write waited tens of milliseconds after the lock was free (`bench/quick_sustained.py --split`,
+open 1,000/s: p99 accept 144 and 329 ms without the lock below, 29 and 34 ms with it). Each connection to a
 file database therefore takes an exclusive `flock` on `<database>-lock` before `BEGIN
 IMMEDIATE`, on its own thread, and lets it go after the COMMIT or ROLLBACK: the kernel hands
 it to the next writer as soon as it is free. In one process the engine's lock already orders

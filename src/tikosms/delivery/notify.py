@@ -38,7 +38,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from tikosms.config import get_settings
-from tikosms.db.engine import keepalive, server_settings
+from tikosms.db.engine import keepalive, server_settings, sqlite_file
 
 log = logging.getLogger("tikosms.delivery")
 
@@ -85,11 +85,8 @@ def asyncpg_dsn(database_url: str) -> str:
 def wake_address(database_url: str) -> bytes | None:
     """The abstract Unix socket the delivery worker of a SQLite file database listens on;
     None where there is none (PostgreSQL, a memory database, not Linux)."""
-    url = make_url(database_url)
-    if not url.drivername.startswith("sqlite") or not sys.platform.startswith("linux"):
-        return None
-    path = url.database
-    if not path or path == ":memory:" or path.startswith("file:"):
+    path = sqlite_file(database_url)
+    if path is None or not sys.platform.startswith("linux"):
         return None
     digest = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:32]
     return b"\0tikosms-wake-" + digest.encode()
@@ -120,27 +117,18 @@ class WakeListener:
         self.listening = True
 
     def _readable(self) -> None:
+        """Each datagram waiting, passed on (the worker merges what it is told)."""
         assert self._sock is not None
-        merged: DueAccounts = {}
-        unknown = False
         for _ in range(1000):  # then the loop's other work; the rest at the next turn
             try:
                 payload = self._sock.recv(MAX_PAYLOAD + 100)
             except OSError:  # none left (BlockingIOError), or the socket is gone
-                break
+                return
             try:
                 accounts = decode(payload.decode("ascii", "replace"))
             except ValueError:  # not ours (any local process can send): "look"
                 accounts = None
-            if accounts is None:
-                unknown = True
-            else:
-                for account, kinds in accounts.items():
-                    merged[account] = merged.get(account, 0) | kinds
-        if unknown:
-            self.on_notify(None)
-        elif merged:
-            self.on_notify(merged)
+            self.on_notify(accounts)
 
     async def stop(self) -> None:
         sock, self._sock = self._sock, None
@@ -231,7 +219,7 @@ class PartsSignal:
         if self.local is not None:
             self.local(accounts)
         if not self.db.is_postgres:
-            if self.local is None and self._wake_to is not None:
+            if self.local is None:  # the worker is another process's
                 self._datagram(accounts)
             return
         for account, kinds in accounts.items():
