@@ -13,12 +13,13 @@ so a statement is one trip. Everything else is aiosqlite's own `Connection`.
 and `worker` on one file): SQLite's own wait for another process's write lock is its busy
 handler, which sleeps 1, 2, 5, 10... up to 100 ms between tries, so a send behind the worker's
 write waited tens of milliseconds after the lock was free (`bench/quick_sustained.py --split`,
-open 1,000/s: p99 accept 144 and 329 ms without the lock below, 29 and 34 ms with it). Each connection to a
-file database therefore takes an exclusive `flock` on `<database>-lock` before `BEGIN
-IMMEDIATE`, on its own thread, and lets it go after the COMMIT or ROLLBACK: the kernel hands
-it to the next writer as soon as it is free. In one process the engine's lock already orders
-the writers (`Database.begin`), so only another process's writer is ever waited for. A writer
-that waits `LOCK_WAIT` seconds fails as SQLite would ("database is locked").
+open 1,000/s: p99 accept 144 and 329 ms without the lock below, 29 and 34 ms with it). Each
+connection to a file database therefore takes an exclusive `flock` on `<database>-lock` before
+`BEGIN IMMEDIATE`, on its own thread, and lets it go after the COMMIT or ROLLBACK: a writer
+waiting for it tries every 0.2-1 ms, so it has it within a millisecond. In one process the
+engine's lock already orders the writers (`Database.begin`), so only another process's writer
+is ever waited for. A writer that waits `LOCK_WAIT` seconds fails as SQLite would ("database
+is locked").
 
 `connect(database, **kwargs)` takes what `sqlite3.connect` takes; the engine uses it through
 SQLAlchemy's `async_creator` (`tikosms.db.engine`).
