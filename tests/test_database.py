@@ -254,3 +254,42 @@ async def test_a_connection_closed_by_force_in_a_write_gives_the_lock_back(
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # given back
     finally:
         os.close(fd)
+
+
+async def test_a_wait_given_up_leaves_the_lock_to_the_others_once_it_comes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait goes on in the kernel after the writer gave up; the lock it gets then must be
+    let go at once (the connection still open), or no other process could ever write again."""
+    import fcntl
+    import os
+    import sqlite3
+
+    from tikosms.db import sqlite_driver
+
+    monkeypatch.setattr(sqlite_driver, "LOCK_WAIT", 0.2)
+    conn = await sqlite_driver.connect(str(tmp_path / "given-up.db"), isolation_level=None)
+    holder = os.open(tmp_path / "given-up.db-lock", os.O_RDWR)
+    other = os.open(tmp_path / "given-up.db-lock", os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another process's writer
+        cursor = conn.cursor()
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            await cursor.execute("BEGIN IMMEDIATE")
+        fcntl.flock(holder, fcntl.LOCK_UN)  # the given-up wait takes it now, and lets go
+        for _ in range(200):
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the lock stayed with a writer that had given up")
+        fcntl.flock(other, fcntl.LOCK_UN)
+        await cursor.execute("BEGIN IMMEDIATE")  # and the connection writes again
+        await cursor.execute("CREATE TABLE t (n INTEGER)")
+        await conn.commit()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # given back after its COMMIT
+    finally:
+        os.close(holder)
+        os.close(other)
+        await conn.close()
