@@ -543,7 +543,7 @@ def bench_sustained(ctx: Any) -> list[Any]:
         progress(_line(s))
     setups = [dict(api_only=True), dict(), dict(callbacks=True)]
     if ctx.db_kind == "sqlite":  # the embedded default's peer: delivery in the API's process
-        setups.append(dict(one_process=True))
+        setups += [dict(one_process=True), dict(one_process=True, callbacks=True)]
     for options in setups:
         label = "-".join(k for k, v in options.items() if v) or "delivery"
         with tikosms_gateway(ctx.db_kind, ctx.workdir,
