@@ -36,6 +36,7 @@ async def delivery(db: Database, settings: Settings) -> AsyncIterator[DeliveryWo
         db, settings, RetryPolicy(initial=settings.callback_retry_initial_seconds)
     )
     worker = DeliveryWorker(db, settings, router, on_recorded=dispatcher.wake)
+    dispatcher.yield_to = worker.behind  # the SMS first: callbacks wait while parts do
     inbound = _inbound(db, settings, router, dispatcher.wake)
     await dispatcher.start()
     await worker.start()

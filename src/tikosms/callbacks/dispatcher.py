@@ -30,6 +30,19 @@ chains waiting as it may post at once; the rest are given back to the queue unpo
 counted, order kept) and due again after about one of its posts' duration, so they neither fill
 the window of claimed events nor come back every turn.
 
+Delivery first (issue 11): in a process that delivers too (`tikosms worker`, serve's delivery
+process), the posts and the carriers' traffic share one event loop, and with callbacks on at
+2,000 sends/s the posts took the loop from delivery (827 parts/s handed to the SMSC against
+1,930 without callbacks, on 2 cores). When the delivery worker has a backlog (`yield_to`: its
+last claim came back full) while the loop runs late (PACE_TICK's timer fires LOOP_BUSY late or
+more, on a moving average), the posts start at a limited rate: half the rate of the last tick,
+halved again every tick that the pressure lasts, down to MIN_RATE chains a second; it grows by
+a fifth a tick once the pressure is gone, and the limit ends after a second without it. A cap
+on the posts in flight would not do: a fast endpoint answers 4 posts in flight 1,000 times a
+second. Callbacks then fall behind, not the SMS, and catch up when the backlog is gone; a slow
+endpoint (a loop on time) or a carrier's own throttling (no backlog of claims) never limits
+them.
+
 Logs name an event by id and its URL by scheme, host and path only: a query string may carry a
 customer's token, and payloads (numbers, text) and signing secrets are never logged.
 """
@@ -41,7 +54,7 @@ import functools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -80,6 +93,11 @@ SLOW_POST = 1.0  # seconds
 SLOW_HOST_MIN_DELAY = 1.0  # seconds: a chain given back by a slow host is due again at least...
 DURATION_WEIGHT = 0.2  # weight of the newest post in a host's moving average of post durations
 HOST_STATS_KEPT = 10_000  # hosts; past this many the averages start again
+PACE_TICK = 0.05  # seconds between looks at the loop's lateness and delivery's backlog
+LOOP_BUSY = 0.01  # seconds late (moving average): the event loop has no time to spare
+MIN_RATE = 20.0  # chains a second at least while yielding to delivery
+YIELD_END = 1.0  # seconds without the pressure before the limit ends
+YIELD_WINDOW = 5.0  # seconds of the limited rate: the claimed events waiting, at most
 
 
 
@@ -96,7 +114,8 @@ class Finished:
 
 class CallbackDispatcher:
     def __init__(self, db: Database, settings: Settings, policy: RetryPolicy | None = None,
-                 batch: int = 2000, idle_poll: float = IDLE_POLL) -> None:
+                 batch: int = 2000, idle_poll: float = IDLE_POLL,
+                 yield_to: Callable[[], bool] | None = None) -> None:
         self.db = db
         self.idle_poll = idle_poll  # seconds between claims when nothing is due
         self.settings = settings
@@ -107,6 +126,12 @@ class CallbackDispatcher:
         self._lease = max(LEASE, timedelta(seconds=3 * settings.callback_timeout_seconds))
         self._window = WINDOW_PER_POST * settings.callback_concurrency
         concurrency = settings.callback_concurrency
+        self.yield_to = yield_to  # the delivery worker has a backlog (see the module's doc)
+        # chains started per second at most while yielding to delivery; None: no limit
+        self.rate_limit: float | None = None
+        self._tokens = 0.0  # chains that may start now under the limit
+        self._started = 0  # chains started since the last tick
+        self._loop_late = 0.0  # moving average of PACE_TICK's lateness, seconds
         self._host_cap = settings.callback_concurrency_per_host or max(1, concurrency // 4)
         self._account_cap = (settings.callback_concurrency_per_account
                              or max(1, concurrency // 2))
@@ -134,10 +159,13 @@ class CallbackDispatcher:
         self._posters: set[asyncio.Task[None]] = set()
         self._closed = False  # no post starts any more (the loop has ended)
         self._task: asyncio.Task[None] | None = None
+        self._pacer: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="callbacks")
+        if self.yield_to is not None:
+            self._pacer = asyncio.create_task(self._pace(), name="callbacks-pace")
 
     def wake(self) -> None:
         self._progress.set()
@@ -150,6 +178,9 @@ class CallbackDispatcher:
         """
         self._stopping = True
         self._progress.set()
+        if self._pacer is not None:
+            self._pacer.cancel()
+            await asyncio.gather(self._pacer, return_exceptions=True)
         self._start_posts()  # gives back every chain still waiting
         if self._task:
             done, _ = await asyncio.wait([self._task], timeout=grace)
@@ -186,7 +217,10 @@ class CallbackDispatcher:
         idle = False  # the last claim found nothing due
         while not (self._stopping and self._in_window == 0):
             finished = self._finished[:self.batch]
-            room = self._window - self._in_window + len(finished)
+            window = self._window
+            if self.rate_limit is not None:  # no more waiting in memory than a few seconds' worth
+                window = min(window, max(min_claim, int(YIELD_WINDOW * self.rate_limit)))
+            room = window - self._in_window + len(finished)
             want = 0 if self._stopping or room < min_claim else min(self.batch, room)
             if not finished and (want == 0 or idle):
                 self._progress.clear()
@@ -247,9 +281,14 @@ class CallbackDispatcher:
             self._host_waiting.clear()
             return
         while self._posting < self.settings.callback_concurrency:
+            if self.rate_limit is not None and self._tokens < 1:
+                return  # yielding to delivery: the next tick lets more start
             picked = self._pick()
             if picked is None:
                 return
+            if self.rate_limit is not None:
+                self._tokens -= 1
+            self._started += 1
             account, host, chain, start_by = picked
             self._posting += 1
             if not self._host_busy[host]:
@@ -293,6 +332,41 @@ class CallbackDispatcher:
             if not self._account_busy[account]:
                 del self._account_busy[account]
             self._start_posts()
+
+    async def _pace(self) -> None:
+        """Limit the rate posts start at while delivery is behind and the loop is late; lift
+        the limit once they are not (see the module's docstring)."""
+        assert self.yield_to is not None
+        calm = 0  # ticks in a row without the pressure
+        shown: float | None = -1.0
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(PACE_TICK)
+            elapsed = time.monotonic() - started
+            self._loop_late += 0.3 * (elapsed - PACE_TICK - self._loop_late)
+            rate, self._started = self._started / elapsed, 0
+            if self._loop_late > LOOP_BUSY and self.yield_to():
+                calm = 0
+                if self.rate_limit is None:
+                    log.info("callbacks yield to delivery: parts are waiting and the process "
+                             "has no time to spare (posts were starting at %.0f/s)", rate)
+                    self.rate_limit, self._tokens = rate, 0.0
+                self.rate_limit = max(MIN_RATE, min(self.rate_limit, rate) / 2)
+            elif self.rate_limit is not None:
+                calm += 1
+                if calm * PACE_TICK >= YIELD_END:
+                    self.rate_limit = None
+                    log.info("callbacks no longer yield to delivery")
+                    self._start_posts()
+                else:
+                    self.rate_limit *= 1.2
+            if self.rate_limit is not None:
+                self._tokens = min(self._tokens + self.rate_limit * elapsed,
+                                   max(1.0, 2 * self.rate_limit * PACE_TICK))
+                self._start_posts()
+            if self.rate_limit != shown:
+                shown = self.rate_limit
+                metrics.callback_yield_rate(shown or 0.0)
 
     def _host_is_slow(self, host: str, now: float) -> bool:
         if self._host_duration.get(host, 0.0) > SLOW_POST:

@@ -113,6 +113,7 @@ NO_CARRIER_RETRY = 5.0  # seconds before a part with no available carrier is tri
 AHEAD_SECONDS = 0.4
 MIN_INFLIGHT = 64
 ACCOUNTS_REFRESH = 0.5  # seconds: a new account's campaign joins the rotation within this
+BEHIND_FOR = 1.0  # seconds after a full claim that the worker counts as behind (`behind`)
 RECORD_LINGER_BELOW = 64  # results waiting: fewer, and the recorder lingers before writing
 MIN_UNRECORDED = 100  # parts: the gate's floor when the carriers' windows are small or unknown
 # seconds of measured throughput the gate holds by default, when that is more than its floor:
@@ -201,6 +202,7 @@ class DeliveryWorker:
         self._accounts_at = 0.0
         self._signalled: DueAccounts = {}  # told since the last claim began
         self._turn = 0  # rotates the accounts' order from claim to claim
+        self._full_claim_at = -BEHIND_FOR  # monotonic time of the last claim that came back full
         self.listener: PartsListener | WakeListener | None = None
         # the gate's floor; with max_unrecorded set, its fixed size
         self.max_unrecorded = settings.max_unrecorded or max(
@@ -328,6 +330,7 @@ class DeliveryWorker:
                 log.warning("%d parts claimed again while this worker still held them (their "
                             "lease ran out while the database was away): not sent again", again)
             if len(parts) >= limit:
+                self._full_claim_at = time.monotonic()
                 continue  # a backlog: claim again at once
             # everything due is claimed: wait for news (a send accepted) or the next poll, then
             # let a few more sends arrive, so that a trickle of single sends is claimed in
@@ -340,6 +343,11 @@ class DeliveryWorker:
                     continue
             if self.settings.claim_linger_seconds and not self._stopping.is_set():
                 await asyncio.sleep(self.settings.claim_linger_seconds)
+
+    def behind(self) -> bool:
+        """Parts are due that this worker has not claimed yet: a claim came back full within
+        the last BEHIND_FOR seconds (the callbacks of its process yield to it meanwhile)."""
+        return time.monotonic() - self._full_claim_at < BEHIND_FOR
 
     async def _claim(self, limit: int) -> list[tuple[OutboundPart, bool]]:
         """Claimed parts, each with whether its status changes are announced (a callback URL

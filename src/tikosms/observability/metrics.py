@@ -77,6 +77,11 @@ SHARED_RATE = Gauge("tikosms_carrier_shared_rate_per_second",
 HTTP_IN_FLIGHT = Gauge("tikosms_http_requests_in_flight", "HTTP requests being answered",
                        multiprocess_mode="livesum")
 
+CALLBACK_YIELD_RATE = Gauge("tikosms_callback_yield_rate",
+                            "Callback chains a second a process lets start while its callbacks "
+                            "yield to its delivery (parts waiting, event loop busy); 0: no "
+                            "limit (summed over the live processes)", multiprocess_mode="livesum")
+
 SLOTS_HELD = Gauge("tikosms_carrier_slots_held", "Bind slots of a carrier this process holds "
                    "(summed over the live processes: the carrier's binds in use)", ["carrier"],
                    multiprocess_mode="livesum")
@@ -179,6 +184,10 @@ def callback_attempted(state: str, duration_ms: float, created_at: Any, now: Any
     CALLBACK_DURATION.observe(duration_ms / 1000)
     if state == "delivered":
         CALLBACK_LATENCY.observe(max(0.0, (now - created_at).total_seconds()))
+
+
+def callback_yield_rate(rate: float) -> None:
+    CALLBACK_YIELD_RATE.set(rate)
 
 
 # --- rendering ---------------------------------------------------------------------------
