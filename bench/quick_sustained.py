@@ -336,7 +336,7 @@ def main() -> int:
                 for pid in named.get(name, []):
                     spies.append(subprocess.Popen(
                         [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-                         "--nonblocking", "--duration", str(int(args.seconds)),
+                         "--nonblocking", "--subprocesses", "--duration", str(int(args.seconds)),
                          "--output", str(args.pyspy / f"{args.db}-{name}.txt")],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         t0 = time.time()
