@@ -98,6 +98,7 @@ LOOP_BUSY = 0.01  # seconds late (moving average): the event loop has no time to
 MIN_RATE = 20.0  # chains a second at least while yielding to delivery
 YIELD_END = 1.0  # seconds without the pressure before the limit ends
 YIELD_WINDOW = 5.0  # seconds of the limited rate: the claimed events waiting, at most
+YIELD_LOG_EVERY = 60.0  # seconds: the "callbacks yield" line at most this often
 
 
 
@@ -339,6 +340,8 @@ class CallbackDispatcher:
         assert self.yield_to is not None
         calm = 0  # ticks in a row without the pressure
         shown: float | None = -1.0
+        episodes = 0  # times the limit began since the last log line about it
+        logged_at = -YIELD_LOG_EVERY
         while True:
             started = time.monotonic()
             await asyncio.sleep(PACE_TICK)
@@ -348,15 +351,19 @@ class CallbackDispatcher:
             if self._loop_late > LOOP_BUSY and self.yield_to():
                 calm = 0
                 if self.rate_limit is None:
-                    log.info("callbacks yield to delivery: parts are waiting and the process "
-                             "has no time to spare (posts were starting at %.0f/s)", rate)
+                    episodes += 1
+                    if started - logged_at >= YIELD_LOG_EVERY:  # a line a minute at most
+                        log.info("callbacks yield to delivery: parts are waiting and the "
+                                 "process has no time to spare (posts were starting at %.0f/s; "
+                                 "%d time(s) since the last such line)", rate, episodes)
+                        logged_at, episodes = started, 0
                     self.rate_limit, self._tokens = rate, 0.0
                 self.rate_limit = max(MIN_RATE, min(self.rate_limit, rate) / 2)
             elif self.rate_limit is not None:
                 calm += 1
                 if calm * PACE_TICK >= YIELD_END:
                     self.rate_limit = None
-                    log.info("callbacks no longer yield to delivery")
+                    log.debug("callbacks no longer yield to delivery")
                     self._start_posts()
                 else:
                     self.rate_limit *= 1.2
