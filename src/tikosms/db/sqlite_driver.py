@@ -18,8 +18,8 @@ connection to a file database therefore takes an exclusive `flock` on `<database
 `BEGIN IMMEDIATE`, on its own thread, and lets it go after the COMMIT or ROLLBACK. A writer that
 finds it taken waits in the kernel, woken at its release, through a thread of the connection's
 own (`_LockWaiter`: the kernel has no timed `flock`, and the connection's thread waits for that
-one with a time limit); trying every 0.2-1 ms instead cost the waiting process 0.3 ms of CPU for
-a 3 ms wait, 0.9 ms for 10 ms (a probe on this machine, 2026-12-07). In one process the
+one with a time limit); trying every 0.2-1 ms instead cost the waiting process 0.43 ms of CPU
+for a 3 ms wait, 1.27 ms for 10 ms, against 0.24 blocking (docs/benchmarks.md). In one process the
 engine's lock already orders the writers (`Database.begin`), so only another process's writer
 is ever waited for. A writer that waits `LOCK_WAIT` seconds fails as SQLite would ("database
 is locked").
