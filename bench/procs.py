@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -36,10 +37,43 @@ POSTGRES_ADMIN_URL = os.environ.get(
 ACTIVE = ("SCHEDULED", "QUEUED", "ENROUTE")  # statuses of parts not yet final
 
 
+_PORTS_GIVEN: set[int] = set()
+_PICK = random.SystemRandom()  # not the random module's state, which a test may have seeded
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
+    """A port nothing listens on, for a process about to be started.
+
+    The port comes from below the kernel's ephemeral range when there is room there: a port
+    found with bind(0) is one that any outgoing connection on the machine (to PostgreSQL, to a
+    callback receiver) may be given as its source port between this check and the child's own
+    bind, and the child then fails to start. Ports handed out once are not handed out again in
+    this process."""
+    low = _ephemeral_low()
+    if low - 10000 >= 1024:
+        for _ in range(200):
+            port = _PICK.randrange(low - 10000, low)
+            if port in _PORTS_GIVEN:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind((HOST, port))
+                except OSError:
+                    continue
+            _PORTS_GIVEN.add(port)
+            return port
     with socket.socket() as s:
         s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+        port = int(s.getsockname()[1])
+    _PORTS_GIVEN.add(port)
+    return port
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None,
@@ -154,11 +188,19 @@ class Process:
         if self.port is not None:
             try:
                 wait_port(self.port, self.proc)
-            except BaseException:
+            except BaseException as exc:
                 self.stop()
-                raise RuntimeError(f"{self.args[1:3]} did not start; see {self.log}") from None
+                raise RuntimeError(f"{self.args[1:3]} did not start ({exc}); see {self.log}, "
+                                   f"which ends:\n{self._log_tail()}") from None
         self._attach_profiler()
         return self
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError as exc:
+            return f"(unreadable: {exc})"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
     def _attach_profiler(self) -> None:
         """With BENCH_PYSPY=DIR, sample each gateway process with py-spy (collapsed stacks in

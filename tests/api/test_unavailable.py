@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
+from bench.procs import free_port
 
 from tikosms.app import create_app
 from tikosms.config import Settings
@@ -13,9 +12,7 @@ from tikosms.db.engine import Database
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()  # nothing listens there
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/balance"), ("POST", "/v1/message")])

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+from bench.procs import free_port
 
 from tests.cli.test_accounts_cli import invoke
 
@@ -49,12 +49,6 @@ class Server:
 
     def output(self) -> tuple[str, str]:
         return self.stdout.read_text(), self.stderr.read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
