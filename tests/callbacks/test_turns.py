@@ -1,6 +1,7 @@
-"""The dispatcher's turns with the database come at most one per TURN_GAP (issue 11): posts to a
-receiver that answers at once end a few at a time, and a turn per few of them cost more in
-statements than their rows. Every callback still arrives, once.
+"""On PostgreSQL the dispatcher's turns with the database come at most one per TURN_GAP (issue
+11): posts to a receiver that answers at once end a few at a time, and a turn per few of them
+cost more in statements than their rows. Every callback still arrives, once. On SQLite a turn
+follows the last at once (a longer turn would hold the one write lock the sends wait for).
 
 A real receiver and the dispatcher on a real database; TURN_GAP is raised to 0.2 s so that the
 count of turns says whether the gap holds (without it a turn starts as soon as the last ends).
@@ -32,6 +33,7 @@ GAP = 0.2
 
 async def test_posts_that_end_close_together_are_recorded_in_few_turns(
         db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: turns at least GAP apart; SQLite: some turns far closer than that."""
     monkeypatch.setattr(dispatcher_module, "TURN_GAP", GAP)
     customer = await make_customer(db, name="Fast receiver")
     async with CallbackReceiver() as receiver:
@@ -68,4 +70,7 @@ async def test_posts_that_end_close_together_are_recorded_in_few_turns(
     starts = [t for t, _ in turns]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) >= 10  # claims of 20: many turns
-    assert min(gaps) >= GAP * 0.9, min(gaps)
+    if db.is_postgres:
+        assert min(gaps) >= GAP * 0.9, min(gaps)
+    else:
+        assert min(gaps) < GAP / 2, min(gaps)
