@@ -11,14 +11,10 @@ from tikosms.config import Settings
 from tikosms.db.engine import Database
 
 
-def closed_port() -> int:
-    return free_port()  # nothing listens there
-
-
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/balance"), ("POST", "/v1/message")])
 async def test_unreachable_database_is_503_with_retry_after(method: str, path: str) -> None:
     """Also for POST /v1/message, which is served ahead of FastAPI's routing."""
-    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/nothing"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"  # nothing listens
     db = Database(url)
     app = create_app(Settings(database_url=url), db)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

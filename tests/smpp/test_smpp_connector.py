@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
+
+from bench.procs import free_port
 
 from tikosms.delivery.carrier import Carrier, SubmitOutcome, SubmitResult
 from tikosms.smpp.connector import SmppCarrier
@@ -288,9 +289,7 @@ async def test_wrong_password_is_reported_as_a_refused_bind(
 async def test_unreachable_carrier_is_reported_as_such(
     carrier_factory: Any, make_part: Any
 ) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nobody listens there
     carrier = await carrier_factory(port, wait=False)
     async with asyncio.timeout(5):
         await carrier.wait_state(lambda: carrier.status()[0].state == "unreachable")
