@@ -44,7 +44,7 @@ async def _queue(db: Database, account_id: int, url: str) -> None:
 @contextlib.asynccontextmanager
 async def _busy_loop() -> AsyncIterator[None]:
     """Hold the event loop 10 ms at a time (time.sleep: no await), as a saturated worker does;
-    between two holds only what is ready runs (sleep(0)), so a timer is never on time by luck."""
+    between two holds only what is ready runs (sleep(0)), so a timer is seldom on time."""
     async def hog() -> None:
         while True:
             time.sleep(0.01)  # noqa: ASYNC251 (the point: a loop with no time to spare)
